@@ -1,0 +1,45 @@
+# finsent — the two set-up commands are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export FINSENT_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: demo test lint bench dashboard airflow services clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and exactly pinned: the CPU build; an open range would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## demo: install, migrate, ingest a recorded feed set from a local server, print what happened.
+demo: $(STAMP)
+	$(BIN)/python -m pipeline.demo
+
+## test: install, make sure the services the tests use run, then pytest.
+test: $(STAMP) services
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+## services: start the local PostgreSQL if this machine has one and it is down.
+services:
+	@if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start || true; fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py --json
+	$(BIN)/python bench/classify.py --json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""finsent's ETL library: fetch → parse → normalise → dedup → store → score → roll up → alert."""

@@ -1,0 +1,73 @@
+"""Settings: one pydantic-settings class, read from the environment (prefix ``FINSENT_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+DEFAULT_SOURCES = PACKAGE_DIR / "sources.yaml"
+DEFAULT_WATCHLIST = PACKAGE_DIR / "watchlist.yaml"
+DEFAULT_MODEL_DIR = REPO_DIR / "models" / "default"
+
+
+class Settings(BaseSettings):
+    """Every knob of finsent; each field is ``FINSENT_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FINSENT_", env_file=".env", extra="ignore")
+
+    # Where the embedded PostgreSQL, caches and checkpoints live.
+    home: Path = Field(default_factory=lambda: Path(user_data_dir("finsent")))
+    # Directory with the shared real data (labeled sets, recorded feeds, article pages, unlabeled text).
+    data_dir: Path | None = None
+    # Unset -> an embedded PostgreSQL under ``home``; also read from plain ``DATABASE_URL``.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "FINSENT_DATABASE_URL")
+    )
+
+    sources: Path = DEFAULT_SOURCES
+    watchlist: Path = DEFAULT_WATCHLIST
+    model_dir: Path = DEFAULT_MODEL_DIR
+
+    # Fetching.
+    user_agent: str = "finsent/0.1 (+https://github.com/finsent/finsent; financial news sentiment monitor)"
+    allow_private_hosts: bool = False
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 15.0
+    source_deadline_s: float = 30.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_redirects: int = 5
+    retries: int = 3
+    concurrency: int = 64
+    per_host_concurrency: int = 4
+    robots_ttl_s: int = 24 * 3600
+
+    # Scoring and alerts.
+    batch_size: int = 64
+    torch_threads: int | None = None
+    alert_rules: Path | None = None
+
+    # Email.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    alert_from: str = "finsent@localhost"
+    alert_to: str | None = None
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings (tests call ``get_settings.cache_clear()`` after changing env)."""
+    return Settings()
