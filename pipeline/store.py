@@ -4,8 +4,16 @@ the transaction. Parameters are always bound, never formatted into SQL text.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+
+from pipeline.sources import Source
 
 # --- schema bookkeeping (used by pipeline.db) ------------------------------------------------
 
@@ -63,7 +71,526 @@ def record_migration(conn: Connection, version: str, name: str, checksum: str) -
 # --- sources, articles, fetch log (ingestion) ------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SourceState:
+    """A source's row id and the validators of its last stored poll."""
+
+    id: int
+    name: str
+    url: str
+    etag: str | None
+    last_modified: str | None
+
+
+def upsert_sources(conn: Connection, sources: Sequence[Source]) -> dict[str, SourceState]:
+    """Insert or update ``sources`` by name; return ``{name: SourceState}``.
+
+    A source whose URL changed loses its validators: they belong to the old URL.
+    """
+    if not sources:
+        return {}
+    rows = conn.execute(
+        sa.text(
+            "INSERT INTO sources (name, url, tags, fulltext)"
+            " SELECT n, u, CASE WHEN t = '' THEN '{}'::text[] ELSE string_to_array(t, E'\\x1f') END, f"
+            " FROM unnest(CAST(:names AS text[]), CAST(:urls AS text[]), CAST(:tags AS text[]),"
+            "             CAST(:fulltext AS bool[])) AS s(n, u, t, f)"
+            " ON CONFLICT (name) DO UPDATE SET url = EXCLUDED.url, tags = EXCLUDED.tags,"
+            "   fulltext = EXCLUDED.fulltext,"
+            "   etag = CASE WHEN sources.url = EXCLUDED.url THEN sources.etag END,"
+            "   last_modified = CASE WHEN sources.url = EXCLUDED.url THEN sources.last_modified END"
+            " RETURNING id, name, url, etag, last_modified"
+        ),
+        {
+            "names": [s.name for s in sources],
+            "urls": [s.url for s in sources],
+            "tags": ["\x1f".join(s.tags) for s in sources],
+            "fulltext": [s.fulltext for s in sources],
+        },
+    )
+    return {r.name: SourceState(r.id, r.name, r.url, r.etag, r.last_modified) for r in rows}
+
+
+def source_states(conn: Connection) -> dict[str, SourceState]:
+    """Return every stored source by name."""
+    rows = conn.execute(sa.text("SELECT id, name, url, etag, last_modified FROM sources"))
+    return {r.name: SourceState(r.id, r.name, r.url, r.etag, r.last_modified) for r in rows}
+
+
+def update_source_validators(
+    conn: Connection, source_id: int, etag: str | None, last_modified: str | None, fetched_at: datetime
+) -> None:
+    """Store the validators of a poll whose articles are committed in the same transaction."""
+    conn.execute(
+        sa.text(
+            "UPDATE sources SET etag = :etag, last_modified = :lm, last_fetched_at = :at WHERE id = :id"
+        ),
+        {"etag": etag, "lm": last_modified, "at": fetched_at, "id": source_id},
+    )
+
+
+def touch_source(conn: Connection, source_id: int, fetched_at: datetime) -> None:
+    """Record that a source was polled (e.g. answered 304) without changing its validators."""
+    conn.execute(
+        sa.text("UPDATE sources SET last_fetched_at = :at WHERE id = :id"),
+        {"at": fetched_at, "id": source_id},
+    )
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """What the exact-duplicate checks need to know of an article already stored."""
+
+    id: int
+    story_id: int
+    source_id: int
+    published_at: datetime
+    title_hash: str
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class ExistingKeys:
+    """Keys of a batch that are already stored: canonical URLs, this source's GUIDs, and title matches."""
+
+    canonical_urls: frozenset[str]
+    guids: frozenset[str]
+    by_title_hash: dict[str, list[StoredKey]]
+    by_content_hash: dict[str, list[StoredKey]]
+
+
+def existing_keys(
+    conn: Connection,
+    source_id: int,
+    *,
+    canonical_urls: Sequence[str],
+    guids: Sequence[str],
+    title_hashes: Sequence[str],
+    content_hashes: Sequence[str],
+) -> ExistingKeys:
+    """Return which of a batch's keys are already in ``articles`` (URLs across sources, GUIDs per source)."""
+    urls = conn.execute(
+        sa.text("SELECT canonical_url FROM articles WHERE canonical_url = ANY(CAST(:urls AS text[]))"),
+        {"urls": list(canonical_urls)},
+    ).scalars()
+    seen_guids = conn.execute(
+        sa.text("SELECT guid FROM articles WHERE source_id = :sid AND guid = ANY(CAST(:guids AS text[]))"),
+        {"sid": source_id, "guids": list(guids)},
+    ).scalars()
+    rows = conn.execute(
+        sa.text(
+            "SELECT id, story_id, source_id, published_at, title_hash, content_hash FROM articles"
+            " WHERE title_hash = ANY(CAST(:th AS text[])) OR content_hash = ANY(CAST(:ch AS text[]))"
+        ),
+        {"th": list(title_hashes), "ch": list(content_hashes)},
+    )
+    by_title: dict[str, list[StoredKey]] = {}
+    by_content: dict[str, list[StoredKey]] = {}
+    wanted_titles, wanted_contents = set(title_hashes), set(content_hashes)
+    for r in rows:
+        key = StoredKey(r.id, r.story_id, r.source_id, r.published_at, r.title_hash, r.content_hash)
+        if r.title_hash in wanted_titles:
+            by_title.setdefault(r.title_hash, []).append(key)
+        if r.content_hash in wanted_contents:
+            by_content.setdefault(r.content_hash, []).append(key)
+    return ExistingKeys(frozenset(urls), frozenset(seen_guids), by_title, by_content)
+
+
+@dataclass(frozen=True)
+class RecentArticle:
+    """An article of the near-duplicate window: enough to rebuild the story index."""
+
+    id: int
+    story_id: int
+    source_id: int
+    title: str
+    summary: str
+    title_hash: str
+    published_at: datetime
+
+
+def recent_articles(conn: Connection, since: datetime) -> list[RecentArticle]:
+    """Return the articles fetched or published since ``since``, oldest first."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT id, story_id, source_id, title, summary, title_hash, published_at FROM articles"
+            " WHERE fetched_at >= :since OR published_at >= :since ORDER BY id"
+        ),
+        {"since": since},
+    )
+    return [RecentArticle(*r) for r in rows]
+
+
+def allocate_article_ids(conn: Connection, count: int) -> list[int]:
+    """Return ``count`` fresh article ids, so a story can point at its first article before it is stored."""
+    if count <= 0:
+        return []
+    rows = conn.execute(
+        sa.text("SELECT nextval(pg_get_serial_sequence('articles', 'id')) FROM generate_series(1, :n)"),
+        {"n": count},
+    )
+    return [int(r[0]) for r in rows]
+
+
+@dataclass
+class NewArticle:
+    """One article row to insert (``id`` and ``story_id`` already assigned)."""
+
+    id: int
+    source_id: int
+    guid: str | None
+    url: str | None
+    canonical_url: str | None
+    title: str
+    summary: str
+    body: str | None
+    published_at: datetime
+    date_missing: bool
+    fetched_at: datetime
+    language: str | None
+    content_hash: str
+    title_hash: str
+    story_id: int
+    tickers: list[str] = field(default_factory=list)
+
+
+_ARTICLE_COLUMNS = (
+    "id", "source_id", "guid", "url", "canonical_url", "title", "summary", "body", "published_at",
+    "date_missing", "fetched_at", "language", "content_hash", "title_hash", "story_id",
+)
+_ARTICLE_TYPES = (
+    "bigint", "int", "text", "text", "text", "text", "text", "text", "timestamptz",
+    "bool", "timestamptz", "text", "text", "text", "bigint",
+)
+
+
+def insert_articles(conn: Connection, articles: Sequence[NewArticle]) -> set[int]:
+    """Insert ``articles`` in one statement, skipping any that conflict; return the ids actually stored."""
+    if not articles:
+        return set()
+    params: dict[str, list[object]] = {
+        col: [getattr(a, col) for a in articles] for col in _ARTICLE_COLUMNS
+    }
+    # Tickers never contain spaces, so one space-joined string per row carries a ragged text[][].
+    params["tickers"] = [" ".join(a.tickers) for a in articles]
+    arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(_ARTICLE_COLUMNS, _ARTICLE_TYPES, strict=True))
+    columns = ", ".join(_ARTICLE_COLUMNS)
+    rows = conn.execute(
+        sa.text(
+            f"INSERT INTO articles ({columns}, tickers)"
+            f" SELECT {columns},"
+            "   CASE WHEN tickers = '' THEN '{}'::text[] ELSE string_to_array(tickers, ' ') END"
+            f" FROM unnest({arrays}, CAST(:tickers AS text[])) AS a({columns}, tickers)"
+            " ON CONFLICT DO NOTHING RETURNING id"
+        ),
+        params,
+    )
+    return {int(r[0]) for r in rows}
+
+
+@dataclass
+class FetchLogRow:
+    """One source's outcome in one ingest run."""
+
+    run_id: str
+    source_id: int | None
+    started_at: datetime
+    status: str
+    http_status: int | None
+    bytes: int
+    items_seen: int
+    items_new: int
+    duplicates: int
+    invalid: int
+    filtered: int
+    duration_ms: int
+    error: str | None
+
+
+def insert_fetch_log(conn: Connection, row: FetchLogRow) -> None:
+    """Append one row to the fetch log."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO fetch_log (run_id, source_id, started_at, status, http_status, bytes, items_seen,"
+            " items_new, duplicates, invalid, filtered, duration_ms, error)"
+            " VALUES (CAST(:run_id AS uuid), :source_id, :started_at, :status, :http_status, :bytes,"
+            " :items_seen, :items_new, :duplicates, :invalid, :filtered, :duration_ms, :error)"
+        ),
+        asdict(row),
+    )
+
+
+def fetch_log_for_run(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    """Return the fetch log rows of one run with the source name and URL, by source name."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT s.name AS source, s.url, f.* FROM fetch_log f LEFT JOIN sources s ON s.id = f.source_id"
+            " WHERE f.run_id = CAST(:run_id AS uuid) ORDER BY s.name"
+        ),
+        {"run_id": run_id},
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def article_totals(conn: Connection) -> tuple[int, int]:
+    """Return ``(articles, distinct stories)`` stored."""
+    row = conn.execute(sa.text("SELECT count(*), count(DISTINCT story_id) FROM articles")).one()
+    return int(row[0]), int(row[1])
+
+
+def latest_articles(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
+    """Return the newest ``limit`` articles (by published_at) with their source name."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT a.id, a.story_id, s.name AS source, a.title, a.canonical_url, a.published_at, a.tickers"
+            " FROM articles a JOIN sources s ON s.id = a.source_id"
+            " ORDER BY a.published_at DESC, a.id DESC LIMIT :limit"
+        ),
+        {"limit": limit},
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+
 # --- model versions, scores, rollups (scoring) -----------------------------------------------
+
+# Arbitrary constant naming "rollup writes" for advisory locks (paired with the model version's hash).
+_ROLLUP_LOCK_CLASS = 0x726F6C6C
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One article's classification by one model version, as stored in ``scores``."""
+
+    article_id: int
+    topic: str
+    topic_probs: dict[str, float]
+    sentiment: str
+    sentiment_probs: dict[str, float]
+    score: float
+
+
+def register_model_version(
+    conn: Connection, version: str, name: str | None, path: str | None, metrics: dict[str, Any] | None
+) -> bool:
+    """Insert model version ``version`` (inactive); return whether it is new.
+
+    A known version keeps its row but takes the new path (the model directory moved) and, when given,
+    the new metrics.
+    """
+    row = conn.execute(
+        sa.text(
+            "INSERT INTO model_versions (version, name, path, metrics)"
+            " VALUES (:version, :name, :path, CAST(:metrics AS jsonb))"
+            " ON CONFLICT (version) DO UPDATE SET path = COALESCE(EXCLUDED.path, model_versions.path),"
+            "   name = COALESCE(EXCLUDED.name, model_versions.name),"
+            "   metrics = COALESCE(EXCLUDED.metrics, model_versions.metrics)"
+            " RETURNING (xmax = 0) AS inserted"
+        ),
+        {
+            "version": version,
+            "name": name,
+            "path": path,
+            "metrics": None if metrics is None else json.dumps(metrics, sort_keys=True),
+        },
+    )
+    return bool(row.scalar_one())
+
+
+_MODEL_VERSION_COLUMNS = (
+    "mv.version, mv.name, mv.path, mv.metrics, mv.created_at, mv.active,"
+    " (SELECT count(*) FROM scores s WHERE s.model_version = mv.version) AS scored"
+)
+
+
+def model_version(conn: Connection, version: str) -> sa.Row[Any] | None:
+    """Return the ``model_versions`` row of ``version`` (plus its ``scored`` count), or None."""
+    return conn.execute(
+        sa.text(f"SELECT {_MODEL_VERSION_COLUMNS} FROM model_versions mv WHERE mv.version = :version"),
+        {"version": version},
+    ).one_or_none()
+
+
+def active_model_version(conn: Connection) -> str | None:
+    """Return the active model version, or None when no version is active yet."""
+    return conn.execute(sa.text("SELECT version FROM model_versions WHERE active")).scalar_one_or_none()
+
+
+def model_versions(conn: Connection) -> list[sa.Row[Any]]:
+    """Return every model version with its ``scored`` count, newest first."""
+    rows = conn.execute(
+        sa.text(
+            f"SELECT {_MODEL_VERSION_COLUMNS} FROM model_versions mv ORDER BY mv.created_at DESC, mv.version"
+        )
+    )
+    return list(rows)
+
+
+def activate_model_version(conn: Connection, version: str) -> bool:
+    """Make ``version`` the only active model version; return False (changing nothing) if it is unknown."""
+    exists = conn.execute(
+        sa.text("SELECT 1 FROM model_versions WHERE version = :version FOR UPDATE"), {"version": version}
+    ).scalar()
+    if exists is None:
+        return False
+    # Two statements: the partial unique index is checked row by row, so one UPDATE flipping both rows
+    # could briefly see two active versions.
+    params = {"version": version}
+    conn.execute(sa.text("UPDATE model_versions SET active = false WHERE active AND version <> :version"),
+                 params)
+    conn.execute(sa.text("UPDATE model_versions SET active = true WHERE version = :version"), params)
+    return True
+
+
+def pending_articles(
+    conn: Connection, version: str, after_id: int, limit: int, lead_chars: int
+) -> list[sa.Row[Any]]:
+    """Return up to ``limit`` articles with id > ``after_id`` that ``version`` has not scored, by id.
+
+    Rows carry ``id``, ``title``, ``summary`` and ``lead`` (the body's first ``lead_chars`` characters).
+    """
+    rows = conn.execute(
+        sa.text(
+            "SELECT a.id, a.title, a.summary, left(a.body, :lead_chars) AS lead FROM articles a"
+            " WHERE a.id > :after_id AND NOT EXISTS ("
+            "   SELECT 1 FROM scores s WHERE s.article_id = a.id AND s.model_version = :version)"
+            " ORDER BY a.id LIMIT :limit"
+        ),
+        {"version": version, "after_id": after_id, "limit": limit, "lead_chars": lead_chars},
+    )
+    return list(rows)
+
+
+def count_pending_articles(conn: Connection, version: str) -> int:
+    """Return how many articles ``version`` has not scored yet."""
+    return conn.execute(
+        sa.text(
+            "SELECT count(*) FROM articles a WHERE NOT EXISTS ("
+            " SELECT 1 FROM scores s WHERE s.article_id = a.id AND s.model_version = :version)"
+        ),
+        {"version": version},
+    ).scalar_one()
+
+
+def lock_rollups(conn: Connection, version: str) -> None:
+    """Serialise writers of ``version``'s scores and rollups until this transaction ends.
+
+    Rollup buckets are recomputed from the scores a transaction can see; two writers recomputing the
+    same bucket at once would each miss the other's uncommitted scores.
+    """
+    conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(:cls, hashtext(:version))"),
+        {"cls": _ROLLUP_LOCK_CLASS, "version": version},
+    )
+
+
+def insert_scores(conn: Connection, version: str, rows: Sequence[ScoreRow]) -> list[int]:
+    """Insert ``rows`` as ``version``'s scores; return the article ids actually inserted.
+
+    Articles already scored by ``version`` (a rerun, a concurrent scorer) or deleted since they were
+    read are skipped, not errors.
+    """
+    if not rows:
+        return []
+    result = conn.execute(
+        sa.text(
+            "INSERT INTO scores (article_id, model_version, topic, topic_probs, sentiment, sentiment_probs,"
+            " score)"
+            " SELECT t.article_id, :version, t.topic, CAST(t.topic_probs AS jsonb), t.sentiment,"
+            "   CAST(t.sentiment_probs AS jsonb), t.score"
+            " FROM unnest(CAST(:ids AS bigint[]), CAST(:topics AS text[]), CAST(:topic_probs AS text[]),"
+            "             CAST(:sentiments AS text[]), CAST(:sentiment_probs AS text[]),"
+            "             CAST(:scores AS real[]))"
+            "   AS t(article_id, topic, topic_probs, sentiment, sentiment_probs, score)"
+            " WHERE EXISTS (SELECT 1 FROM articles a WHERE a.id = t.article_id)"
+            " ON CONFLICT (article_id, model_version) DO NOTHING"
+            " RETURNING article_id"
+        ),
+        {
+            "version": version,
+            "ids": [r.article_id for r in rows],
+            "topics": [r.topic for r in rows],
+            "topic_probs": [json.dumps(r.topic_probs, sort_keys=True) for r in rows],
+            "sentiments": [r.sentiment for r in rows],
+            "sentiment_probs": [json.dumps(r.sentiment_probs, sort_keys=True) for r in rows],
+            "scores": [float(r.score) for r in rows],
+        },
+    )
+    return sorted(result.scalars())
+
+
+# Aggregates ``score_facts`` rows (filtered by the {where} clause) into rollup rows. Counting happens per
+# story first so that ``stories`` and ``neg_stories`` count each near-duplicate cluster once.
+_ROLLUP_AGGREGATE = """
+INSERT INTO rollups_hourly (model_version, dimension, value, bucket, articles, stories, negative, neutral,
+                            positive, neg_stories, score_sum)
+SELECT model_version, dimension, value, bucket, sum(n), count(*), sum(neg), sum(neu), sum(pos),
+       -- A story is negative when more of its scored copies in the bucket are negative than not.
+       count(*) FILTER (WHERE 2 * neg > n), sum(score_sum)
+FROM (
+    SELECT f.model_version, f.dimension, f.value, f.bucket, f.story_id,
+           count(*) AS n,
+           count(*) FILTER (WHERE f.sentiment = 'negative') AS neg,
+           count(*) FILTER (WHERE f.sentiment = 'neutral') AS neu,
+           count(*) FILTER (WHERE f.sentiment = 'positive') AS pos,
+           sum(f.score) AS score_sum
+    {source}
+    GROUP BY f.model_version, f.dimension, f.value, f.bucket, f.story_id
+) AS per_story
+GROUP BY model_version, dimension, value, bucket
+ON CONFLICT (model_version, dimension, value, bucket) DO UPDATE SET
+    articles = EXCLUDED.articles, stories = EXCLUDED.stories, negative = EXCLUDED.negative,
+    neutral = EXCLUDED.neutral, positive = EXCLUDED.positive, neg_stories = EXCLUDED.neg_stories,
+    score_sum = EXCLUDED.score_sum
+"""
+
+# The (dimension, value, hour) buckets the given articles fall in, recomputed from all of their scores.
+_REFRESH_BUCKETS = sa.text(
+    "WITH touched AS ("
+    "  SELECT DISTINCT dimension, value, bucket FROM score_facts"
+    "  WHERE model_version = :version AND article_id = ANY(CAST(:ids AS bigint[]))"
+    "), hours AS (SELECT DISTINCT bucket FROM touched)"
+    + _ROLLUP_AGGREGATE.format(
+        source="FROM score_facts f"
+        # The range join on published_at (indexed) finds the bucket's articles; then the exact keys.
+        " JOIN hours h ON f.published_at >= h.bucket AND f.published_at < h.bucket + interval '1 hour'"
+        " JOIN touched t ON t.dimension = f.dimension AND t.value = f.value AND t.bucket = f.bucket"
+        " WHERE f.model_version = :version"
+    )
+)
+
+_REBUILD_VERSION = sa.text(
+    _ROLLUP_AGGREGATE.format(source="FROM score_facts f WHERE f.model_version = :version")
+)
+
+
+def refresh_rollups(conn: Connection, version: str, article_ids: Sequence[int]) -> int:
+    """Recompute ``version``'s rollup buckets that ``article_ids`` fall in; return the buckets written.
+
+    Buckets are recomputed from the stored scores, not incremented, so replaying a batch never counts
+    an article twice. Call under ``lock_rollups`` in the transaction that inserted the scores.
+    """
+    if not article_ids:
+        return 0
+    return conn.execute(_REFRESH_BUCKETS, {"version": version, "ids": list(article_ids)}).rowcount
+
+
+def rebuild_rollups(conn: Connection, version: str) -> int:
+    """Replace all of ``version``'s rollup rows with ones computed from its scores; return the rows."""
+    conn.execute(sa.text("DELETE FROM rollups_hourly WHERE model_version = :version"), {"version": version})
+    return conn.execute(_REBUILD_VERSION, {"version": version}).rowcount
+
+
+def rollup_versions(conn: Connection) -> list[str]:
+    """Return every model version that has scores, rollups or a registration."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT version FROM model_versions"
+            " UNION SELECT DISTINCT model_version FROM rollups_hourly ORDER BY 1"
+        )
+    )
+    return list(rows.scalars())
+
 
 
 # --- alerts, silences, outbox (alerting) ------------------------------------------------------
