@@ -1,0 +1,225 @@
+"""Duplicate detection: exact keys (canonical URL, GUID, normalised title/content hashes) and
+near-duplicate story clusters (MinHash signatures over word shingles, indexed with LSH).
+
+Everything here is pure and in memory; pipeline.ingest feeds it the rows already stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+NUM_PERM = 64
+SHINGLE_WORDS = 3
+# Jaccard similarity of shingle sets above which two articles are one story. Syndicated copies with
+# a lightly edited headline score ~0.6-0.9; different stories on the same topic score < 0.2.
+STORY_THRESHOLD = 0.5
+# Texts this short are too generic to cluster by shingles ("Press release", "H.4.1"): they only
+# join a story through an exact title match.
+MIN_SHINGLE_WORDS = 6
+# A same-titled item in the same source this close in time is a re-post, not a new article; a
+# different source with the same headline in this window is a syndicated copy of the same story.
+TITLE_WINDOW = timedelta(hours=72)
+MIN_TITLE_WORDS = 4
+_SEED = 20261128
+
+_WORD = re.compile(r"[^\W_]+(?:['’.][^\W_]+)*", re.UNICODE)
+# A trailing " - Reuters" / " | Financial Times" credit added by aggregators and syndication.
+_CREDIT = re.compile(r"\s+[-–—|:]\s+[^-–—|:]{2,40}$")
+
+
+def normalise_words(text: str) -> list[str]:
+    """Return the lower-case words of ``text`` (accents folded, punctuation dropped)."""
+    folded = unicodedata.normalize("NFKD", text or "")
+    folded = "".join(ch for ch in folded if not unicodedata.combining(ch)).casefold()
+    return [w.replace("’", "'") for w in _WORD.findall(folded)]
+
+
+def normalise_title(title: str) -> str:
+    """Return ``title`` reduced to the words that make two copies of a headline equal."""
+    stripped = _CREDIT.sub("", (title or "").strip())
+    # Keep the credit when stripping it would leave almost nothing ("Fed - Statement").
+    words = normalise_words(stripped)
+    if len(words) < 2:
+        words = normalise_words(title)
+    return " ".join(words)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def title_hash(title: str) -> str:
+    """Return the hash of the normalised title."""
+    return _digest(normalise_title(title))
+
+
+def content_hash(title: str, summary: str) -> str:
+    """Return the hash of the normalised title and summary together."""
+    return _digest(normalise_title(title) + "\n" + " ".join(normalise_words(summary)))
+
+
+def title_is_distinctive(title: str) -> bool:
+    """Return whether a headline is long enough for an exact title match to mean the same article."""
+    return len(normalise_title(title).split()) >= MIN_TITLE_WORDS
+
+
+def shingles(text: str, k: int = SHINGLE_WORDS) -> set[bytes]:
+    """Return the word ``k``-shingles of ``text`` (the words themselves when it is shorter than k)."""
+    words = normalise_words(text)
+    if len(words) < k:
+        return {w.encode() for w in words}
+    return {" ".join(words[i : i + k]).encode() for i in range(len(words) - k + 1)}
+
+
+_PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=_SEED).permutations
+
+
+def signature(title: str, summary: str) -> np.ndarray | None:
+    """Return the MinHash signature (uint32[NUM_PERM]) of title + summary; None when too short to cluster."""
+    text = f"{title} {summary}"
+    if len(normalise_words(text)) < MIN_SHINGLE_WORDS:
+        return None
+    mh = MinHash(num_perm=NUM_PERM, permutations=_PERMUTATIONS, scheme="affine32", hashfunc=zlib.crc32)
+    mh.update_batch(list(shingles(text)))
+    return mh.hashvalues.copy()
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Return the Jaccard similarity estimated from two signatures."""
+    return float(np.count_nonzero(a == b)) / len(a)
+
+
+def _lean(sig: np.ndarray) -> LeanMinHash:
+    return LeanMinHash(seed=_SEED, hashvalues=sig, scheme="affine32")
+
+
+@dataclass
+class _Member:
+    story_id: int
+    signature: np.ndarray
+
+
+@dataclass
+class StoryIndex:
+    """Stories seen so far: an LSH index over signatures plus exact title matches, keyed by article id."""
+
+    threshold: float = STORY_THRESHOLD
+    _lsh: MinHashLSH = field(init=False)
+    _members: dict[int, _Member] = field(default_factory=dict)
+    # title hash -> [(published_at, story_id, source_id)] of distinctive titles in the window.
+    _titles: dict[str, list[tuple[datetime, int, int]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lsh = MinHashLSH(threshold=self.threshold, num_perm=NUM_PERM)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def add(
+        self,
+        article_id: int,
+        story_id: int,
+        sig: np.ndarray | None,
+        *,
+        title_key: str | None = None,
+        published_at: datetime | None = None,
+        source_id: int = 0,
+    ) -> None:
+        """Remember a stored article so later copies of its story find ``story_id``."""
+        if sig is not None and article_id not in self._members:
+            self._members[article_id] = _Member(story_id, sig)
+            self._lsh.insert(article_id, _lean(sig), check_duplication=False)
+        if title_key is not None and published_at is not None:
+            self._titles.setdefault(title_key, []).append((published_at, story_id, source_id))
+
+    def find_story(
+        self, sig: np.ndarray | None, *, title_key: str | None = None, published_at: datetime | None = None
+    ) -> int | None:
+        """Return the earliest story this article belongs to (exact title in the window, or near copy)."""
+        found: list[int] = []
+        if title_key is not None and published_at is not None:
+            found += [
+                story
+                for when, story, _src in self._titles.get(title_key, ())
+                if abs(when - published_at) <= TITLE_WINDOW
+            ]
+        if sig is not None:
+            for key in self._lsh.query(_lean(sig)):
+                member = self._members[key]
+                # LSH returns candidates; the estimate weeds out band collisions below the threshold.
+                if similarity(sig, member.signature) >= self.threshold:
+                    found.append(member.story_id)
+        return min(found) if found else None
+
+
+@dataclass(frozen=True)
+class EntryKeys:
+    """The exact-duplicate keys of one entry."""
+
+    canonical_url: str | None
+    guid: str | None
+    title_hash: str
+    content_hash: str
+    distinctive_title: bool
+    published_at: datetime
+
+
+@dataclass
+class BatchKeys:
+    """Exact keys already taken (stored, or earlier in this run), checked before an entry is stored."""
+
+    canonical_urls: set[str] = field(default_factory=set)
+    guids: set[tuple[int, str]] = field(default_factory=set)
+    # (source_id, title hash) -> publication times; and (source_id, content hash) for key-less entries.
+    titles: dict[tuple[int, str], list[datetime]] = field(default_factory=dict)
+    contents: set[tuple[int, str]] = field(default_factory=set)
+
+    def duplicate_reason(self, source_id: int, keys: EntryKeys) -> str | None:
+        """Return why the entry is a copy of one already taken (None when it is new)."""
+        if keys.canonical_url and keys.canonical_url in self.canonical_urls:
+            return "canonical url"
+        if keys.guid and (source_id, keys.guid) in self.guids:
+            return "guid"
+        if keys.distinctive_title:
+            for when in self.titles.get((source_id, keys.title_hash), ()):
+                if abs(when - keys.published_at) <= TITLE_WINDOW:
+                    return "title"
+        # Without URL or GUID the content is the only identity the entry has.
+        if not keys.canonical_url and not keys.guid and (source_id, keys.content_hash) in self.contents:
+            return "content"
+        return None
+
+    def take(self, source_id: int, keys: EntryKeys) -> None:
+        """Mark the entry's keys as taken."""
+        if keys.canonical_url:
+            self.canonical_urls.add(keys.canonical_url)
+        if keys.guid:
+            self.guids.add((source_id, keys.guid))
+        if keys.distinctive_title:
+            self.titles.setdefault((source_id, keys.title_hash), []).append(keys.published_at)
+        self.contents.add((source_id, keys.content_hash))
+
+
+def split_duplicates(
+    source_id: int, entries: Iterable[tuple[int, EntryKeys]], taken: BatchKeys
+) -> tuple[list[int], dict[int, str]]:
+    """Return (positions of new entries, {position: duplicate reason}); new entries' keys are taken."""
+    new: list[int] = []
+    dups: dict[int, str] = {}
+    for pos, keys in entries:
+        reason = taken.duplicate_reason(source_id, keys)
+        if reason:
+            dups[pos] = reason
+        else:
+            taken.take(source_id, keys)
+            new.append(pos)
+    return new, dups
