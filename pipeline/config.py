@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     concurrency: int = 64
     per_host_concurrency: int = 4
     robots_ttl_s: int = 24 * 3600
+    # Exponential backoff between retries: first wait, and the cap on any single wait.
+    retry_backoff_s: float = 0.5
+    retry_backoff_max_s: float = 8.0
 
     # Scoring and alerts.
     batch_size: int = 64
@@ -61,6 +64,16 @@ class Settings(BaseSettings):
     smtp_ssl: bool = False
     alert_from: str = "finsent@localhost"
     alert_to: str | None = None
+
+    # Airflow DAGs (dags/): cron strings or presets; an empty train schedule means manual runs only.
+    ingest_schedule: str = "@daily"
+    maintenance_schedule: str = "@daily"
+    train_schedule: str | None = None
+    source_batch_size: int = 8  # sources per mapped ingest task
+    gpu_pool: str = "finsent_gpu"  # the Airflow pool that bounds concurrent model tasks
+    retention_days: int = 365  # articles and fetch log rows older than this are deleted
+    # Promotion of a newly trained model: no metric may drop by more than this (absolute, 0..1).
+    promote_tolerance: float = 0.01
 
     @property
     def embedded_pgdata(self) -> Path:
