@@ -115,7 +115,7 @@ class StoryIndex:
     threshold: float = STORY_THRESHOLD
     _lsh: MinHashLSH = field(init=False)
     _members: dict[int, _Member] = field(default_factory=dict)
-    # title hash -> [(published_at, story_id, source_id)] of distinctive titles in the window.
+    # title hash -> [(published_at, story_id, article_id)] of distinctive titles in the window.
     _titles: dict[str, list[tuple[datetime, int, int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -132,14 +132,20 @@ class StoryIndex:
         *,
         title_key: str | None = None,
         published_at: datetime | None = None,
-        source_id: int = 0,
     ) -> None:
         """Remember a stored article so later copies of its story find ``story_id``."""
         if sig is not None and article_id not in self._members:
             self._members[article_id] = _Member(story_id, sig)
             self._lsh.insert(article_id, _lean(sig), check_duplication=False)
         if title_key is not None and published_at is not None:
-            self._titles.setdefault(title_key, []).append((published_at, story_id, source_id))
+            self._titles.setdefault(title_key, []).append((published_at, story_id, article_id))
+
+    def discard(self, article_id: int, title_key: str | None = None) -> None:
+        """Forget an article that was not stored after all (its transaction failed or it lost a race)."""
+        if self._members.pop(article_id, None) is not None:
+            self._lsh.remove(article_id)
+        if title_key is not None and title_key in self._titles:
+            self._titles[title_key] = [t for t in self._titles[title_key] if t[2] != article_id]
 
     def find_story(
         self, sig: np.ndarray | None, *, title_key: str | None = None, published_at: datetime | None = None
@@ -149,7 +155,7 @@ class StoryIndex:
         if title_key is not None and published_at is not None:
             found += [
                 story
-                for when, story, _src in self._titles.get(title_key, ())
+                for when, story, _article in self._titles.get(title_key, ())
                 if abs(when - published_at) <= TITLE_WINDOW
             ]
         if sig is not None:

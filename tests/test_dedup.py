@@ -83,7 +83,7 @@ def test_story_index_prefers_the_earliest_story_when_several_match() -> None:
 def test_same_headline_in_another_source_joins_the_story_within_the_window() -> None:
     index = dedup.StoryIndex()
     key = dedup.title_hash(ORIGINAL[0])
-    index.add(5, 5, None, title_key=key, published_at=T0, source_id=1)
+    index.add(5, 5, None, title_key=key, published_at=T0)
     assert index.find_story(None, title_key=key, published_at=T0 + timedelta(hours=3)) == 5
     assert index.find_story(None, title_key=key, published_at=T0 + timedelta(days=10)) is None
 
@@ -117,3 +117,12 @@ def test_guid_and_title_are_per_source_but_url_is_global() -> None:
     ], taken)
     assert new == [0]
     assert dups == {1: "canonical url"}
+
+
+def test_discarded_article_is_no_longer_a_story() -> None:
+    index = dedup.StoryIndex()
+    key = dedup.title_hash(ORIGINAL[0])
+    index.add(3, 3, dedup.signature(*ORIGINAL), title_key=key, published_at=T0)
+    index.discard(3, key)
+    assert index.find_story(dedup.signature(*SYNDICATED), title_key=key, published_at=T0) is None
+    assert len(index) == 0
