@@ -67,21 +67,21 @@ _ANY_TAG = re.compile(r"</?[a-zA-Z][^<>]*>|<![^<>]*>")
 _MARKUP = re.compile(r"</?[a-zA-Z][^<>]*>|&(?:#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+\d*);")
 _SPACE = re.compile(r"\s+")
 # Characters that appear when UTF-8 bytes were decoded as Latin-1/cp1252 ("â€™", "Ã©", C1 controls).
-_MOJIBAKE = re.compile(
+MOJIBAKE = re.compile(
     "[\u0080-\u009f]|[\u00c2-\u00c3][\u0080-\u00bf]|\u00e2[\u0080-\u00bf\u20ac\u201a-\u201e]"
 )
 
 
 def fix_mojibake(text: str) -> str:
     """Return ``text`` with UTF-8-read-as-Latin-1 sequences repaired; unchanged when it is not that."""
-    if not _MOJIBAKE.search(text):
+    if not MOJIBAKE.search(text):
         return text
     for codec in ("cp1252", "latin-1"):
         try:
             repaired = text.encode(codec).decode("utf-8")
         except UnicodeError:
             continue
-        if len(_MOJIBAKE.findall(repaired)) < len(_MOJIBAKE.findall(text)):
+        if len(MOJIBAKE.findall(repaired)) < len(MOJIBAKE.findall(text)):
             return repaired
     return text
 

@@ -132,9 +132,10 @@ def _html_title(body: bytes) -> str:
 def _entry_date(entry: Any) -> datetime | None:
     """Return the first usable date of an entry (published, updated, created), in UTC."""
     for key in ("published", "updated", "created"):
-        parsed = to_utc(entry.get(f"{key}_parsed"))
+        # dict.get: FeedParserDict.get maps missing "updated" to "published" with a DeprecationWarning.
+        parsed = to_utc(dict.get(entry, f"{key}_parsed"))
         if parsed is None:
-            parsed = to_utc(entry.get(key))
+            parsed = to_utc(dict.get(entry, key))
         if parsed is not None:
             return parsed
     return None
