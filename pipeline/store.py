@@ -594,3 +594,378 @@ def rollup_versions(conn: Connection) -> list[str]:
 
 
 # --- alerts, silences, outbox (alerting) ------------------------------------------------------
+
+# Arbitrary constant naming "alert evaluation" for an advisory lock: one evaluator at a time.
+_ALERT_LOCK_ID = 0x616C7274
+
+
+def lock_alert_evaluation(conn: Connection) -> None:
+    """Serialise alert evaluations until this transaction ends (two schedulers must not both transition)."""
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ALERT_LOCK_ID})
+
+
+def alert_model_version(conn: Connection) -> str | None:
+    """Return the model version whose rollups alerts read: the active one, else the latest rolled up."""
+    return conn.execute(
+        sa.text(
+            "SELECT COALESCE("
+            " (SELECT version FROM model_versions WHERE active),"
+            " (SELECT model_version FROM rollups_hourly ORDER BY bucket DESC LIMIT 1))"
+        )
+    ).scalar_one_or_none()
+
+
+def window_counts(
+    conn: Connection, version: str, dimension: str, base_start: datetime, win_start: datetime, end: datetime
+) -> list[sa.Row[Any]]:
+    """Return per value of ``dimension``: stories and neg_stories in [win_start, end) and in the baseline
+    [base_start, win_start) as ``stories, neg_stories, base_stories, base_neg``."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT value,"
+            " COALESCE(sum(stories) FILTER (WHERE bucket >= :win_start), 0)::int AS stories,"
+            " COALESCE(sum(neg_stories) FILTER (WHERE bucket >= :win_start), 0)::int AS neg_stories,"
+            " COALESCE(sum(stories) FILTER (WHERE bucket < :win_start), 0)::int AS base_stories,"
+            " COALESCE(sum(neg_stories) FILTER (WHERE bucket < :win_start), 0)::int AS base_neg"
+            " FROM rollups_hourly"
+            " WHERE model_version = :version AND dimension = :dimension"
+            "   AND bucket >= :base_start AND bucket < :end"
+            " GROUP BY value"
+        ),
+        {"version": version, "dimension": dimension, "base_start": base_start, "win_start": win_start,
+         "end": end},
+    )
+    return list(rows)
+
+
+def write_story_counts(
+    conn: Connection,
+    version: str,
+    rows: Sequence[tuple[str, str, datetime, int, int]],
+) -> int:
+    """Write ``(dimension, value, bucket, stories, neg_stories)`` straight into rollups_hourly; return rows.
+
+    For recorded or synthetic histories (backtests, benchmarks): each story counts as one article,
+    negative or neutral. Existing buckets are replaced.
+    """
+    if not rows:
+        return 0
+    return conn.execute(
+        sa.text(
+            "INSERT INTO rollups_hourly (model_version, dimension, value, bucket, articles, stories,"
+            " negative, neutral, positive, neg_stories, score_sum)"
+            " SELECT :version, t.dimension, t.value, t.bucket, t.stories, t.stories, t.neg,"
+            "   t.stories - t.neg, 0, t.neg, -t.neg::double precision"
+            " FROM unnest(CAST(:dimensions AS text[]), CAST(:values AS text[]),"
+            "             CAST(:buckets AS timestamptz[]), CAST(:stories AS int[]), CAST(:negs AS int[]))"
+            "   AS t(dimension, value, bucket, stories, neg)"
+            " ON CONFLICT (model_version, dimension, value, bucket) DO UPDATE SET"
+            "   articles = EXCLUDED.articles, stories = EXCLUDED.stories, negative = EXCLUDED.negative,"
+            "   neutral = EXCLUDED.neutral, positive = 0, neg_stories = EXCLUDED.neg_stories,"
+            "   score_sum = EXCLUDED.score_sum"
+        ),
+        {
+            "version": version,
+            "dimensions": [r[0] for r in rows],
+            "values": [r[1] for r in rows],
+            "buckets": [r[2] for r in rows],
+            "stories": [int(r[3]) for r in rows],
+            "negs": [int(r[4]) for r in rows],
+        },
+    ).rowcount
+
+
+def rollup_story_series(
+    conn: Connection, version: str, dimension: str, start: datetime, end: datetime
+) -> list[sa.Row[Any]]:
+    """Return ``value, bucket, stories, neg_stories`` rows of ``dimension`` with start <= bucket < end."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT value, bucket, stories, neg_stories FROM rollups_hourly"
+            " WHERE model_version = :version AND dimension = :dimension"
+            "   AND bucket >= :start AND bucket < :end AND stories > 0"
+        ),
+        {"version": version, "dimension": dimension, "start": start, "end": end},
+    )
+    return list(rows)
+
+
+def negative_headlines(
+    conn: Connection, version: str, dimension: str, value: str, start: datetime, end: datetime, limit: int
+) -> list[sa.Row[Any]]:
+    """Return the most negative stories of one dimension value published in [start, end), one row per
+    story (its most negative copy): ``title, url, source, published_at, score, copies``."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT title, url, source, published_at, score, copies FROM ("
+            "  SELECT DISTINCT ON (f.story_id) a.title, COALESCE(a.canonical_url, a.url) AS url,"
+            "    src.name AS source, a.published_at, f.score,"
+            "    count(*) OVER (PARTITION BY f.story_id) AS copies"
+            "  FROM score_facts f"
+            "  JOIN articles a ON a.id = f.article_id"
+            "  JOIN sources src ON src.id = a.source_id"
+            "  WHERE f.model_version = :version AND f.dimension = :dimension AND f.value = :value"
+            "    AND f.sentiment = 'negative' AND f.published_at >= :start AND f.published_at < :end"
+            "  ORDER BY f.story_id, f.score, a.published_at"
+            ") AS per_story ORDER BY score, published_at DESC LIMIT :limit"
+        ),
+        {"version": version, "dimension": dimension, "value": value, "start": start, "end": end,
+         "limit": limit},
+    )
+    return list(rows)
+
+
+_ALERT_STATE_COLUMNS = (
+    "fingerprint", "rule", "dimension", "value", "status", "severity", "pending_since", "firing_since",
+    "last_breach_at", "resolved_at", "notified", "neg_share", "baseline", "stories", "neg_stories",
+    "base_stories", "p_value", "evaluated_at",
+)
+
+
+def alert_states(conn: Connection, rules: Sequence[str]) -> list[sa.Row[Any]]:
+    """Return the stored alert states of ``rules`` (every column of ``alert_state``)."""
+    rows = conn.execute(
+        sa.text(f"SELECT {', '.join(_ALERT_STATE_COLUMNS)} FROM alert_state WHERE rule = ANY(:rules)"),
+        {"rules": list(rules)},
+    )
+    return list(rows)
+
+
+def open_alerts(conn: Connection) -> list[sa.Row[Any]]:
+    """Return the pending and firing alert states, firing first."""
+    rows = conn.execute(
+        sa.text(
+            f"SELECT {', '.join(_ALERT_STATE_COLUMNS)} FROM alert_state WHERE status <> 'inactive'"
+            " ORDER BY status = 'firing' DESC, rule, dimension, value"
+        )
+    )
+    return list(rows)
+
+
+def save_alert_state(conn: Connection, state: dict[str, Any]) -> None:
+    """Insert or update one ``alert_state`` row; ``state`` has every column of the table."""
+    columns = ", ".join(_ALERT_STATE_COLUMNS)
+    values = ", ".join(f":{c}" for c in _ALERT_STATE_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _ALERT_STATE_COLUMNS if c != "fingerprint")
+    conn.execute(
+        sa.text(
+            f"INSERT INTO alert_state ({columns}) VALUES ({values})"
+            f" ON CONFLICT (fingerprint) DO UPDATE SET {updates}"
+        ),
+        {c: state[c] for c in _ALERT_STATE_COLUMNS},
+    )
+
+
+def insert_alert_event(conn: Connection, event: dict[str, Any]) -> int | None:
+    """Record one transition; return its id, or None when this (fingerprint, transition, at) exists."""
+    return conn.execute(
+        sa.text(
+            "INSERT INTO alert_events (fingerprint, transition, at, rule, dimension, value, severity,"
+            " neg_share, baseline, stories, neg_stories, base_stories, p_value, silenced)"
+            " VALUES (:fingerprint, :transition, :at, :rule, :dimension, :value, :severity, :neg_share,"
+            " :baseline, :stories, :neg_stories, :base_stories, :p_value, :silenced)"
+            " ON CONFLICT (fingerprint, transition, at) DO NOTHING RETURNING id"
+        ),
+        event,
+    ).scalar_one_or_none()
+
+
+def alert_events(conn: Connection, since: datetime | None = None) -> list[sa.Row[Any]]:
+    """Return the recorded transitions at or after ``since`` (all by default), oldest first."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT id, fingerprint, transition, at, rule, dimension, value, severity, neg_share, baseline,"
+            " stories, neg_stories, base_stories, p_value, silenced, outbox_id FROM alert_events"
+            " WHERE CAST(:since AS timestamptz) IS NULL OR at >= :since ORDER BY at, id"
+        ),
+        {"since": since},
+    )
+    return list(rows)
+
+
+def enqueue_email(conn: Connection, email: dict[str, Any]) -> int:
+    """Queue one email (idempotent on ``group_key``); return its outbox id, new or existing."""
+    new_id = conn.execute(
+        sa.text(
+            "INSERT INTO alert_outbox (group_key, message_id, transition, recipients, subject, body_text,"
+            " body_html, next_attempt_at)"
+            " VALUES (:group_key, :message_id, :transition, :recipients, :subject, :body_text, :body_html,"
+            " :next_attempt_at)"
+            " ON CONFLICT (group_key) DO NOTHING RETURNING id"
+        ),
+        email,
+    ).scalar_one_or_none()
+    if new_id is not None:
+        return int(new_id)
+    return int(
+        conn.execute(
+            sa.text("SELECT id FROM alert_outbox WHERE group_key = :group_key"),
+            {"group_key": email["group_key"]},
+        ).scalar_one()
+    )
+
+
+def link_events_to_email(conn: Connection, event_ids: Sequence[int], outbox_id: int) -> None:
+    """Record which outbox email announces the transitions ``event_ids``."""
+    conn.execute(
+        sa.text("UPDATE alert_events SET outbox_id = :outbox_id WHERE id = ANY(:ids)"),
+        {"outbox_id": outbox_id, "ids": list(event_ids)},
+    )
+
+
+def release_stale_claims(conn: Connection, claimed_before: datetime) -> int:
+    """Mark emails claimed before ``claimed_before`` and never recorded as ``unconfirmed``; return how many.
+
+    Their sender stopped (crashed) after claiming; the server may or may not have the message, so they
+    are not resent automatically (a duplicate alert email is the failure this outbox exists to prevent).
+    """
+    return conn.execute(
+        sa.text(
+            "UPDATE alert_outbox SET status = 'unconfirmed',"
+            " last_error = COALESCE(last_error || '; ', '') || 'sender stopped after claiming at '"
+            "   || claimed_at::text || '; delivery not confirmed, not resent'"
+            " WHERE status = 'sending' AND claimed_at < :claimed_before"
+        ),
+        {"claimed_before": claimed_before},
+    ).rowcount
+
+
+def claim_due_email(conn: Connection, now: datetime) -> sa.Row[Any] | None:
+    """Claim the oldest pending email due at ``now`` (status ``sending``, one more attempt); return it."""
+    return conn.execute(
+        sa.text(
+            "UPDATE alert_outbox SET status = 'sending', claimed_at = :now, attempts = attempts + 1"
+            " WHERE id = (SELECT id FROM alert_outbox WHERE status = 'pending' AND next_attempt_at <= :now"
+            "             ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, message_id, transition, recipients, subject, body_text, body_html, attempts,"
+            "   created_at"
+        ),
+        {"now": now},
+    ).one_or_none()
+
+
+def mark_email_sent(conn: Connection, outbox_id: int, now: datetime) -> None:
+    """Record that the SMTP server accepted email ``outbox_id``."""
+    conn.execute(
+        sa.text(
+            "UPDATE alert_outbox SET status = 'sent', sent_at = :now, last_error = NULL"
+            " WHERE id = :id AND status = 'sending'"
+        ),
+        {"id": outbox_id, "now": now},
+    )
+
+
+def mark_email_unsent(
+    conn: Connection, outbox_id: int, error: str, next_attempt_at: datetime | None
+) -> None:
+    """Record an attempt that surely did not deliver: retry at ``next_attempt_at`` (None: give up)."""
+    conn.execute(
+        sa.text(
+            "UPDATE alert_outbox SET last_error = :error, claimed_at = NULL,"
+            " status = CASE WHEN CAST(:next AS timestamptz) IS NULL THEN 'failed' ELSE 'pending' END,"
+            " next_attempt_at = COALESCE(CAST(:next AS timestamptz), next_attempt_at)"
+            " WHERE id = :id AND status = 'sending'"
+        ),
+        {"id": outbox_id, "error": error, "next": next_attempt_at},
+    )
+
+
+def mark_email_unconfirmed(conn: Connection, outbox_id: int, error: str) -> None:
+    """Record an attempt that failed after the message was handed over: it is not resent automatically."""
+    conn.execute(
+        sa.text(
+            "UPDATE alert_outbox SET status = 'unconfirmed', last_error = :error"
+            " WHERE id = :id AND status = 'sending'"
+        ),
+        {"id": outbox_id, "error": error},
+    )
+
+
+def outbox_counts(conn: Connection) -> dict[str, int]:
+    """Return ``{status: emails}`` over the whole outbox."""
+    rows = conn.execute(sa.text("SELECT status, count(*) FROM alert_outbox GROUP BY status"))
+    return {status: int(n) for status, n in rows}
+
+
+def outbox_emails(conn: Connection) -> list[sa.Row[Any]]:
+    """Return every outbox email with its delivery bookkeeping, oldest first."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT id, group_key, message_id, transition, recipients, subject, body_text, body_html, status,"
+            " attempts, next_attempt_at, claimed_at, sent_at, last_error, created_at"
+            " FROM alert_outbox ORDER BY id"
+        )
+    )
+    return list(rows)
+
+
+def add_silence(
+    conn: Connection,
+    *,
+    rule: str | None,
+    dimension: str | None,
+    value: str | None,
+    starts_at: datetime,
+    ends_at: datetime,
+    comment: str,
+    created_by: str | None,
+) -> int:
+    """Insert a silence; return its id."""
+    return int(
+        conn.execute(
+            sa.text(
+                "INSERT INTO alert_silences (rule, dimension, value, starts_at, ends_at, comment, created_by)"
+                " VALUES (:rule, :dimension, :value, :starts_at, :ends_at, :comment, :created_by)"
+                " RETURNING id"
+            ),
+            {"rule": rule, "dimension": dimension, "value": value, "starts_at": starts_at,
+             "ends_at": ends_at, "comment": comment, "created_by": created_by},
+        ).scalar_one()
+    )
+
+
+_SILENCE_COLUMNS = (
+    "id, rule, dimension, value, starts_at, ends_at, comment, created_by, created_at, expired_at"
+)
+
+
+def active_silences(conn: Connection, at: datetime) -> list[sa.Row[Any]]:
+    """Return the silences in force at ``at``."""
+    rows = conn.execute(
+        sa.text(
+            f"SELECT {_SILENCE_COLUMNS} FROM alert_silences"
+            " WHERE starts_at <= :at AND ends_at > :at AND (expired_at IS NULL OR expired_at > :at)"
+            " ORDER BY id"
+        ),
+        {"at": at},
+    )
+    return list(rows)
+
+
+def silences(conn: Connection, now: datetime, include_expired: bool) -> list[sa.Row[Any]]:
+    """Return silences not yet over at ``now`` (or all of them), by start."""
+    rows = conn.execute(
+        sa.text(
+            f"SELECT {_SILENCE_COLUMNS} FROM alert_silences"
+            " WHERE :all OR (ends_at > :now AND (expired_at IS NULL OR expired_at > :now))"
+            " ORDER BY starts_at, id"
+        ),
+        {"now": now, "all": include_expired},
+    )
+    return list(rows)
+
+
+def expire_silence(conn: Connection, silence_id: int, now: datetime) -> bool:
+    """End silence ``silence_id`` at ``now``; return False when there is no such silence still in force."""
+    return (
+        conn.execute(
+            sa.text(
+                "UPDATE alert_silences SET expired_at = :now"
+                " WHERE id = :id AND ends_at > :now AND (expired_at IS NULL OR expired_at > :now)"
+            ),
+            {"id": silence_id, "now": now},
+        ).rowcount
+        == 1
+    )
+
+

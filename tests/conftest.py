@@ -8,4 +8,5 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.http_server",
+    "tests.fixtures.smtp_server",
 ]

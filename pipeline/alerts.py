@@ -1,0 +1,463 @@
+"""Alert evaluation: negative-share spikes per dimension value, with an Alertmanager-style lifecycle.
+
+Each rule looks at one dimension (all, topic, ticker, source) over a window ending at ``now`` and compares
+every value's share of negative stories with its trailing baseline (``stats.spike_test``). A fingerprint
+(rule + dimension + value) moves inactive → pending → firing → resolved:
+
+- a breach makes it pending; it fires once it has breached for ``for`` (0: at once);
+- a pending alert whose breach ends goes back to inactive silently (no email);
+- a firing alert resolves only after ``keep_firing_for`` without a breach (no flapping);
+- after resolving it cannot fire again until ``cooldown`` has passed;
+- firing and resolved are transitions: each is recorded once and, unless silenced, queued as an email
+  in the outbox in the same transaction as the state change (so a crash loses or doubles nothing).
+
+Transitions of the same dimension value at the same evaluation (say the 6h and 24h rules of one ticker)
+go out as one grouped email.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+
+from pipeline import notify, store
+from pipeline.config import Settings, get_settings
+from pipeline.rules import Rule, load_rules
+from pipeline.stats import SpikeResult, spike_test
+
+HOUR = timedelta(hours=1)
+HEADLINES_PER_EMAIL = 5
+# Share assumed for the prior when a dimension has no baseline at all yet (a fresh installation).
+DEFAULT_PRIOR_SHARE = 0.3
+
+
+def fingerprint(rule: str, dimension: str, value: str) -> str:
+    """Return the identity of one alert: rule, dimension and value."""
+    return f"{rule}/{dimension}={value}"
+
+
+def window_end(now: datetime) -> datetime:
+    """Return the end of the evaluation window at ``now``: ``now`` rounded up to the hour.
+
+    Buckets are hours by published_at; evaluating at 12:30 looks at the partial 12:00 bucket, evaluating
+    at 13:00 at complete hours only.
+    """
+    now = now.astimezone(UTC)
+    floor = now.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == now else floor + HOUR
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Stories and negative stories of one dimension value: in the window and in its baseline."""
+
+    stories: int
+    neg_stories: int
+    base_stories: int
+    base_neg: int
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One rule's test of one dimension value at one time."""
+
+    rule: Rule
+    value: str
+    result: SpikeResult
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.rule.name, self.rule.dimension, self.value)
+
+
+def value_watched(rule: Rule, value: str) -> bool:
+    """Return whether ``rule`` watches dimension value ``value`` (its ``values`` globs; none = all)."""
+    return not rule.values or any(fnmatch.fnmatchcase(value, pattern) for pattern in rule.values)
+
+
+def observe(rule: Rule, counts: Mapping[str, Counts]) -> list[Observation]:
+    """Return the spike test of every watched value in ``counts`` for ``rule``.
+
+    The prior for thin baselines is the pooled baseline share of all values of the dimension.
+    """
+    watched = {value: c for value, c in counts.items() if value_watched(rule, value)}
+    pooled_stories = sum(c.base_stories for c in counts.values())
+    pooled_neg = sum(c.base_neg for c in counts.values())
+    prior = pooled_neg / pooled_stories if pooled_stories else DEFAULT_PRIOR_SHARE
+    return [
+        Observation(
+            rule,
+            value,
+            spike_test(
+                c.neg_stories,
+                c.stories,
+                c.base_neg,
+                c.base_stories,
+                test=rule.test,
+                alpha=rule.alpha,
+                min_stories=rule.min_stories,
+                min_rise=rule.min_rise,
+                prior_share=prior,
+                prior_stories=rule.prior_stories,
+            ),
+        )
+        for value, c in sorted(watched.items())
+    ]
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """Where one fingerprint is in its lifecycle, and what its last evaluation saw."""
+
+    rule: str
+    dimension: str
+    value: str
+    severity: str
+    status: str = "inactive"  # inactive | pending | firing
+    pending_since: datetime | None = None
+    firing_since: datetime | None = None
+    last_breach_at: datetime | None = None
+    resolved_at: datetime | None = None
+    notified: bool = False
+    neg_share: float | None = None
+    baseline: float | None = None
+    stories: int | None = None
+    neg_stories: int | None = None
+    base_stories: int | None = None
+    p_value: float | None = None
+    evaluated_at: datetime | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.rule, self.dimension, self.value)
+
+
+def advance(state: AlertState, rule: Rule, breach: bool, now: datetime) -> tuple[AlertState, str | None]:
+    """Return the state after one evaluation at ``now`` and the transition it made (firing/resolved/None)."""
+    if breach:
+        if state.status == "firing":
+            return replace(state, last_breach_at=now), None
+        pending_since = state.pending_since if state.status == "pending" else now
+        state = replace(state, status="pending", pending_since=pending_since, last_breach_at=now)
+        cooling = state.resolved_at is not None and now < state.resolved_at + rule.cooldown
+        if not cooling and now - pending_since >= rule.for_:
+            return replace(state, status="firing", firing_since=now), "firing"
+        return state, None
+    if state.status == "pending":
+        return replace(state, status="inactive", pending_since=None), None
+    if state.status == "firing":
+        last = state.last_breach_at or state.firing_since or now
+        if now - last >= rule.keep_firing_for:
+            return replace(state, status="inactive", pending_since=None, resolved_at=now), "resolved"
+    return state, None
+
+
+def with_observation(state: AlertState, result: SpikeResult | None, now: datetime) -> AlertState:
+    """Return ``state`` carrying the figures of its latest test (kept as they were when not tested)."""
+    if result is None:
+        return replace(state, evaluated_at=now)
+    return replace(
+        state,
+        neg_share=result.neg_share,
+        baseline=result.baseline,
+        stories=result.stories,
+        neg_stories=result.neg_stories,
+        base_stories=result.base_stories,
+        p_value=result.p_value,
+        evaluated_at=now,
+    )
+
+
+def silenced(silences: Iterable[Mapping[str, Any]], rule: str, dimension: str, value: str) -> bool:
+    """Return whether any silence matches (glob patterns on rule, dimension and value; None = any)."""
+    labels = {"rule": rule, "dimension": dimension, "value": value}
+    return any(
+        all(s[key] is None or fnmatch.fnmatchcase(labels[key], s[key]) for key in labels) for s in silences
+    )
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A firing or resolved transition of one fingerprint, with the figures behind it."""
+
+    state: AlertState
+    transition: str
+    at: datetime
+    silenced: bool
+    window: timedelta
+
+
+def step_rule(
+    rule: Rule,
+    observations: Sequence[Observation],
+    states: Mapping[str, AlertState],
+    now: datetime,
+    silences: Sequence[Mapping[str, Any]] = (),
+) -> tuple[dict[str, AlertState], list[Transition]]:
+    """Return the changed states and the transitions of one rule's evaluation at ``now``.
+
+    Values without an observation (no stories in window or baseline) count as not breaching.
+    """
+    by_fp = {o.fingerprint: o for o in observations}
+    fingerprints = set(by_fp) | {fp for fp, s in states.items() if s.rule == rule.name}
+    changed: dict[str, AlertState] = {}
+    transitions: list[Transition] = []
+    for fp in sorted(fingerprints):
+        obs = by_fp.get(fp)
+        state = states.get(fp)
+        if state is None:
+            if obs is None or not obs.result.breach:
+                continue  # an inactive value with no history needs no row
+            state = AlertState(rule.name, rule.dimension, obs.value, rule.severity)
+        state = replace(state, severity=rule.severity)
+        new, transition = advance(state, rule, obs is not None and obs.result.breach, now)
+        new = with_observation(new, obs.result if obs else None, now)
+        if transition is not None:
+            mute = silenced(silences, rule.name, rule.dimension, new.value)
+            if transition == "firing":
+                new = replace(new, notified=not mute)
+            else:
+                mute = mute or not state.notified
+                new = replace(new, notified=False)
+            transitions.append(Transition(new, transition, now, mute, rule.window))
+        changed[fp] = new
+    return changed, transitions
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+@dataclass
+class AlertView:
+    """One alert as ``finsent alerts --json`` lists it."""
+
+    rule: str
+    dimension: str
+    value: str
+    status: str
+    neg_share: float | None
+    baseline: float | None
+    stories: int | None
+    neg_stories: int | None = None
+    p_value: float | None = None
+    severity: str = "warning"
+    since: str | None = None
+
+
+@dataclass
+class AlertReport:
+    """What one evaluation found and did; ``as_dict`` is the CLI's JSON line."""
+
+    now: datetime
+    model_version: str | None
+    firing: int = 0
+    new_firing: int = 0
+    resolved: int = 0
+    emails_queued: int = 0
+    emails_sent: int = 0
+    emails_pending: int = 0
+    emails_failed: int = 0
+    emails_unconfirmed: int = 0
+    alerts: list[AlertView] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["now"] = self.now.isoformat()
+        return data
+
+
+def _view(state: AlertState, status: str | None = None) -> AlertView:
+    since = state.firing_since if state.status == "firing" else state.pending_since
+    return AlertView(
+        rule=state.rule,
+        dimension=state.dimension,
+        value=state.value,
+        status=status or state.status,
+        neg_share=None if state.neg_share is None else round(state.neg_share, 4),
+        baseline=None if state.baseline is None else round(state.baseline, 4),
+        stories=state.stories,
+        neg_stories=state.neg_stories,
+        p_value=state.p_value,
+        severity=state.severity,
+        since=since.isoformat() if since else None,
+    )
+
+
+# --- evaluation against the database ---------------------------------------------------------
+
+
+def _state_from_row(row: Any) -> AlertState:
+    data = dict(row._mapping)
+    data.pop("fingerprint")
+    return AlertState(**data)
+
+
+def _state_row(state: AlertState) -> dict[str, Any]:
+    return {"fingerprint": state.fingerprint, **asdict(state)}
+
+
+def _counts(conn: Connection, version: str, rule: Rule, now: datetime) -> dict[str, Counts]:
+    end = window_end(now)
+    win_start = end - rule.window
+    rows = store.window_counts(conn, version, rule.dimension, win_start - rule.baseline, win_start, end)
+    return {r.value: Counts(r.stories, r.neg_stories, r.base_stories, r.base_neg) for r in rows}
+
+
+def _event_row(t: Transition) -> dict[str, Any]:
+    s = t.state
+    return {
+        "fingerprint": s.fingerprint,
+        "transition": t.transition,
+        "at": t.at,
+        "rule": s.rule,
+        "dimension": s.dimension,
+        "value": s.value,
+        "severity": s.severity,
+        "neg_share": s.neg_share,
+        "baseline": s.baseline,
+        "stories": s.stories,
+        "neg_stories": s.neg_stories,
+        "base_stories": s.base_stories,
+        "p_value": s.p_value,
+        "silenced": t.silenced,
+    }
+
+
+def _message_id(group_key: str, settings: Settings) -> str:
+    # Derived from the group key, so every attempt (and any manual resend) carries the same Message-ID
+    # and receiving systems can drop a duplicate.
+    domain = settings.alert_from.rpartition("@")[2] or "finsent.localhost"
+    return f"<finsent-{hashlib.sha256(group_key.encode()).hexdigest()[:32]}@{domain}>"
+
+
+def _queue_emails(
+    conn: Connection,
+    version: str,
+    rules: Mapping[str, Rule],
+    transitions: Sequence[tuple[Transition, int]],
+    now: datetime,
+    settings: Settings,
+) -> int:
+    """Queue one email per group of unsilenced transitions; return how many emails are new or reused."""
+    groups: dict[tuple[str, str, str, tuple[str, ...]], list[tuple[Transition, int]]] = defaultdict(list)
+    for t, event_id in transitions:
+        if t.silenced:
+            continue
+        recipients = tuple(sorted(rules[t.state.rule].recipients))
+        groups[(t.transition, t.state.dimension, t.state.value, recipients)].append((t, event_id))
+    for (transition, dimension, value, recipients), members in groups.items():
+        group_key = f"{transition}|{dimension}={value}|{now.isoformat()}|{','.join(recipients)}"
+        widest = max(members, key=lambda m: m[0].window)[0]
+        end = window_end(now)
+        headlines = [
+            notify.Headline(r.title, r.url, r.source, r.published_at, r.score, r.copies)
+            for r in store.negative_headlines(
+                conn, version, dimension, value, end - widest.window, end, HEADLINES_PER_EMAIL
+            )
+        ]
+        email = notify.render_alert_email(
+            transition,
+            dimension,
+            value,
+            [notify.AlertFigures.from_state(m[0].state, m[0].window) for m in members],
+            headlines,
+            now,
+        )
+        outbox_id = store.enqueue_email(
+            conn,
+            {
+                "group_key": group_key,
+                "message_id": _message_id(group_key, settings),
+                "transition": transition,
+                "recipients": list(recipients),
+                "subject": email.subject,
+                "body_text": email.text,
+                "body_html": email.html,
+                "next_attempt_at": now,
+            },
+        )
+        store.link_events_to_email(conn, [event_id for _, event_id in members], outbox_id)
+    return len(groups)
+
+
+def evaluate(
+    now: datetime | None = None,
+    *,
+    engine: Engine | None = None,
+    rules: Sequence[Rule] | None = None,
+    settings: Settings | None = None,
+) -> AlertReport:
+    """Return what evaluating every rule at ``now`` (default: the current time) found and changed.
+
+    State changes, transition events and queued emails commit together in one transaction; a rerun at
+    the same ``now`` changes nothing. Emails are only queued here; ``notify.deliver_outbox`` sends them.
+    """
+    from pipeline.db import get_engine
+
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    settings = settings or get_settings()
+    rules = list(rules) if rules is not None else load_rules(settings=settings)
+    engine = engine or get_engine()
+    by_name = {rule.name: rule for rule in rules}
+    with engine.begin() as conn:
+        store.lock_alert_evaluation(conn)
+        version = store.alert_model_version(conn)
+        report = AlertReport(now=now, model_version=version)
+        states = {row.fingerprint: _state_from_row(row) for row in store.alert_states(conn, list(by_name))}
+        silences = [dict(row._mapping) for row in store.active_silences(conn, now)]
+        recorded: list[tuple[Transition, int]] = []
+        changed_all: dict[str, AlertState] = {}
+        counts_cache: dict[tuple[str, timedelta, timedelta], dict[str, Counts]] = {}
+        for rule in rules:
+            key = (rule.dimension, rule.window, rule.baseline)
+            if key not in counts_cache:
+                counts_cache[key] = _counts(conn, version, rule, now) if version else {}
+            changed, transitions = step_rule(rule, observe(rule, counts_cache[key]), states, now, silences)
+            changed_all.update(changed)
+            for t in transitions:
+                # The event references the state row, so that row goes first.
+                store.save_alert_state(conn, _state_row(t.state))
+                event_id = store.insert_alert_event(conn, _event_row(t))
+                if event_id is not None:
+                    recorded.append((t, event_id))
+        for state in changed_all.values():
+            store.save_alert_state(conn, _state_row(state))
+        if version:
+            report.emails_queued = _queue_emails(conn, version, by_name, recorded, now, settings)
+        report.new_firing = sum(1 for t, _ in recorded if t.transition == "firing")
+        report.resolved = sum(1 for t, _ in recorded if t.transition == "resolved")
+        open_states = [s for s in changed_all.values() if s.status != "inactive"]
+        report.firing = sum(1 for s in open_states if s.status == "firing")
+        resolved_now = [t.state for t, _ in recorded if t.transition == "resolved"]
+        report.alerts = [_view(s) for s in open_states] + [_view(s, "resolved") for s in resolved_now]
+        report.alerts.sort(key=lambda a: (a.status != "firing", a.rule, a.dimension, a.value))
+        counts = store.outbox_counts(conn)
+    report.emails_pending = counts.get("pending", 0) + counts.get("sending", 0)
+    report.emails_failed = counts.get("failed", 0)
+    report.emails_unconfirmed = counts.get("unconfirmed", 0)
+    return report
+
+
+def run_alerts(
+    now: datetime | None = None,
+    *,
+    engine: Engine | None = None,
+    rules: Sequence[Rule] | None = None,
+    settings: Settings | None = None,
+) -> AlertReport:
+    """Return the report of evaluating at ``now``, then delivering the outbox (`finsent alerts`)."""
+    settings = settings or get_settings()
+    report = evaluate(now, engine=engine, rules=rules, settings=settings)
+    delivery = notify.deliver_outbox(engine=engine, settings=settings)
+    report.emails_sent = delivery.sent
+    report.emails_pending = delivery.pending
+    report.emails_failed = delivery.failed
+    report.emails_unconfirmed = delivery.unconfirmed
+    return report

@@ -1,0 +1,113 @@
+"""pipeline.stats: tail probabilities against scipy and hand-computed values, and the spike test's gates."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from scipy import stats as sps
+
+from pipeline import stats
+
+
+def test_binomial_tail_matches_hand_computed_values() -> None:
+    # P(X >= 3) for 3 fair coin flips is 1/8; P(X >= 1) = 1 - (1/2)^3.
+    assert stats.binomial_sf(3, 3, 0.5) == pytest.approx(0.125)
+    assert stats.binomial_sf(1, 3, 0.5) == pytest.approx(0.875)
+    assert stats.binomial_sf(0, 10, 0.2) == 1.0
+    assert stats.binomial_sf(11, 10, 0.2) == 0.0
+    # 6 negative of 6 at a 25% baseline: 0.25^6.
+    assert stats.binomial_sf(6, 6, 0.25) == pytest.approx(0.25**6)
+
+
+def test_binomial_tail_matches_scipy_over_random_cases() -> None:
+    rng = random.Random(7)
+    for _ in range(500):
+        n = rng.randint(1, 5000)
+        p = rng.uniform(0.001, 0.999)
+        k = rng.randint(0, n)
+        expected = sps.binom.sf(k - 1, n, p)
+        got = stats.binomial_sf(k, n, p)
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-300), (k, n, p)
+
+
+def test_binomial_tail_keeps_precision_far_in_the_tail() -> None:
+    assert stats.binomial_sf(1000, 2000, 0.3) == pytest.approx(sps.binom.sf(999, 2000, 0.3), rel=1e-9)
+    assert 0 < stats.binomial_sf(1000, 2000, 0.3) < 1e-70
+
+
+def test_beta_binomial_tail_matches_scipy_pmf_sums() -> None:
+    # Compared with the summed pmf: scipy's own betabinom.sf loses digits far in the tail.
+    rng = random.Random(11)
+    for _ in range(300):
+        n = rng.randint(1, 400)
+        a, b = rng.uniform(0.5, 300), rng.uniform(0.5, 300)
+        k = rng.randint(0, n)
+        expected = float(sps.betabinom.pmf(range(k, n + 1), n, a, b).sum()) if k <= n else 0.0
+        got = stats.beta_binomial_sf(k, n, a, b)
+        assert got == pytest.approx(min(expected, 1.0), rel=1e-7, abs=1e-15), (k, n, a, b)
+
+
+def test_beta_binomial_is_wider_than_binomial_for_an_uncertain_baseline() -> None:
+    # Same 25% baseline; estimated from 40 stories it leaves more room for chance than a known 25%.
+    assert stats.beta_binomial_sf(6, 6, 10, 30) > stats.binomial_sf(6, 6, 0.25)
+    # With a huge baseline sample the two agree.
+    assert stats.beta_binomial_sf(6, 6, 25_000, 75_000) == pytest.approx(
+        stats.binomial_sf(6, 6, 0.25), rel=1e-3
+    )
+
+
+def test_two_proportion_z_matches_the_textbook_formula_and_normal_tail() -> None:
+    z, p = stats.two_proportion_z(30, 50, 100, 400)
+    pooled = 130 / 450
+    expected_z = (0.6 - 0.25) / math.sqrt(pooled * (1 - pooled) * (1 / 50 + 1 / 400))
+    assert z == pytest.approx(expected_z)
+    assert p == pytest.approx(sps.norm.sf(expected_z))
+    assert stats.two_proportion_z(0, 0, 5, 10) == (0.0, 1.0)
+
+
+def test_spike_test_needs_minimum_stories() -> None:
+    result = stats.spike_test(4, 4, 100, 400, min_stories=5)
+    assert not result.breach
+    assert "only 4 stories" in result.reason
+
+
+def test_spike_test_needs_a_minimum_absolute_rise_even_when_significant() -> None:
+    # 33% vs 30% over thousands of stories is significant but not a storm.
+    result = stats.spike_test(3300, 10_000, 30_000, 100_000, test="binomial", min_rise=0.1)
+    assert not result.breach
+    assert "rise" in result.reason
+
+
+def test_spike_test_flags_a_clear_storm_with_every_test() -> None:
+    for test in ("binomial", "beta_binomial", "z"):
+        result = stats.spike_test(18, 20, 250, 1000, test=test, alpha=0.001, min_rise=0.2)
+        assert result.breach, test
+        assert result.neg_share == pytest.approx(0.9)
+        assert result.p_value < 1e-6
+
+
+def test_spike_test_is_not_significant_for_ordinary_noise() -> None:
+    # 4 of 10 against a 25% baseline: a rise, but p ~ 0.2.
+    result = stats.spike_test(4, 10, 250, 1000, alpha=0.001, min_rise=0.1)
+    assert not result.breach
+    assert result.p_value > 0.05
+
+
+def test_thin_baseline_is_shrunk_towards_the_prior_share() -> None:
+    # A ticker with 0 negatives in 5 baseline stories does not get a 0% baseline.
+    assert stats.baseline_share(0, 5, prior_share=0.3, prior_stories=20) == pytest.approx(6 / 25)
+    assert stats.baseline_share(250, 1000, prior_share=0.3, prior_stories=0) == pytest.approx(0.25)
+
+
+def test_unknown_test_name_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown test"):
+        stats.spike_test(9, 10, 1, 10, test="chi2")  # type: ignore[arg-type]
+
+
+def test_ewma_and_cusum_known_values() -> None:
+    assert stats.ewma([1.0, 0.0, 0.0], 0.5) == [1.0, 0.5, 0.25]
+    assert stats.cusum([0.3, 0.5, 0.1, 0.6], target=0.25, slack=0.05) == pytest.approx([0.0, 0.2, 0.0, 0.3])
+    with pytest.raises(ValueError):
+        stats.ewma([1.0], 0.0)
