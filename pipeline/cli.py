@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -81,6 +82,181 @@ def ingest(
 
 
 # --- model commands: train / eval / classify (models) --------------------------------------
+
+
+# --- scoring commands ---------------------------------------------------------------------------
+
+models_app = typer.Typer(help="Model versions: list them and choose the active one.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+ModelDirOption = Annotated[
+    Path | None, typer.Option("--model", help="Model dir; becomes the active version if none is active yet.")
+]
+BatchSizeOption = Annotated[int | None, typer.Option("--batch-size", min=1, help="Articles per batch.")]
+LimitOption = Annotated[int | None, typer.Option("--limit", min=1, help="Score at most this many articles.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="End with one JSON line.")]
+
+
+def _echo_json(data: object) -> None:
+    # Plain echo of one line: the last line of a --json command's output is machine-read.
+    typer.echo(json.dumps(data, default=str, sort_keys=True))
+
+
+def _iso_time(text: str | None) -> datetime | None:
+    """Return ``text`` (ISO 8601) as an aware datetime, UTC when it names no zone."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not an ISO 8601 time: {text!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _score_summary(verb: str, report: dict) -> str:
+    return (
+        f"{verb} {report['scored']} articles with model {report['model_version']} in {report['batches']}"
+        f" batches, {report['seconds']:.1f} s ({report['articles_per_s']:.0f} articles/s)"
+    )
+
+
+@app.command("score")
+def score(
+    model: ModelDirOption = None,
+    batch_size: BatchSizeOption = None,
+    limit: LimitOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score every article the active model version has not scored yet."""
+    from pipeline.scoring import ScoringError, score_pending
+
+    try:
+        report = score_pending(model_dir=model, batch_size=batch_size, limit=limit).as_dict()
+    except ScoringError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        _echo_json(report)
+    else:
+        typer.echo(_score_summary("scored", report))
+
+
+@app.command("rescore")
+def rescore(
+    model: Annotated[Path, typer.Option("--model", help="Model dir to score all history with.")],
+    batch_size: BatchSizeOption = None,
+    limit: LimitOption = None,
+    activate: Annotated[bool, typer.Option("--activate", help="Make it active once all is scored.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Score all history with a new model version; the active version and its scores stay until activation."""
+    from pipeline import scoring
+
+    try:
+        report = scoring.rescore(model_dir=model, batch_size=batch_size, limit=limit).as_dict()
+        version = report["model_version"]
+        report["pending"] = scoring.pending_count(version)
+        report["activated"] = activate and report["pending"] == 0
+        if report["activated"]:
+            scoring.activate_version(version)
+    except scoring.ScoringError as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        _echo_json(report)
+        return
+    typer.echo(_score_summary("rescored", report))
+    if report["activated"]:
+        typer.echo(f"model version {version} is now active")
+    elif report["pending"]:
+        typer.echo(f"{report['pending']} articles still unscored by {version}; run rescore again")
+    else:
+        typer.echo(f"activate it with: finsent models activate {version}")
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOption = False) -> None:
+    """List registered model versions; the active one is marked with *."""
+    from pipeline.scoring import list_versions
+
+    versions = list_versions()
+    if as_json:
+        _echo_json(versions)
+        return
+    if not versions:
+        typer.echo("no model versions yet; `finsent score` registers the default model")
+    for v in versions:
+        created = f"{v['created_at']:%Y-%m-%d %H:%M}"
+        mark = "*" if v["active"] else " "
+        typer.echo(f"{mark} {v['version']}  scored={v['scored']}  created={created}  path={v['path']}")
+
+
+@models_app.command("activate")
+def models_activate(version: Annotated[str, typer.Argument(help="One of `finsent models list`.")]) -> None:
+    """Make VERSION the model version whose scores the dashboard and the alerts read."""
+    from pipeline.scoring import ScoringError, activate_version, pending_count
+
+    try:
+        activate_version(version)
+    except ScoringError as exc:
+        raise _fail(str(exc)) from exc
+    left = pending_count(version)
+    unscored = f"; {left} articles it has not scored yet" if left else ""
+    typer.echo(f"model version {version} is active{unscored}")
+
+
+@app.command("rebuild-rollups")
+def rebuild_rollups_command(
+    model_version: Annotated[
+        str | None, typer.Option("--model-version", help="Only this version (default: all).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="First hour to recount, ISO 8601 (default: oldest article).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recount the hourly rollups from the stored scores."""
+    from pipeline.rollups import rebuild_rollups
+
+    written = rebuild_rollups(model_version=model_version, since=_iso_time(since))
+    if as_json:
+        _echo_json({"rows": written})
+        return
+    for version, rows in written.items():
+        typer.echo(f"{version}: {rows} rollup rows")
+
+
+@app.command("run")
+def run(
+    sources: Annotated[
+        Path | None, typer.Option("--sources", help="YAML file of feeds (default: the shipped list).")
+    ] = None,
+    model: ModelDirOption = None,
+    now: Annotated[str | None, typer.Option("--now", help="Evaluate alerts at this ISO 8601 time.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run one full cycle: ingest → score → alerts (evaluate the rules, send due emails)."""
+    from pipeline.cycle import run_cycle
+
+    report = run_cycle(sources_path=sources, model_dir=model, now=_iso_time(now))
+    data = report.as_dict()
+    if as_json:
+        _echo_json(data)
+    else:
+        ingested, scored, alerts = data["ingest"] or {}, data["score"] or {}, data["alerts"] or {}
+        typer.echo(f"ingest: {ingested.get('items_new', '-')} new articles")
+        typer.echo(f"score: {scored.get('scored', '-')} articles with {scored.get('model_version', '-')}")
+        typer.echo(
+            f"alerts: {alerts.get('firing', '-')} firing ({alerts.get('new_firing', '-')} new),"
+            f" {alerts.get('emails_sent', '-')} emails sent, {alerts.get('emails_pending', '-')} waiting"
+        )
+        for stage, error in data["errors"].items():
+            typer.echo(f"{stage} failed: {error}", err=True)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

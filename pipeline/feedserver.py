@@ -183,6 +183,11 @@ class FeedServer:
         with self._lock:
             self._stats.clear()
 
+    def add_bytes(self, path: str, nbytes: int) -> None:
+        """Add ``nbytes`` (may be negative) to the body bytes counted for ``path``."""
+        with self._lock:
+            self._stats.setdefault(path, PathStats()).bytes_sent += nbytes
+
     def _record(self, path: str, headers: dict[str, str], status: int, nbytes: int) -> None:
         with self._lock:
             s = self._stats.setdefault(path, PathStats())
@@ -230,16 +235,16 @@ class FeedServer:
         send_body: bool = True,
     ) -> None:
         """Send status, headers and body in one go and count them for ``path``."""
-        self.send_head(handler, path, status, headers, len(body))
-        sent = 0
-        if send_body and status != 304 and body:
-            try:
+        planned = len(body) if send_body and status != 304 else 0
+        # Counted before sending: a client that has its answer must find it in the counters.
+        self._record(path, dict(handler.headers.items()), status, planned)
+        try:
+            self.send_head(handler, path, status, headers, len(body))
+            if planned:
                 handler.wfile.write(body)
-                sent = len(body)
-            except (BrokenPipeError, ConnectionResetError):
-                # The client gave up (timeout, size cap): what it did not take was not sent.
-                pass
-        self._record(path, dict(handler.headers.items()), status, sent)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (timeout, size cap): what it did not take was not sent.
+            self.add_bytes(path, -planned)
 
     @staticmethod
     def send_head(

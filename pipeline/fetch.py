@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
+import math
 import socket
 import time
 from dataclasses import dataclass, field
@@ -140,15 +142,21 @@ class _Response:
     headers: httpx.Headers
 
 
+# httpcore's pool scans every connection for every queued request, so one pool of 64 connections costs
+# far more CPU than 8 pools of 8 (measured: 1,000 loopback feeds at concurrency 64 took ~8x longer).
+CONNECTIONS_PER_CLIENT = 8
+
+
 class Fetcher:
-    """An async context manager holding one httpx client, the robots.txt cache and concurrency limits."""
+    """An async context manager holding the httpx clients, the robots.txt cache and concurrency limits."""
 
     def __init__(
         self, settings: Settings | None = None, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.settings = settings or get_settings()
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._clients: list[httpx.AsyncClient] = []
+        self._next_client = itertools.count()
         self._global = asyncio.Semaphore(self.settings.concurrency)
         self._per_host: dict[str, asyncio.Semaphore] = {}
         self.robots_cache = RobotsCache(self.settings.robots_ttl_s)
@@ -157,24 +165,35 @@ class Fetcher:
 
     async def __aenter__(self) -> Fetcher:
         s = self.settings
-        self._client = httpx.AsyncClient(
-            headers={"User-Agent": s.user_agent},
-            timeout=httpx.Timeout(
-                connect=s.connect_timeout_s, read=s.read_timeout_s, write=s.read_timeout_s,
-                pool=s.source_deadline_s,
-            ),
-            limits=httpx.Limits(max_connections=s.concurrency, max_keepalive_connections=s.concurrency),
-            follow_redirects=False,
-            transport=self._transport,
-        )
+        # A caller-supplied transport is one pool already: a single client then.
+        count = max(1, math.ceil(s.concurrency / CONNECTIONS_PER_CLIENT))
+        if self._transport is not None:
+            count = 1
+        per_client = math.ceil(s.concurrency / count)
+        # One TLS context for all clients: loading the CA bundle costs ~50 ms each time.
+        tls = httpx.create_ssl_context()
+        self._clients = [
+            httpx.AsyncClient(
+                headers={"User-Agent": s.user_agent},
+                timeout=httpx.Timeout(
+                    connect=s.connect_timeout_s, read=s.read_timeout_s, write=s.read_timeout_s,
+                    pool=s.source_deadline_s,
+                ),
+                limits=httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client),
+                follow_redirects=False,
+                verify=tls,
+                transport=self._transport,
+            )
+            for _ in range(count)
+        ]
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for client in self._clients:
+            await client.aclose()
+        self._clients = []
 
     # --- public API --------------------------------------------------------------------------------
 
@@ -191,7 +210,7 @@ class Fetcher:
     # --- one fetch: deadline, retries, result ------------------------------------------------------
 
     async def _fetch(self, source: Source, url: str, validators: Validators, accept: str) -> FetchResult:
-        if self._client is None:
+        if not self._clients:
             raise RuntimeError("Fetcher must be used as 'async with Fetcher(...) as fetcher'")
         s = self.settings
         started = time.monotonic()
@@ -298,15 +317,15 @@ class Fetcher:
 
         A longer body is a ``too_large`` failure, or with ``truncate`` is cut to its first ``max_bytes``.
         """
-        assert self._client is not None
+        client = self._clients[next(self._next_client) % len(self._clients)]
         # Host slot first, then a global one: a request queued behind a busy host holds no global slot.
         async with self._host_semaphore(url), self._global:
             try:
-                async with self._client.stream("GET", url, headers=headers) as response:
+                async with client.stream("GET", url, headers=headers) as response:
+                    # Read even a 304's or a redirect's (empty, small) body: an unread response
+                    # cannot go back to the pool, and a new connection per poll is slow.
                     status = response.status_code
-                    body = b""
-                    if status not in REDIRECT_CODES and status != 304:
-                        body = await _read_capped(response, max_bytes, truncate)
+                    body = await _read_capped(response, max_bytes, truncate)
                     return _Response(status, body, response.headers.get("Content-Type"), str(response.url),
                                      response.headers)
             except httpx.TimeoutException as exc:

@@ -560,7 +560,9 @@ _REFRESH_BUCKETS = sa.text(
 )
 
 _REBUILD_VERSION = sa.text(
-    _ROLLUP_AGGREGATE.format(source="FROM score_facts f WHERE f.model_version = :version")
+    _ROLLUP_AGGREGATE.format(
+        source="FROM score_facts f WHERE f.model_version = :version AND f.published_at >= :since"
+    )
 )
 
 
@@ -575,10 +577,18 @@ def refresh_rollups(conn: Connection, version: str, article_ids: Sequence[int]) 
     return conn.execute(_REFRESH_BUCKETS, {"version": version, "ids": list(article_ids)}).rowcount
 
 
-def rebuild_rollups(conn: Connection, version: str) -> int:
-    """Replace all of ``version``'s rollup rows with ones computed from its scores; return the rows."""
-    conn.execute(sa.text("DELETE FROM rollups_hourly WHERE model_version = :version"), {"version": version})
-    return conn.execute(_REBUILD_VERSION, {"version": version}).rowcount
+def rebuild_rollups(conn: Connection, version: str, since: datetime) -> int:
+    """Replace ``version``'s rollup rows from hour ``since`` on with a recount of its scores; return rows."""
+    params = {"version": version, "since": since}
+    conn.execute(
+        sa.text("DELETE FROM rollups_hourly WHERE model_version = :version AND bucket >= :since"), params
+    )
+    return conn.execute(_REBUILD_VERSION, params).rowcount
+
+
+def first_article_hour(conn: Connection) -> datetime | None:
+    """Return the UTC hour of the oldest stored article's publication, or None when there are none."""
+    return conn.execute(sa.text("SELECT date_trunc('hour', min(published_at), 'UTC') FROM articles")).scalar()
 
 
 def rollup_versions(conn: Connection) -> list[str]:

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.http_server",
     "tests.fixtures.smtp_server",
+    "tests.fixtures.scoring",
 ]
