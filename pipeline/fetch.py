@@ -212,6 +212,14 @@ class Fetcher:
     async def _fetch(self, source: Source, url: str, validators: Validators, accept: str) -> FetchResult:
         if not self._clients:
             raise RuntimeError("Fetcher must be used as 'async with Fetcher(...) as fetcher'")
+        # A source holds its host slot, then a global one, for its whole fetch (robots.txt, redirects,
+        # retries and backoff included), and its deadline starts once it has them: time queued behind
+        # other sources of the same host is not held against it. Host slot first, so a source waiting
+        # for a busy host holds no global slot.
+        async with self._host_semaphore(url), self._global:
+            return await self._fetch_now(source, url, validators, accept)
+
+    async def _fetch_now(self, source: Source, url: str, validators: Validators, accept: str) -> FetchResult:
         s = self.settings
         started = time.monotonic()
         attempts = 0
@@ -318,24 +326,22 @@ class Fetcher:
         A longer body is a ``too_large`` failure, or with ``truncate`` is cut to its first ``max_bytes``.
         """
         client = self._clients[next(self._next_client) % len(self._clients)]
-        # Host slot first, then a global one: a request queued behind a busy host holds no global slot.
-        async with self._host_semaphore(url), self._global:
-            try:
-                async with client.stream("GET", url, headers=headers) as response:
-                    # Read even a 304's or a redirect's (empty, small) body: an unread response
-                    # cannot go back to the pool, and a new connection per poll is slow.
-                    status = response.status_code
-                    body = await _read_capped(response, max_bytes, truncate)
-                    return _Response(status, body, response.headers.get("Content-Type"), str(response.url),
-                                     response.headers)
-            except httpx.TimeoutException as exc:
-                raise TransientFailure("timeout", f"{type(exc).__name__} talking to {url}") from exc
-            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError) as exc:
-                raise TransientFailure("network", f"connection dropped by {url}: {exc!r}") from exc
-            except httpx.DecodingError as exc:
-                raise FetchFailure("network", f"cannot decode the body from {url}: {exc}") from exc
-            except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-                raise FetchFailure("network", f"{type(exc).__name__} talking to {url}: {exc}") from exc
+        try:
+            async with client.stream("GET", url, headers=headers) as response:
+                # Read even a 304's or a redirect's (empty, small) body: an unread response
+                # cannot go back to the pool, and a new connection per poll is slow.
+                status = response.status_code
+                body = await _read_capped(response, max_bytes, truncate)
+                return _Response(status, body, response.headers.get("Content-Type"), str(response.url),
+                                 response.headers)
+        except httpx.TimeoutException as exc:
+            raise TransientFailure("timeout", f"{type(exc).__name__} talking to {url}") from exc
+        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError) as exc:
+            raise TransientFailure("network", f"connection dropped by {url}: {exc!r}") from exc
+        except httpx.DecodingError as exc:
+            raise FetchFailure("network", f"cannot decode the body from {url}: {exc}") from exc
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            raise FetchFailure("network", f"{type(exc).__name__} talking to {url}: {exc}") from exc
 
     # --- robots.txt ---------------------------------------------------------------------------------
 
