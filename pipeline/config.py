@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "FINSENT_DATABASE_URL")
     )
+    # The dashboard's connection (a login role in finsent_readonly); unset -> the database above.
+    dashboard_database_url: str | None = None
 
     sources: Path = DEFAULT_SOURCES
     watchlist: Path = DEFAULT_WATCHLIST
