@@ -1,4 +1,4 @@
-"""Fetch feeds and article pages politely and safely with one async httpx client.
+"""Fetch feeds and article pages politely and safely with async httpx.
 
 Every fetch is bounded: connect/read timeouts, a total deadline per source, a body size cap (the body
 is streamed and dropped once it is too large), a redirect limit (redirects are followed by hand so each
@@ -15,7 +15,7 @@ import itertools
 import math
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 from urllib.parse import urljoin, urlsplit
@@ -80,7 +80,6 @@ class FetchResult:
     error: str | None = None
     error_kind: str | None = None
     attempts: int = 1
-    robots: str | None = field(default=None)
 
 
 class FetchFailure(Exception):
@@ -111,16 +110,19 @@ async def check_host(url: str, *, allow_private: bool) -> None:
     (The connection resolves the name again; a resolver that answers differently the second time
     is outside what this guard can see.)
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise FetchFailure("blocked_host", f"malformed URL: {exc}") from exc
     if parts.scheme.lower() not in ("http", "https"):
         raise FetchFailure("blocked_host", f"only http and https URLs are fetched, not {parts.scheme!r}")
-    host = parts.hostname
     if not host:
         raise FetchFailure("blocked_host", "URL has no host")
     if allow_private:
         return
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise FetchFailure("network", f"cannot resolve host {host!r}: {exc}") from exc
     for info in infos:
@@ -312,7 +314,10 @@ class Fetcher:
         raise FetchFailure("redirects", f"more than {limit} redirects (last: {current})")
 
     def _host_semaphore(self, url: str) -> asyncio.Semaphore:
-        host = urlsplit(url).netloc.lower()
+        try:
+            host = urlsplit(url).netloc.lower()
+        except ValueError:
+            host = ""  # a malformed URL; check_host refuses it before any request
         sem = self._per_host.get(host)
         if sem is None:
             sem = self._per_host[host] = asyncio.Semaphore(self.settings.per_host_concurrency)

@@ -285,13 +285,17 @@ def test_address_classification(address: str, public: bool) -> None:
     assert address_is_public(address) is public
 
 
-def test_non_http_page_url_is_an_error_result_not_an_exception(fetch_settings: Settings) -> None:
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/file", "http://example.com:99999/x", "http://[nope/x", "http:///x"]
+)
+def test_unusable_page_url_is_an_error_result_not_an_exception(fetch_settings: Settings, url: str) -> None:
     async def run() -> FetchResult:
         async with Fetcher(fetch_settings) as fetcher:
-            return await fetcher.fetch_page("ftp://example.com/file", source_name="odd")
+            return await fetcher.fetch_page(url, source_name="odd")
 
     result = asyncio.run(run())
     assert result.status == "error" and result.error_kind == "blocked_host"
+    assert result.error is not None and result.error.startswith(f"odd: {url}: ")
 
 
 def test_connection_refused_is_a_network_error(fetch_settings: Settings) -> None:
