@@ -461,3 +461,67 @@ def run_alerts(
     report.emails_failed = delivery.failed
     report.emails_unconfirmed = delivery.unconfirmed
     return report
+
+
+# --- silences --------------------------------------------------------------------------------
+
+
+class SilenceError(ValueError):
+    """A silence that cannot be created or expired; the message says why."""
+
+
+def add_silence(
+    *,
+    rule: str | None = None,
+    dimension: str | None = None,
+    value: str | None = None,
+    starts_at: datetime | None = None,
+    ends_at: datetime,
+    comment: str = "",
+    created_by: str | None = None,
+    engine: Engine | None = None,
+) -> int:
+    """Return the id of a new silence muting alerts that match the glob patterns from starts_at to ends_at."""
+    from pipeline.db import get_engine
+
+    if rule is None and dimension is None and value is None:
+        raise SilenceError("a silence needs at least one matcher: --rule, --dimension or --value")
+    starts_at = (starts_at or datetime.now(UTC)).astimezone(UTC)
+    if ends_at.astimezone(UTC) <= starts_at:
+        raise SilenceError(f"silence ends ({ends_at.isoformat()}) before it starts ({starts_at.isoformat()})")
+    with (engine or get_engine()).begin() as conn:
+        return store.add_silence(
+            conn,
+            rule=rule,
+            dimension=dimension,
+            value=value,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            comment=comment,
+            created_by=created_by,
+        )
+
+
+def list_silences(
+    now: datetime | None = None, *, include_expired: bool = False, engine: Engine | None = None
+) -> list[dict[str, Any]]:
+    """Return the silences still in force or yet to start at ``now`` (or all), as dicts with a ``state``."""
+    from pipeline.db import get_engine
+
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    with (engine or get_engine()).connect() as conn:
+        rows = [dict(r._mapping) for r in store.silences(conn, now, include_expired)]
+    for row in rows:
+        over = row["ends_at"] <= now or (row["expired_at"] is not None and row["expired_at"] <= now)
+        row["state"] = "expired" if over else ("active" if row["starts_at"] <= now else "scheduled")
+    return rows
+
+
+def expire_silence(silence_id: int, now: datetime | None = None, *, engine: Engine | None = None) -> None:
+    """End silence ``silence_id`` now; raise SilenceError when there is no such silence in force."""
+    from pipeline.db import get_engine
+
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    with (engine or get_engine()).begin() as conn:
+        if not store.expire_silence(conn, silence_id, now):
+            raise SilenceError(f"no silence {silence_id} in force (unknown id, or already over)")

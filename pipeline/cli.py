@@ -259,5 +259,154 @@ def run(
         raise typer.Exit(1)
 
 
+# --- alert commands ---------------------------------------------------------------------------
+
+silence_app = typer.Typer(help="Silences: mute matching alerts for a time range.", no_args_is_help=True)
+app.add_typer(silence_app, name="silence")
+RulesOption = Annotated[
+    Path | None, typer.Option("--rules", help="Rules YAML (default: FINSENT_ALERT_RULES, else shipped).")
+]
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.0f}%"
+
+
+def _load_rules_or_fail(path: Path | None) -> list:
+    from pipeline.rules import RulesError, load_rules
+
+    try:
+        return load_rules(path)
+    except RulesError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command("alerts")
+def alerts_command(
+    now: Annotated[str | None, typer.Option("--now", help="Evaluate at this ISO 8601 time.")] = None,
+    rules: RulesOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Evaluate every alert rule, then send the emails due in the outbox."""
+    from pipeline.alerts import run_alerts
+
+    report = run_alerts(_iso_time(now), rules=_load_rules_or_fail(rules))
+    table = Table(title=f"alerts at {report.now:%Y-%m-%d %H:%M} UTC (model {report.model_version or '-'})")
+    for column in ("status", "rule", "dimension", "value", "negative", "baseline", "stories", "since"):
+        table.add_column(column)
+    styles = {"firing": "red", "pending": "yellow", "resolved": "green"}
+    for a in report.alerts:
+        table.add_row(
+            f"[{styles.get(a.status, 'white')}]{a.status}[/]", a.rule, a.dimension, escape(a.value),
+            _pct(a.neg_share), _pct(a.baseline), str(a.stories if a.stories is not None else "-"),
+            (a.since or "-")[:16],
+        )
+    Console(width=max(Console().width, 120)).print(table)
+    typer.echo(
+        f"{report.firing} firing ({report.new_firing} new), {report.resolved} resolved; emails: "
+        f"{report.emails_sent} sent, {report.emails_pending} waiting, {report.emails_failed} failed, "
+        f"{report.emails_unconfirmed} unconfirmed"
+    )
+    if as_json:
+        _echo_json(report.as_dict())
+
+
+@app.command("backtest")
+def backtest_command(
+    start: Annotated[str, typer.Option("--from", help="First evaluation time, ISO 8601.")],
+    end: Annotated[str, typer.Option("--to", help="Last evaluation time, ISO 8601.")],
+    rules: RulesOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replay hourly evaluation over stored history and list what would have fired (sends nothing)."""
+    from pipeline.backtest import backtest
+
+    begin, finish = _iso_time(start), _iso_time(end)
+    assert begin is not None and finish is not None
+    if finish < begin:
+        raise _fail(f"--to {end} is before --from {start}")
+    report = backtest(begin, finish, rules=_load_rules_or_fail(rules))
+    table = Table(title=f"backtest {start} → {end}: {report.evaluations} hourly evaluations")
+    for column in ("fired", "resolved", "rule", "dimension", "value", "peak negative", "baseline", "stories"):
+        table.add_column(column)
+    for e in report.episodes:
+        table.add_row(
+            e.fired_at[:16], (e.resolved_at or "still firing")[:16], e.rule, e.dimension, escape(e.value),
+            _pct(e.peak_neg_share), _pct(e.baseline), str(e.stories),
+        )
+    Console(width=max(Console().width, 120)).print(table)
+    typer.echo(f"{report.fired} alerts would have fired")
+    if as_json:
+        _echo_json(report.as_dict())
+
+
+@silence_app.command("add")
+def silence_add(
+    rule: Annotated[str | None, typer.Option("--rule", help="Rule name (glob).")] = None,
+    dimension: Annotated[str | None, typer.Option("--dimension", help="Dimension (glob).")] = None,
+    value: Annotated[str | None, typer.Option("--value", help="Dimension value (glob), e.g. ACME.")] = None,
+    starts: Annotated[str | None, typer.Option("--starts", help="ISO 8601 start (default: now).")] = None,
+    ends: Annotated[str | None, typer.Option("--ends", help="ISO 8601 end.")] = None,
+    duration: Annotated[str | None, typer.Option("--for", help="Length instead of --ends: 2h, 3d.")] = None,
+    comment: Annotated[str, typer.Option("--comment", help="Why (shown in lists).")] = "",
+    created_by: Annotated[str | None, typer.Option("--by", help="Who set it.")] = None,
+) -> None:
+    """Mute alerts matching --rule/--dimension/--value (globs) from --starts to --ends (or --for)."""
+    from datetime import timedelta
+
+    from pipeline.alerts import SilenceError, add_silence
+    from pipeline.rules import parse_duration
+
+    begin = _iso_time(starts) or datetime.now(UTC)
+    if (ends is None) == (duration is None):
+        raise _fail("give exactly one of --ends and --for")
+    try:
+        finish = _iso_time(ends) if ends else begin + parse_duration(duration or "0")
+        assert finish is not None
+        if finish - begin > timedelta(days=366):
+            raise SilenceError("a silence may last at most a year")
+        silence_id = add_silence(
+            rule=rule, dimension=dimension, value=value, starts_at=begin, ends_at=finish,
+            comment=comment, created_by=created_by,
+        )
+    except (SilenceError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"silence {silence_id}: until {finish.isoformat()}")
+
+
+@silence_app.command("list")
+def silence_list(
+    include_expired: Annotated[bool, typer.Option("--all", help="Include expired silences.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List the silences in force or scheduled (with --all: every silence)."""
+    from pipeline.alerts import list_silences
+
+    rows = list_silences(include_expired=include_expired)
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        typer.echo("no silences")
+    for s in rows:
+        matcher = " ".join(f"{k}={s[k]}" for k in ("rule", "dimension", "value") if s[k] is not None)
+        typer.echo(
+            f"{s['id']}  {s['state']:<9}  {matcher}  {s['starts_at']:%Y-%m-%d %H:%M} → "
+            f"{s['ends_at']:%Y-%m-%d %H:%M}  {s['comment']}"
+        )
+
+
+@silence_app.command("expire")
+def silence_expire(silence_id: Annotated[int, typer.Argument(help="Id from `silence list`.")]) -> None:
+    """End a silence now."""
+    from pipeline.alerts import SilenceError, expire_silence
+
+    try:
+        expire_silence(silence_id)
+    except SilenceError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"silence {silence_id} expired")
+
+
 if __name__ == "__main__":
     app()

@@ -20,6 +20,7 @@ With no SMTP host configured, emails stay ``pending`` in the outbox and nothing 
 
 from __future__ import annotations
 
+import email.policy
 import html
 import logging
 import re
@@ -272,12 +273,17 @@ def send_email(msg: EmailMessage, recipients: Sequence[str], settings: Settings)
                 raise SmtpNotDelivered(f"{where}: all recipients refused: {', '.join(recipients)}")
         except (OSError, smtplib.SMTPException) as exc:
             raise SmtpNotDelivered(f"{where}: before DATA: {exc}") from exc
+        # SMTP wants CRLF line ends; smtplib.data() sends bytes as they are.
+        payload = msg.as_bytes(policy=email.policy.SMTP)
         try:
-            smtp.data(msg.as_bytes())
+            code, reply = smtp.data(payload)
         except smtplib.SMTPDataError as exc:
-            raise SmtpNotDelivered(f"{where}: DATA rejected: {exc.smtp_code} {exc.smtp_error!r}") from exc
+            raise SmtpNotDelivered(f"{where}: DATA refused: {exc.smtp_code} {exc.smtp_error!r}") from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise SmtpUncertain(f"{where}: connection failed during DATA: {exc}") from exc
+        if code != 250:
+            # An error reply to the message itself: the server did not take it.
+            raise SmtpNotDelivered(f"{where}: message rejected: {code} {reply!r}")
     finally:
         try:
             smtp.quit()
