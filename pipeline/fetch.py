@@ -16,12 +16,20 @@ import math
 import socket
 import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Literal
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+from tenacity.wait import wait_base
 
 from pipeline.config import Settings, get_settings
 from pipeline.robots import (
@@ -92,7 +100,42 @@ class FetchFailure(Exception):
 
 
 class TransientFailure(FetchFailure):
-    """A failure worth retrying: a 5xx answer, a timeout or a dropped connection."""
+    """A failure worth retrying: a 5xx or 429 answer, a timeout or a dropped connection."""
+
+    def __init__(
+        self, kind: ErrorKind, message: str, http_status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(kind, message, http_status)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Return the wait a Retry-After header asks for (delta seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class _BackoffOrRetryAfter(wait_base):
+    """Exponential backoff with jitter, lengthened to the server's Retry-After, never past ``max_s``."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self._backoff = wait_exponential_jitter(multiplier=initial_s, max=max_s, jitter=initial_s / 2)
+        self._max_s = max_s
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        wait = self._backoff(retry_state)
+        failure = retry_state.outcome.exception() if retry_state.outcome else None
+        asked = getattr(failure, "retry_after_s", None)
+        return min(max(wait, asked or 0.0), self._max_s)
 
 
 def address_is_public(address: str) -> bool:
@@ -245,8 +288,7 @@ class Fetcher:
             async with asyncio.timeout(s.source_deadline_s):
                 retrying = AsyncRetrying(
                     stop=stop_after_attempt(s.retries + 1),
-                    wait=wait_exponential_jitter(multiplier=s.retry_backoff_s, max=s.retry_backoff_max_s,
-                                                 jitter=s.retry_backoff_s / 2),
+                    wait=_BackoffOrRetryAfter(s.retry_backoff_s, s.retry_backoff_max_s),
                     retry=retry_if_exception_type(TransientFailure),
                     reraise=True,
                 )
@@ -305,8 +347,9 @@ class Fetcher:
                 current = target
                 continue
             if response.status >= 500 or response.status == 429:
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 raise TransientFailure("http_status", f"HTTP {response.status} from {current}",
-                                       response.status)
+                                       response.status, retry_after)
             if response.status >= 400:
                 raise FetchFailure("http_status", f"HTTP {response.status} from {current}", response.status)
             return response

@@ -10,7 +10,14 @@ import httpx
 import pytest
 
 from pipeline.config import Settings
-from pipeline.fetch import Fetcher, FetchResult, Validators, address_is_public, fetch_all
+from pipeline.fetch import (
+    Fetcher,
+    FetchResult,
+    Validators,
+    address_is_public,
+    fetch_all,
+    retry_after_seconds,
+)
 from pipeline.sources import Source
 from tests.fixtures.http_server import FaultyFeedServer
 
@@ -74,6 +81,37 @@ def test_server_error_then_success_is_retried(
     assert result.status == "ok" and result.body == RSS
     assert result.attempts == 3
     assert feed_server.stats("/flaky.xml").statuses == [503, 503, 200]
+
+
+def test_retry_after_from_the_server_lengthens_the_backoff(
+    feed_server: FaultyFeedServer, fetch_settings: Settings
+) -> None:
+    url = feed_server.add_faulty(
+        "/busy.xml", RSS, fail_times=1, fail_status=429, fail_headers={"Retry-After": "1"}
+    )
+    settings = fetch_settings.model_copy(update={"retry_backoff_max_s": 2.0})
+    started = time.monotonic()
+    result = fetch_one(settings, Source(name="busy", url=url))
+    assert result.status == "ok" and result.attempts == 2
+    assert time.monotonic() - started >= 1.0  # not the 0.05 s backoff the settings alone give
+
+
+def test_retry_after_is_capped_by_the_longest_backoff(
+    feed_server: FaultyFeedServer, fetch_settings: Settings
+) -> None:
+    url = feed_server.add_faulty(
+        "/busy.xml", RSS, fail_times=1, fail_status=503, fail_headers={"Retry-After": "3600"}
+    )
+    started = time.monotonic()
+    result = fetch_one(fetch_settings, Source(name="busy", url=url))
+    assert result.status == "ok"
+    assert time.monotonic() - started < fetch_settings.retry_backoff_max_s + 1.0
+
+
+def test_retry_after_header_forms() -> None:
+    assert retry_after_seconds("120") == 120.0
+    assert retry_after_seconds("Wed, 21 Oct 2026 07:28:00 GMT", now=1792567670.0) == 10.0
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
 
 
 def test_persistent_server_error_gives_up_after_the_configured_retries(
