@@ -374,3 +374,19 @@ def test_time_queued_behind_the_same_host_does_not_count_against_the_deadline(
     assert time.monotonic() - started >= 1.4  # one after the other: longer than one deadline in all
     assert [r.status for r in results] == ["ok", "ok"]
     assert all(r.duration_s < 1.2 for r in results)
+
+
+def test_fetch_page_gets_an_article_page_as_html(
+    feed_server: FaultyFeedServer, fetch_settings: Settings
+) -> None:
+    page = b"<html><body><article><p>Full text of the story.</p></article></body></html>"
+    url = feed_server.add("/story.html", page, content_type="text/html; charset=utf-8")
+
+    async def run() -> FetchResult:
+        async with Fetcher(fetch_settings) as fetcher:
+            return await fetcher.fetch_page(url, source_name="wire")
+
+    result = asyncio.run(run())
+    assert result.status == "ok" and result.body == page and result.content_type == "text/html; charset=utf-8"
+    assert result.source.name == "wire" and result.final_url == url
+    assert feed_server.stats("/story.html").last_headers["Accept"].startswith("text/html")
