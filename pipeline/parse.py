@@ -78,6 +78,9 @@ def decode_feed(body: bytes, content_type: str | None) -> tuple[str, str | None]
                            (codecs.BOM_UTF16_BE, "utf-16")):
             if body.startswith(bom):
                 return body.decode(codec, errors="replace"), None
+    # UTF-16 without a BOM (XML spec, appendix F): "<?" as two-byte units.
+    if body.startswith((b"<\x00?\x00", b"\x00<\x00?")):
+        return body.decode("utf-16-le" if body[0] == ord("<") else "utf-16-be", errors="replace"), None
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -182,6 +182,11 @@ def test_decode_feed_honours_a_byte_order_mark() -> None:
     assert text.lstrip("\ufeff") == "<rss/>" and warning is None
 
 
+def test_utf16_feed_without_a_byte_order_mark_is_decoded() -> None:
+    body = UTF8_FEED.replace("ISO-8859-1", "UTF-16").encode("utf-16-le")
+    assert parse(body).entries[0].title == "Zentralbank erhöht Zinsen — Märkte fallen"
+
+
 def test_mojibake_in_titles_is_repaired() -> None:
     body = RSS20.replace(b"Bad date", "Bad date â€” arenâ€™t they".encode())
     assert parse(body).entries[2].title == "Bad date — aren’t they"
