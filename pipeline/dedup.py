@@ -38,19 +38,23 @@ _CREDIT = re.compile(r"\s+[-–—|:]\s+[^-–—|:]{2,40}$")
 
 def normalise_words(text: str) -> list[str]:
     """Return the lower-case words of ``text`` (accents folded, punctuation dropped)."""
-    folded = unicodedata.normalize("NFKD", text or "")
-    folded = "".join(ch for ch in folded if not unicodedata.combining(ch)).casefold()
-    return [w.replace("’", "'") for w in _WORD.findall(folded)]
+    text = text or ""
+    if not text.isascii():
+        folded = unicodedata.normalize("NFKD", text)
+        text = "".join(ch for ch in folded if not unicodedata.combining(ch)).replace("’", "'")
+    return _WORD.findall(text.casefold())
+
+
+def _title_words(title: str) -> list[str]:
+    stripped = _CREDIT.sub("", (title or "").strip())
+    words = normalise_words(stripped)
+    # Keep the credit when stripping it would leave almost nothing ("Fed - Statement").
+    return words if len(words) >= 2 else normalise_words(title)
 
 
 def normalise_title(title: str) -> str:
     """Return ``title`` reduced to the words that make two copies of a headline equal."""
-    stripped = _CREDIT.sub("", (title or "").strip())
-    # Keep the credit when stripping it would leave almost nothing ("Fed - Statement").
-    words = normalise_words(stripped)
-    if len(words) < 2:
-        words = normalise_words(title)
-    return " ".join(words)
+    return " ".join(_title_words(title))
 
 
 def _digest(text: str) -> str:
@@ -74,23 +78,66 @@ def title_is_distinctive(title: str) -> bool:
 
 def shingles(text: str, k: int = SHINGLE_WORDS) -> set[bytes]:
     """Return the word ``k``-shingles of ``text`` (the words themselves when it is shorter than k)."""
-    words = normalise_words(text)
+    return _shingles(normalise_words(text), k)
+
+
+def _shingles(words: list[str], k: int = SHINGLE_WORDS) -> set[bytes]:
     if len(words) < k:
         return {w.encode() for w in words}
     return {" ".join(words[i : i + k]).encode() for i in range(len(words) - k + 1)}
 
 
+# Affine permutations h -> a*h + b (mod 2^32) with odd a, as datasketch's "affine32" scheme uses.
 _PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=_SEED).permutations
+_A = _PERMUTATIONS[0].astype(np.uint32)[:, None]
+_B = _PERMUTATIONS[1].astype(np.uint32)[:, None]
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """Return MurmurHash3's finaliser of ``h``: spreads CRC32 values before the affine permutations."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def signature_of_words(words: list[str]) -> np.ndarray | None:
+    """Return the MinHash signature (uint32[NUM_PERM]) of a word sequence; None when too short to cluster."""
+    if len(words) < MIN_SHINGLE_WORDS:
+        return None
+    grams = _shingles(words)
+    hashes = _fmix32(np.fromiter((zlib.crc32(g) for g in grams), dtype=np.uint32, count=len(grams)))
+    with np.errstate(over="ignore"):
+        return (_A * hashes[None, :] + _B).min(axis=1)
 
 
 def signature(title: str, summary: str) -> np.ndarray | None:
-    """Return the MinHash signature (uint32[NUM_PERM]) of title + summary; None when too short to cluster."""
-    text = f"{title} {summary}"
-    if len(normalise_words(text)) < MIN_SHINGLE_WORDS:
-        return None
-    mh = MinHash(num_perm=NUM_PERM, permutations=_PERMUTATIONS, scheme="affine32", hashfunc=zlib.crc32)
-    mh.update_batch(list(shingles(text)))
-    return mh.hashvalues.copy()
+    """Return the MinHash signature of title + summary; None when too short to cluster."""
+    return signature_of_words(normalise_words(f"{title} {summary}"))
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Everything dedup compares of one article, computed in one pass over its text."""
+
+    title_hash: str
+    content_hash: str
+    distinctive_title: bool
+    signature: np.ndarray | None
+
+
+def fingerprint(title: str, summary: str) -> Fingerprint:
+    """Return the title/content hashes and MinHash signature of an article."""
+    title_words = _title_words(title)
+    summary_words = normalise_words(summary)
+    normalised_title = " ".join(title_words)
+    return Fingerprint(
+        title_hash=_digest(normalised_title),
+        content_hash=_digest(normalised_title + "\n" + " ".join(summary_words)),
+        distinctive_title=len(title_words) >= MIN_TITLE_WORDS,
+        signature=signature_of_words(normalise_words(title) + summary_words),
+    )
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:

@@ -176,14 +176,14 @@ def filter_reason(entry: ParsedEntry, fetched_at: datetime) -> str | None:
     return None
 
 
-def entry_keys(entry: ParsedEntry) -> dedup.EntryKeys:
+def entry_keys(entry: ParsedEntry, fp: dedup.Fingerprint) -> dedup.EntryKeys:
     """Return the exact-duplicate keys of a parsed entry."""
     return dedup.EntryKeys(
         canonical_url=entry.canonical_url,
         guid=entry.guid,
-        title_hash=dedup.title_hash(entry.title),
-        content_hash=dedup.content_hash(entry.title, entry.summary),
-        distinctive_title=dedup.title_is_distinctive(entry.title),
+        title_hash=fp.title_hash,
+        content_hash=fp.content_hash,
+        distinctive_title=fp.distinctive_title,
         published_at=entry.published_at,
     )
 
@@ -210,11 +210,12 @@ def prepare_feed(
         if reason:
             feed.filtered.append((i, reason))
             continue
+        fp = dedup.fingerprint(entry.title, entry.summary)
         feed.entries.append(
             PreparedEntry(
                 entry=entry,
-                keys=entry_keys(entry),
-                signature=dedup.signature(entry.title, entry.summary),
+                keys=entry_keys(entry, fp),
+                signature=fp.signature,
                 tickers=tagger.tickers(f"{entry.title}\n{entry.summary}"),
             )
         )

@@ -151,7 +151,7 @@ class StoredKey:
 
 @dataclass(frozen=True)
 class ExistingKeys:
-    """Keys of a batch that are already stored: canonical URLs, this source's GUIDs, and title matches."""
+    """Keys of a batch already stored: canonical URLs, this source's GUIDs and content, titles anywhere."""
 
     canonical_urls: frozenset[str]
     guids: frozenset[str]
@@ -168,31 +168,41 @@ def existing_keys(
     title_hashes: Sequence[str],
     content_hashes: Sequence[str],
 ) -> ExistingKeys:
-    """Return which of a batch's keys are already in ``articles`` (URLs across sources, GUIDs per source)."""
-    urls = conn.execute(
-        sa.text("SELECT canonical_url FROM articles WHERE canonical_url = ANY(CAST(:urls AS text[]))"),
-        {"urls": list(canonical_urls)},
-    ).scalars()
-    seen_guids = conn.execute(
-        sa.text("SELECT guid FROM articles WHERE source_id = :sid AND guid = ANY(CAST(:guids AS text[]))"),
-        {"sid": source_id, "guids": list(guids)},
-    ).scalars()
+    """Return which of a batch's keys are already in ``articles`` (URLs across sources, GUIDs per source).
+
+    One round trip: the four lookups are index scans joined with UNION ALL and told apart by ``kind``.
+    """
     rows = conn.execute(
         sa.text(
-            "SELECT id, story_id, source_id, published_at, title_hash, content_hash FROM articles"
-            " WHERE title_hash = ANY(CAST(:th AS text[])) OR content_hash = ANY(CAST(:ch AS text[]))"
+            "SELECT 'url' AS kind, canonical_url AS key, NULL::bigint AS id, NULL::bigint AS story_id,"
+            "  NULL::int AS source_id, NULL::timestamptz AS published_at, NULL AS title_hash,"
+            "  NULL AS content_hash"
+            " FROM articles WHERE canonical_url = ANY(CAST(:urls AS text[]))"
+            " UNION ALL"
+            " SELECT 'guid', guid, NULL, NULL, NULL, NULL, NULL, NULL"
+            " FROM articles WHERE source_id = :sid AND guid = ANY(CAST(:guids AS text[]))"
+            " UNION ALL"
+            " SELECT 'title', title_hash, id, story_id, source_id, published_at, title_hash, content_hash"
+            " FROM articles WHERE title_hash = ANY(CAST(:th AS text[]))"
+            " UNION ALL"
+            " SELECT 'content', content_hash, id, story_id, source_id, published_at, title_hash, content_hash"
+            " FROM articles WHERE source_id = :sid AND content_hash = ANY(CAST(:ch AS text[]))"
         ),
-        {"th": list(title_hashes), "ch": list(content_hashes)},
+        {"sid": source_id, "urls": list(canonical_urls), "guids": list(guids), "th": list(title_hashes),
+         "ch": list(content_hashes)},
     )
+    urls: set[str] = set()
+    seen_guids: set[str] = set()
     by_title: dict[str, list[StoredKey]] = {}
     by_content: dict[str, list[StoredKey]] = {}
-    wanted_titles, wanted_contents = set(title_hashes), set(content_hashes)
     for r in rows:
-        key = StoredKey(r.id, r.story_id, r.source_id, r.published_at, r.title_hash, r.content_hash)
-        if r.title_hash in wanted_titles:
-            by_title.setdefault(r.title_hash, []).append(key)
-        if r.content_hash in wanted_contents:
-            by_content.setdefault(r.content_hash, []).append(key)
+        if r.kind == "url":
+            urls.add(r.key)
+        elif r.kind == "guid":
+            seen_guids.add(r.key)
+        else:
+            key = StoredKey(r.id, r.story_id, r.source_id, r.published_at, r.title_hash, r.content_hash)
+            (by_title if r.kind == "title" else by_content).setdefault(r.key, []).append(key)
     return ExistingKeys(frozenset(urls), frozenset(seen_guids), by_title, by_content)
 
 
@@ -977,6 +987,81 @@ def expire_silence(conn: Connection, silence_id: int, now: datetime) -> bool:
         ).rowcount
         == 1
     )
+
+
+# --- maintenance: retention, rollup consistency, statistics ---------------------------------------
+
+
+def delete_articles_before(conn: Connection, cutoff: datetime, limit: int) -> int:
+    """Return how many articles from before ``cutoff`` were deleted (at most ``limit``, scores cascade)."""
+    result = conn.execute(
+        sa.text(
+            "DELETE FROM articles WHERE id IN ("
+            " SELECT id FROM articles WHERE published_at < :cutoff ORDER BY published_at LIMIT :limit)"
+        ),
+        {"cutoff": cutoff, "limit": limit},
+    )
+    return result.rowcount
+
+
+def delete_fetch_log_before(conn: Connection, cutoff: datetime) -> int:
+    """Return how many fetch log rows of fetches started before ``cutoff`` were deleted."""
+    result = conn.execute(sa.text("DELETE FROM fetch_log WHERE started_at < :cutoff"), {"cutoff": cutoff})
+    return result.rowcount
+
+
+def rollup_mismatches(conn: Connection, since: datetime, limit: int) -> list[sa.Row]:
+    """Return up to ``limit`` rollup rows from ``since`` on whose counts differ from a recount of the scores.
+
+    Each row has the key (model_version, dimension, value, bucket) and the expected (recounted) and
+    stored ``articles``, ``stories``, ``negative``, ``neutral``, ``positive``; a missing side is NULL.
+    ``since`` should be on the hour so no bucket is half counted.
+    """
+    rows = conn.execute(
+        sa.text(
+            """
+            WITH expected AS (
+                SELECT model_version, dimension, value, bucket,
+                       count(*) AS articles,
+                       count(DISTINCT story_id) AS stories,
+                       count(*) FILTER (WHERE sentiment = 'negative') AS negative,
+                       count(*) FILTER (WHERE sentiment = 'neutral') AS neutral,
+                       count(*) FILTER (WHERE sentiment = 'positive') AS positive
+                FROM score_facts
+                WHERE published_at >= :since
+                GROUP BY model_version, dimension, value, bucket
+            ), stored AS (
+                SELECT model_version, dimension, value, bucket, articles, stories, negative, neutral, positive
+                FROM rollups_hourly
+                WHERE bucket >= :since
+            )
+            SELECT model_version, dimension, value, bucket,
+                   e.articles AS expected_articles, s.articles AS stored_articles,
+                   e.stories AS expected_stories, s.stories AS stored_stories,
+                   e.negative AS expected_negative, s.negative AS stored_negative,
+                   e.neutral AS expected_neutral, s.neutral AS stored_neutral,
+                   e.positive AS expected_positive, s.positive AS stored_positive
+            FROM expected e
+            FULL JOIN stored s USING (model_version, dimension, value, bucket)
+            WHERE (e.articles, e.stories, e.negative, e.neutral, e.positive)
+                  IS DISTINCT FROM (s.articles, s.stories, s.negative, s.neutral, s.positive)
+              -- an emptied bucket left at zero is consistent with no scores at all
+              AND NOT (e.articles IS NULL AND s.articles = 0)
+            ORDER BY bucket, model_version, dimension, value
+            LIMIT :limit
+            """
+        ),
+        {"since": since, "limit": limit},
+    )
+    return list(rows)
+
+
+def analyze_tables(conn: Connection) -> list[str]:
+    """Refresh the planner statistics of the tables the dashboard and alerts query; return their names."""
+    tables = ["sources", "articles", "fetch_log", "scores", "rollups_hourly"]
+    # ANALYZE takes no bound parameters; the names are this module's constants, not input.
+    conn.exec_driver_sql(f"ANALYZE {', '.join(tables)}")
+    return tables
 
 
 # --- dashboard (read-only) -------------------------------------------------------------------

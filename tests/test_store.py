@@ -106,12 +106,14 @@ def test_existing_keys_reports_stored_urls_guids_and_title_matches(engine: Engin
             guids=["guid-1"], title_hashes=["t1", "t9"], content_hashes=["c1"],
         )
         own = store.existing_keys(conn, wire, canonical_urls=[], guids=["guid-1"], title_hashes=[],
-                                  content_hashes=[])
+                                  content_hashes=["c1"])
     assert keys.canonical_urls == {"https://news.example.com/1"}
     assert keys.guids == frozenset()  # GUIDs are only unique within a source
     assert own.guids == {"guid-1"}
     assert [(k.id, k.source_id, k.story_id) for k in keys.by_title_hash["t1"]] == [(a, wire, a)]
-    assert list(keys.by_content_hash) == ["c1"]
+    # Content hashes identify key-less entries within their own source only.
+    assert keys.by_content_hash == {}
+    assert [k.id for k in own.by_content_hash["c1"]] == [a]
 
 
 def test_recent_articles_covers_the_window_only(engine: Engine) -> None:
