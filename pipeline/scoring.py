@@ -130,7 +130,7 @@ def load_classifier(model_dir: Path) -> Classifier:
     if not model_dir.is_dir():
         raise ScoringError(f"model directory {model_dir} does not exist")
     try:
-        return load(model_dir)
+        return load(model_dir, threads=get_settings().torch_threads)
     except (OSError, ValueError) as exc:
         raise ScoringError(f"cannot load model from {model_dir}: {exc}") from exc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from models.inference import load
 from pipeline import scoring
 from pipeline.cli import app
-from pipeline.scoring import BatchReport, ScoringError, article_text, rescore, score_pending
+from pipeline.scoring import BatchReport, ScoreReport, ScoringError, article_text, rescore, score_pending
 from tests.fixtures.scoring import (
     ArticleSpec,
     add_articles,
@@ -150,6 +151,26 @@ def test_crash_after_some_batches_then_rerun_completes_without_duplicates(
             sa.text("SELECT count(*), count(DISTINCT article_id) FROM scores")
         ).one()
     assert total == distinct == 23
+    assert_rollups_match(stored_rollups(engine, "tiny-a"), expected_rollups(engine, "tiny-a"))
+
+
+def test_two_scorers_at_once_neither_duplicate_nor_miscount(engine: Engine, tiny_model_dir: Path) -> None:
+    score_pending(engine, model_dir=tiny_model_dir)  # registers the version before the race
+    add_articles(engine, varied_articles(30))
+    reports: list[ScoreReport] = []
+
+    def scorer() -> None:
+        reports.append(score_pending(engine, model_dir=tiny_model_dir, batch_size=4))
+
+    threads = [threading.Thread(target=scorer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert len(reports) == 2
+    assert sum(r.scored for r in reports) == 30  # each score row was inserted by exactly one of them
+    assert len(_scores(engine, "tiny-a")) == 30
     assert_rollups_match(stored_rollups(engine, "tiny-a"), expected_rollups(engine, "tiny-a"))
 
 
