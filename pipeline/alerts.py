@@ -203,7 +203,9 @@ def step_rule(
 ) -> tuple[dict[str, AlertState], list[Transition]]:
     """Return the changed states and the transitions of one rule's evaluation at ``now``.
 
-    Values without an observation (no stories in window or baseline) count as not breaching.
+    Values without an observation (no stories in window or baseline) count as not breaching. A state
+    already evaluated at or after ``now`` is left alone: time does not run backwards for live state
+    (replaying the past is what backtests, with their own scratch state, are for).
     """
     by_fp = {o.fingerprint: o for o in observations}
     fingerprints = set(by_fp) | {fp for fp, s in states.items() if s.rule == rule.name}
@@ -216,6 +218,8 @@ def step_rule(
             if obs is None or not obs.result.breach:
                 continue  # an inactive value with no history needs no row
             state = AlertState(rule.name, rule.dimension, obs.value, rule.severity)
+        elif state.evaluated_at is not None and now <= state.evaluated_at:
+            continue
         state = replace(state, severity=rule.severity)
         new, transition = advance(state, rule, obs is not None and obs.result.breach, now)
         new = with_observation(new, obs.result if obs else None, now)
@@ -249,6 +253,8 @@ class AlertView:
     p_value: float | None = None
     severity: str = "warning"
     since: str | None = None
+    # "firing" or "resolved" when this evaluation made that transition, else None.
+    transition: str | None = None
 
 
 @dataclass
@@ -273,7 +279,7 @@ class AlertReport:
         return data
 
 
-def _view(state: AlertState, status: str | None = None) -> AlertView:
+def _view(state: AlertState, status: str | None = None, transition: str | None = None) -> AlertView:
     since = state.firing_since if state.status == "firing" else state.pending_since
     return AlertView(
         rule=state.rule,
@@ -287,6 +293,7 @@ def _view(state: AlertState, status: str | None = None) -> AlertView:
         p_value=state.p_value,
         severity=state.severity,
         since=since.isoformat() if since else None,
+        transition=transition,
     )
 
 
@@ -433,10 +440,15 @@ def evaluate(
             report.emails_queued = _queue_emails(conn, version, by_name, recorded, now, settings)
         report.new_firing = sum(1 for t, _ in recorded if t.transition == "firing")
         report.resolved = sum(1 for t, _ in recorded if t.transition == "resolved")
-        open_states = [s for s in changed_all.values() if s.status != "inactive"]
+        current = {**states, **changed_all}
+        open_states = [s for s in current.values() if s.rule in by_name and s.status != "inactive"]
         report.firing = sum(1 for s in open_states if s.status == "firing")
+        fired_now = {t.state.fingerprint for t, _ in recorded if t.transition == "firing"}
         resolved_now = [t.state for t, _ in recorded if t.transition == "resolved"]
-        report.alerts = [_view(s) for s in open_states] + [_view(s, "resolved") for s in resolved_now]
+        report.alerts = [
+            _view(s, transition="firing" if s.fingerprint in fired_now else None) for s in open_states
+        ]
+        report.alerts += [_view(s, "resolved", "resolved") for s in resolved_now]
         report.alerts.sort(key=lambda a: (a.status != "firing", a.rule, a.dimension, a.value))
         counts = store.outbox_counts(conn)
     report.emails_pending = counts.get("pending", 0) + counts.get("sending", 0)

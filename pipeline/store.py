@@ -695,6 +695,13 @@ def write_story_counts(
     ).rowcount
 
 
+def guid_prefix_last_published(conn: Connection, prefix: str) -> datetime | None:
+    """Return the latest published_at of articles whose GUID starts with ``prefix`` (None: none)."""
+    return conn.execute(
+        sa.text("SELECT max(published_at) FROM articles WHERE starts_with(guid, :prefix)"), {"prefix": prefix}
+    ).scalar_one()
+
+
 def rollup_story_series(
     conn: Connection, version: str, dimension: str, start: datetime, end: datetime
 ) -> list[sa.Row[Any]]:

@@ -361,6 +361,16 @@ def test_report_lists_fields_the_cli_prints(calm_db: Engine) -> None:
     }
 
 
+def test_evaluating_an_earlier_time_leaves_live_state_alone(calm_db: Engine) -> None:
+    _storm(calm_db, "ACME", [STORM, STORM + H])
+    evaluate(STORM + H, engine=calm_db, rules=[RULE])
+    assert evaluate(STORM + 2 * H, engine=calm_db, rules=[RULE]).new_firing == 1
+    earlier = evaluate(STORM + H, engine=calm_db, rules=[RULE])
+    assert earlier.new_firing == 0 and earlier.resolved == 0
+    assert [(a.value, a.status, a.transition) for a in earlier.alerts] == [("ACME", "firing", None)]
+    assert [e.transition for e in _events(calm_db)] == ["firing"]
+
+
 def test_no_rollups_means_no_alerts(engine: Engine) -> None:
     report = evaluate(STORM, engine=engine, rules=[RULE])
     assert report.model_version is None and report.alerts == []
