@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import db, store
+from pipeline import db, demo_history, store
 from pipeline.cli import ingest_table
 from pipeline.config import Settings, get_settings
 from pipeline.demo_feeds import serve_demo_feeds
@@ -82,7 +82,11 @@ def main() -> dict[str, Any]:
         step_migrate,
         step_ingest,
         step_show_articles,
+        # Alerts: the recorded history with a storm goes in before scoring, so that it is scored too.
+        demo_history.step_seed_history,
         # Later stages (score, roll up, detect alerts, send email) append their steps here.
+        # Alerts: replay the storm hour by hour, mail the alert to a local SMTP catcher, print it.
+        demo_history.step_alerts,
     ]
     for number, step in enumerate(steps, start=1):
         ctx.console.rule(f"{number}. {(step.__doc__ or step.__name__).splitlines()[0]}")
