@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import random
+import resource
 import sys
 import tempfile
 import uuid
@@ -129,6 +130,12 @@ def _fresh_database(url: str | None, workdir: Path) -> tuple[str, object | None]
     return sa.make_url(url).set(database=name).render_as_string(hide_password=False), server
 
 
+def _cpu_seconds() -> float:
+    """Return user + system CPU seconds of this process and its finished children (the parse workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,7 +170,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             settings = Settings(allow_private_hosts=True, database_url=url, home=Path(tmp))
             sources = [Source(name=f"bench-{n}", url=u) for n, u in enumerate(urls)]
 
+            cpu_before = _cpu_seconds()
             full = run_ingest(sources, engine=engine, settings=settings)
+            full_cpu = _cpu_seconds() - cpu_before
             parent.send("stats")
             full_stats = parent.recv()
             parent.send("reset")
@@ -192,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "seconds": round(full.seconds, 3),
         "feeds_per_s": round(args.feeds / full.seconds, 1),
         "items_per_s": round(full.items_new / full.seconds, 1),
+        # CPU the ingest itself used (parse workers included, PostgreSQL not): the load-independent cost.
+        "cpu_seconds": round(full_cpu, 2),
         "items_new": full.items_new,
         "articles_stored": stored,
         "sources_failed": full.sources_failed,

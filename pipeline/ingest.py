@@ -419,16 +419,19 @@ def _ingest(sources: list[Source], engine: Engine, settings: Settings) -> Ingest
     fetched_at = datetime.now(UTC)
     reports: dict[str, SourceReport] = {}
 
+    # Sources with nothing to store (304s, errors) are logged together in one transaction at the end.
+    pending_logs: list[store.FetchLogRow] = []
+    unchanged_ids: list[int] = []
+
     def finish(result: FetchResult, rep: SourceReport, conn: Connection | None = None) -> None:
         rep.duration_ms = _ms(result.duration_s) + rep.duration_ms
         row = _log_row(run.run_id, states[rep.name].id, started_at, rep)
         if conn is not None:
             store.insert_fetch_log(conn, row)
         else:
-            with engine.begin() as own:
-                if rep.status == "not_modified":
-                    store.touch_source(own, states[rep.name].id, fetched_at)
-                store.insert_fetch_log(own, row)
+            pending_logs.append(row)
+            if rep.status == "not_modified":
+                unchanged_ids.append(states[rep.name].id)
         reports[rep.name] = rep
 
     changed: list[FetchResult] = []
@@ -474,6 +477,9 @@ def _ingest(sources: list[Source], engine: Engine, settings: Settings) -> Ingest
                     prepared.tickers = tagger.tickers(text)
             _store_batch(run, result, rep, feed, new, states[result.source.name].id, fetched_at, t0, finish)
 
+    with engine.begin() as conn:
+        store.touch_sources(conn, unchanged_ids, fetched_at)
+        store.insert_fetch_logs(conn, pending_logs)
     report.sources = [reports[s.name] for s in sources if s.name in reports]
     report.seconds = time.monotonic() - started
     return report
@@ -494,6 +500,7 @@ def _store_batch(
     added: list[tuple[int, str | None]] = []
     try:
         with run.engine.begin() as conn:
+            store.relax_commit_durability(conn)
             if new is None:
                 new, rep.duplicates = run.select_new(conn, source_id, feed)
             stored, added = run.write(conn, source_id, new, fetched_at)
