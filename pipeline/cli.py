@@ -84,6 +84,114 @@ def ingest(
 # --- model commands: train / eval / classify (models) --------------------------------------
 
 
+DataDirOption = Annotated[Path | None, typer.Option("--data", help="Labeled data dir (FINSENT_DATA_DIR).")]
+ShippedModelOption = Annotated[Path | None, typer.Option("--model", help="Model dir (default: shipped).")]
+
+
+def _model_usage_error(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _data_dir_or_fail(data: Path | None) -> Path:
+    from pipeline.config import get_settings
+
+    found = data or get_settings().data_dir
+    if found is None:
+        raise _model_usage_error("no data directory: pass --data DIR or set FINSENT_DATA_DIR")
+    return Path(found)
+
+
+@app.command("train")
+def train_command(
+    data: DataDirOption = None,
+    unlabeled: Annotated[
+        Path | None, typer.Option("--unlabeled", help="Unlabeled .txt.gz dir (default DATA/unlabeled).")
+    ] = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", help="Recipe YAML (default: built-in).")] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", help="Pretrained causal LM to fine-tune instead: hub name or dir.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where the trained model dir goes.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Pre-training checkpoint dir (resumed if present).")
+    ] = None,
+    pretrain_minutes: Annotated[
+        float | None, typer.Option("--pretrain-minutes", help="Stop pre-training after this long; resumable.")
+    ] = None,
+) -> None:
+    """Train a model: (resumable) pre-training, then joint topic + sentiment fine-tuning."""
+    from models.recipe import load_recipe
+    from models.train import train_model
+    from pipeline.config import get_settings
+
+    data_dir = _data_dir_or_fail(data)
+    spec = load_recipe(recipe)
+    stem = recipe.stem if recipe else "builtin"
+    home = get_settings().home
+    out_dir = out or home / "models" / f"{spec.name}-{stem}"
+    ckpt = checkpoint or home / "checkpoints" / f"pretrain-{stem}"
+    summary = train_model(
+        spec,
+        data_dir,
+        out_dir,
+        checkpoint_dir=ckpt,
+        unlabeled_dir=unlabeled or data_dir / "unlabeled",
+        base=base,
+        pretrain_minutes=pretrain_minutes,
+        log=typer.echo,
+    )
+    typer.echo(f"saved {summary['version']} ({summary['params']:,} parameters) to {out_dir}")
+    keys = ("version", "params", "pretrain_tokens")
+    typer.echo(json.dumps({"out": str(out_dir), **{k: summary[k] for k in keys}}, sort_keys=True))
+
+
+@app.command("eval")
+def eval_command(
+    model: ShippedModelOption = None,
+    data: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line.")] = False,
+    baseline: Annotated[bool, typer.Option(help="Also fit and score the TF-IDF + LR baseline.")] = True,
+) -> None:
+    """Evaluate a model on the valid splits, next to a TF-IDF + logistic-regression baseline."""
+    from models.evaluate import evaluate, format_report
+    from models.inference import load
+
+    data_dir = _data_dir_or_fail(data)
+    clf = load(model)
+    report = evaluate(clf, data_dir, baseline=baseline)
+    typer.echo(format_report(report, clf.bundle.topics, clf.bundle.sentiments))
+    if as_json:
+        typer.echo(json.dumps(report.summary, sort_keys=True))
+
+
+@app.command("classify")
+def classify_command(
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
+    model: ShippedModelOption = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Classify each line of this file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per input.")] = False,
+) -> None:
+    """Classify texts (arguments, or one per line of --file) by topic and sentiment."""
+    from models.inference import load
+
+    if file is not None:
+        try:
+            items = file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise _model_usage_error(f"cannot read {file}: {exc}") from exc
+    else:
+        items = list(texts or [])
+    if not items:
+        raise _model_usage_error("nothing to classify: give TEXT arguments or --file PATH")
+    clf = load(model)
+    for text, pred in zip(items, clf.predict(items), strict=True):
+        if as_json:
+            typer.echo(json.dumps(pred.to_dict(), sort_keys=True))
+        else:
+            typer.echo(f"{pred.sentiment:>8} {pred.score:+.2f}  {pred.topic:<28} {escape(text)[:90]}")
+
+
 # --- scoring commands ---------------------------------------------------------------------------
 
 models_app = typer.Typer(help="Model versions: list them and choose the active one.", no_args_is_help=True)

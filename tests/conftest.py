@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.http_server",
     "tests.fixtures.smtp_server",
     "tests.fixtures.scoring",
+    "tests.fixtures.models",
 ]

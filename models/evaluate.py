@@ -1,0 +1,116 @@
+"""Evaluation on the valid splits: accuracy, macro/weighted F1, confusion, calibration, and a baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from models.data import SENTIMENT_NAMES, TOPIC_NAMES, Example, load_split
+from models.inference import Classifier
+from models.tokenizer import clean_text
+
+TASKS: tuple[str, ...] = ("sentiment", "topic")
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """Return the ECE: the mean |accuracy - confidence| over equal-width confidence bins, weighted by size."""
+    if len(labels) == 0:
+        return 0.0
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    ece = 0.0
+    for lo, hi in pairwise(edges):
+        in_bin = (conf > lo) & (conf <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
+    return float(ece)
+
+
+def task_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float | int]:
+    """Return accuracy, macro-F1, weighted-F1, ECE and n of predicted probabilities against labels."""
+    pred = probs.argmax(axis=1)
+    return {
+        "accuracy": float(accuracy_score(labels, pred)),
+        "macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(labels, pred, average="weighted", zero_division=0)),
+        "ece": expected_calibration_error(probs, labels),
+        "n": len(labels),
+    }
+
+
+def labels_of(examples: list[Example], task: str) -> np.ndarray:
+    """Return the label ids of ``task`` for ``examples`` (all of which carry that label)."""
+    return np.array([e.sentiment if task == "sentiment" else e.topic for e in examples], dtype=np.int64)
+
+
+def baseline_probabilities(train: list[Example], test: list[Example], task: str, seed: int = 0) -> np.ndarray:
+    """Return test class probabilities of TF-IDF (word 1-2 grams) + logistic regression fit on ``train``."""
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+    x_train = vec.fit_transform([clean_text(e.text) for e in train])
+    clf = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
+    clf.fit(x_train, labels_of(train, task))
+    n_classes = len(SENTIMENT_NAMES if task == "sentiment" else TOPIC_NAMES)
+    probs = np.zeros((len(test), n_classes))
+    probs[:, clf.classes_] = clf.predict_proba(vec.transform([clean_text(e.text) for e in test]))
+    return probs
+
+
+@dataclass
+class EvalReport:
+    """The ``finsent eval --json`` object plus confusion matrices (rows: true, columns: predicted)."""
+
+    summary: dict
+    confusion: dict[str, list[list[int]]] = field(default_factory=dict)
+
+
+def evaluate(
+    classifier: Classifier, data_dir: Path, baseline: bool = True, batch_size: int = 64
+) -> EvalReport:
+    """Return the classifier's metrics on both valid splits and, optionally, the TF-IDF baseline's."""
+    summary: dict = {}
+    confusion: dict[str, list[list[int]]] = {}
+    base: dict = {}
+    for task in TASKS:
+        valid = load_split(data_dir, task, "valid")
+        y = labels_of(valid, task)
+        preds = classifier.predict([e.text for e in valid], batch_size=batch_size)
+        names = classifier.bundle.sentiments if task == "sentiment" else classifier.bundle.topics
+        if task == "sentiment":
+            probs = np.array([[p.sentiment_probs[n] for n in names] for p in preds])
+        else:
+            probs = np.array([[p.topic_probs[n] for n in names] for p in preds])
+        summary[task] = task_metrics(y, probs)
+        confusion[task] = confusion_matrix(y, probs.argmax(1), labels=list(range(len(names)))).tolist()
+        if baseline:
+            train = load_split(data_dir, task, "train")
+            base[task] = task_metrics(y, baseline_probabilities(train, valid, task))
+    if baseline:
+        summary["baseline"] = base
+    summary["model_version"] = classifier.version
+    return EvalReport(summary, confusion)
+
+
+def format_report(report: EvalReport, topics: tuple[str, ...], sentiments: tuple[str, ...]) -> str:
+    """Return a human-readable table of the metrics and the confusion matrices."""
+    lines = [f"model {report.summary['model_version']}"]
+    keys = ("accuracy", "macro_f1", "weighted_f1", "ece", "n")
+    lines.append(f"{'':22}" + "".join(f"{k:>12}" for k in keys))
+    for task in TASKS:
+        rows = [(task, report.summary[task])]
+        if "baseline" in report.summary:
+            rows.append((f"{task} (tfidf+lr)", report.summary["baseline"][task]))
+        for name, m in rows:
+            cells = (f"{m[k]:>12.4f}" if k != "n" else f"{m[k]:>12}" for k in keys)
+            lines.append(f"{name:22}" + "".join(cells))
+    for task, names in (("sentiment", sentiments), ("topic", topics)):
+        lines.append(f"\nconfusion matrix, {task} (rows true, columns predicted):")
+        for name, row in zip(names, report.confusion[task], strict=True):
+            lines.append(f"  {name[:26]:26}" + "".join(f"{v:>5}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,186 @@
+"""The classifier: a causal-LM trunk (GPT-2 by default) with topic and sentiment heads at the last token."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+)
+
+from models.data import SENTIMENT_NAMES, TOPIC_NAMES
+from models.tokenizer import TOKENIZER_FILE, load_tokenizer, save_tokenizer, special_ids
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "finsent-gpt-classifier"
+
+
+class ModelDirError(ValueError):
+    """A model directory is missing a file or holds a config this code cannot read."""
+
+
+@dataclass(frozen=True)
+class TrunkSpec:
+    """Shape of a freshly initialised GPT-2 trunk."""
+
+    n_layer: int = 4
+    n_embd: int = 256
+    n_head: int = 4
+    n_positions: int = 64
+    dropout: float = 0.1
+
+
+def gpt2_config(spec: TrunkSpec, vocab_size: int, eos_id: int) -> GPT2Config:
+    """Return the GPT2Config of ``spec`` for a vocabulary of ``vocab_size`` tokens."""
+    return GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=spec.n_positions,
+        n_embd=spec.n_embd,
+        n_layer=spec.n_layer,
+        n_head=spec.n_head,
+        resid_pdrop=spec.dropout,
+        embd_pdrop=spec.dropout,
+        attn_pdrop=spec.dropout,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+    )
+
+
+def new_language_model(spec: TrunkSpec, tok: Tokenizer) -> GPT2LMHeadModel:
+    """Return a randomly initialised GPT-2 causal LM sized by ``spec`` for tokenizer ``tok``."""
+    eos, _ = special_ids(tok)
+    return GPT2LMHeadModel(gpt2_config(spec, tok.get_vocab_size(), eos))
+
+
+class GPTClassifier(nn.Module):
+    """Trunk + two linear heads pooled at the last non-padding token (the appended end-of-text)."""
+
+    def __init__(self, trunk: PreTrainedModel, n_topics: int, n_sentiments: int, dropout: float = 0.1):
+        super().__init__()
+        self.trunk = trunk
+        hidden = trunk.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.topic_head = nn.Linear(hidden, n_topics)
+        self.sentiment_head = nn.Linear(hidden, n_sentiments)
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Return the hidden state at each row's last non-padding position, shape (B, C)."""
+        hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, C)
+        last = attention_mask.long().sum(dim=1) - 1  # right padding: last real token  (B,)
+        return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(topic_logits (B, n_topics), sentiment_logits (B, n_sentiments))``."""
+        x = self.dropout(self.pooled(input_ids, attention_mask))
+        return self.topic_head(x), self.sentiment_head(x)
+
+
+@dataclass
+class ModelBundle:
+    """A classifier with everything needed to use it: tokenizer, label names, limits, version."""
+
+    model: GPTClassifier
+    tokenizer: Tokenizer
+    topics: tuple[str, ...] = TOPIC_NAMES
+    sentiments: tuple[str, ...] = SENTIMENT_NAMES
+    max_length: int = 64
+    version: str = "finsent-gpt-untrained"
+
+    @property
+    def pad_id(self) -> int:
+        return special_ids(self.tokenizer)[1]
+
+
+def classifier_from_language_model(lm: PreTrainedModel, dropout: float = 0.1) -> GPTClassifier:
+    """Return a classifier whose trunk is the (shared, not copied) base model of causal LM ``lm``."""
+    return GPTClassifier(lm.base_model, len(TOPIC_NAMES), len(SENTIMENT_NAMES), dropout)
+
+
+def load_base(base: str | Path) -> tuple[PreTrainedModel, Tokenizer]:
+    """Return ``(causal LM, tokenizer)`` of a pretrained base: a local checkpoint dir or hub name (``gpt2``).
+
+    A directory must hold a transformers causal-LM checkpoint; its tokenizer is ``tokenizer.json``
+    when present (our pre-training checkpoints), else whatever ``AutoTokenizer`` finds there.
+    """
+    path = Path(base)
+    lm = AutoModelForCausalLM.from_pretrained(str(base))
+    if path.is_dir() and (path / TOKENIZER_FILE).is_file():
+        return lm, load_tokenizer(path)
+    from transformers import AutoTokenizer
+
+    hf_tok = AutoTokenizer.from_pretrained(str(base))
+    return lm, hf_tok.backend_tokenizer
+
+
+def save_bundle(bundle: ModelBundle, directory: Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Return ``directory`` after writing config, tokenizer and weights (stored as ``dtype``) into it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = bundle.model
+    config = {
+        "format": FORMAT,
+        "version": bundle.version,
+        "topics": list(bundle.topics),
+        "sentiments": list(bundle.sentiments),
+        "max_length": bundle.max_length,
+        "dropout": model.dropout.p,
+        "trunk": model.trunk.config.to_dict(),
+    }
+    (directory / CONFIG_FILE).write_text(
+        json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    save_tokenizer(bundle.tokenizer, directory)
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT, "version": bundle.version})
+    return directory
+
+
+def load_bundle(directory: Path) -> ModelBundle:
+    """Return the classifier saved in ``directory`` (weights up-cast to float32), in eval mode."""
+    directory = Path(directory)
+    for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE):
+        if not (directory / name).is_file():
+            raise ModelDirError(f"model directory {directory} has no {name}")
+    config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    if config.get("format") != FORMAT:
+        raise ModelDirError(
+            f"{directory / CONFIG_FILE}: format {config.get('format')!r}, expected {FORMAT!r}"
+        )
+    trunk_cfg = dict(config["trunk"])
+    model_type = trunk_cfg.pop("model_type")
+    trunk = AutoModel.from_config(AutoConfig.for_model(model_type, **trunk_cfg))
+    model = GPTClassifier(trunk, len(config["topics"]), len(config["sentiments"]), config.get("dropout", 0.1))
+    state = {k: v.float() for k, v in load_file(str(directory / WEIGHTS_FILE)).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Non-persistent buffers (attention masks) may be absent; real weights may not.
+    missing = [k for k in missing if not k.endswith((".attn.bias", ".attn.masked_bias"))]
+    if missing or unexpected:
+        raise ModelDirError(f"{directory / WEIGHTS_FILE}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.eval()
+    return ModelBundle(
+        model=model,
+        tokenizer=load_tokenizer(directory),
+        topics=tuple(config["topics"]),
+        sentiments=tuple(config["sentiments"]),
+        max_length=int(config["max_length"]),
+        version=str(config["version"]),
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Return the number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())

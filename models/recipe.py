@@ -1,0 +1,116 @@
+"""Training recipes: plain dataclasses read from a YAML file, one section per stage."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from models.network import TrunkSpec
+
+
+class RecipeError(ValueError):
+    """A recipe file has an unknown section or key, or a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """How the BPE tokenizer is trained: vocabulary size and unlabeled lines sampled per file."""
+
+    vocab_size: int = 8000
+    lines_per_file: int = 50_000
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """Causal-LM pre-training on packed blocks of unlabeled (and labeled-train) text."""
+
+    tokens: int = 10_000_000  # stop once this many tokens were trained on, counted across resumed runs
+    schedule_tokens: int = 70_000_000  # cosine horizon; fixed so that resumed runs follow one schedule
+    block_size: int = 64
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 200
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    include_train_text: bool = True  # labeled train texts (no labels) lead the stream
+    checkpoint_every_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """Joint topic + sentiment fine-tuning with early stopping on a held-out part of train."""
+
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.05
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    holdout_fraction: float = 0.1
+    patience: int = 2  # epochs without held-out improvement before stopping
+    class_weighting: str = "none"  # "none" or "sqrt_inverse" (class-balanced loss)
+    label_smoothing: float = 0.0
+    max_length: int = 64
+    lm_loss_weight: float = 0.0  # >0 keeps a causal-LM loss on the labeled text while fine-tuning
+    evals_per_epoch: int = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a trained model, given the data."""
+
+    name: str = "finsent-gpt"
+    seed: int = 0
+    threads: int = 2
+    tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
+    model: TrunkSpec = field(default_factory=TrunkSpec)
+    pretrain: PretrainSpec = field(default_factory=PretrainSpec)
+    finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the recipe as plain nested dicts (for logs and model cards)."""
+        return asdict(self)
+
+
+_SECTIONS = {
+    "tokenizer": TokenizerSpec,
+    "model": TrunkSpec,
+    "pretrain": PretrainSpec,
+    "finetune": FinetuneSpec,
+}
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise RecipeError(f"{where}: unknown keys {sorted(unknown)}")
+    return cls(**values)
+
+
+def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
+    """Return a Recipe from nested dicts; missing keys keep their defaults."""
+    top: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise RecipeError(f"{where}: section {key!r} must be a mapping")
+            top[key] = _build(_SECTIONS[key], value, f"{where} [{key}]")
+        else:
+            top[key] = value
+    return _build(Recipe, top, where)
+
+
+def load_recipe(path: Path | None) -> Recipe:
+    """Return the recipe in YAML file ``path``, or the defaults when ``path`` is None."""
+    if path is None:
+        return Recipe()
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping")
+    return recipe_from_dict(data, str(path))

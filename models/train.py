@@ -1,0 +1,539 @@
+"""Training: tokenizer, resumable causal-LM pre-training, then joint topic + sentiment fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from models.data import Example, holdout_split, iter_unlabeled, load_train_examples, unlabeled_files
+from models.inference import pad_batch
+from models.network import (
+    ModelBundle,
+    classifier_from_language_model,
+    count_parameters,
+    load_base,
+    new_language_model,
+    save_bundle,
+)
+from models.recipe import FinetuneSpec, PretrainSpec, Recipe
+from models.tokenizer import (
+    clean_text,
+    encode_for_classification,
+    load_tokenizer,
+    save_tokenizer,
+    special_ids,
+    train_tokenizer,
+)
+
+STATE_FILE = "trainer_state.pt"
+LOG_FILE = "train_log.jsonl"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a run is repeatable on the same machine."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_at(step: int, peak: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Return the learning rate at ``step``: linear warm-up, then cosine decay to ``peak * min_ratio``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """Return AdamW with weight decay on matrices only (not on biases, norms)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-8)
+
+
+def autocast_for(device: torch.device) -> torch.autocast:
+    """Return bf16 autocast on CUDA (where it pays) and a disabled context on CPU."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def default_device() -> torch.device:
+    """Return CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def append_log(directory: Path, record: dict) -> None:
+    """Append one JSON record to the training log of ``directory``."""
+    with (directory / LOG_FILE).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+# --- tokenizer --------------------------------------------------------------------------------
+
+
+def tokenizer_corpus(train_texts: list[str], files: list[Path], lines_per_file: int) -> Iterator[str]:
+    """Yield the labeled train texts, then the first ``lines_per_file`` lines of each unlabeled file."""
+    yield from train_texts
+    for path in files:
+        for i, line in enumerate(iter_unlabeled([path])):
+            if i >= lines_per_file:
+                break
+            yield line
+
+
+# --- pre-training -----------------------------------------------------------------------------
+
+
+def packed_blocks(
+    tok: Tokenizer, texts: Iterator[str], block_size: int, chunk_lines: int = 2000
+) -> Iterator[tuple[list[int], int]]:
+    """Yield ``(block of block_size token ids, lines consumed so far)``; documents are joined by EOS."""
+    eos, _ = special_ids(tok)
+    buffer: list[int] = []
+    consumed = 0
+    chunk: list[str] = []
+    for text in texts:
+        chunk.append(clean_text(text))
+        if len(chunk) < chunk_lines:
+            continue
+        consumed += len(chunk)
+        for enc in tok.encode_batch(chunk, add_special_tokens=False):
+            buffer.extend(enc.ids)
+            buffer.append(eos)
+        chunk = []
+        while len(buffer) >= block_size:
+            yield buffer[:block_size], consumed
+            buffer = buffer[block_size:]
+    if chunk:
+        consumed += len(chunk)
+        for enc in tok.encode_batch(chunk, add_special_tokens=False):
+            buffer.extend(enc.ids)
+            buffer.append(eos)
+    while len(buffer) >= block_size:
+        yield buffer[:block_size], consumed
+        buffer = buffer[block_size:]
+
+
+def _one_pass(train_texts: list[str], files: list[Path]) -> Iterator[str]:
+    yield from train_texts
+    yield from iter_unlabeled(files)
+
+
+@dataclass
+class PretrainState:
+    """Where pre-training stands; saved with every checkpoint so the next run resumes there."""
+
+    step: int = 0
+    tokens: int = 0
+    lines: int = 0  # lines consumed over all passes (train texts first when included, then unlabeled)
+    seconds: float = 0.0
+    last_loss: float = float("nan")
+
+
+def save_pretrain_checkpoint(
+    directory: Path, lm: PreTrainedModel, tok: Tokenizer, opt: torch.optim.Optimizer, state: PretrainState
+) -> None:
+    """Write an LM checkpoint (transformers layout, tokenizer, trainer state), replacing the old safely."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    lm.save_pretrained(str(tmp))
+    save_tokenizer(tok, tmp)
+    torch.save(
+        {"optimizer": opt.state_dict(), "state": asdict(state), "rng": torch.get_rng_state()},
+        tmp / STATE_FILE,
+    )
+    if (directory / LOG_FILE).exists():
+        shutil.copy2(directory / LOG_FILE, tmp / LOG_FILE)
+    old = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def prepare_pretraining(
+    directory: Path, recipe: Recipe, data_dir: Path, unlabeled_dir: Path, log: Callable[[str], None] = print
+) -> tuple[PreTrainedModel, Tokenizer, PretrainState, dict | None]:
+    """Return ``(lm, tokenizer, state, optimizer state)``: resumed from ``directory`` or freshly built."""
+    if (directory / STATE_FILE).is_file():
+        tok = load_tokenizer(directory)
+        lm = AutoModelForCausalLM.from_pretrained(str(directory))
+        saved = torch.load(directory / STATE_FILE, weights_only=False)
+        torch.set_rng_state(saved["rng"])
+        state = PretrainState(**saved["state"])
+        log(f"resuming pre-training from {directory}: step {state.step}, {state.tokens:,} tokens")
+        return lm, tok, state, saved["optimizer"]
+    if (directory / "tokenizer.json").is_file():
+        tok = load_tokenizer(directory)  # a tokenizer placed there beforehand is kept
+    else:
+        train_texts = [e.text for e in load_train_examples(data_dir)]
+        files = unlabeled_files(unlabeled_dir)
+        log(f"training a {recipe.tokenizer.vocab_size}-token BPE tokenizer")
+        corpus = tokenizer_corpus(train_texts, files, recipe.tokenizer.lines_per_file)
+        tok = train_tokenizer(corpus, vocab_size=recipe.tokenizer.vocab_size)
+    lm = new_language_model(recipe.model, tok)
+    return lm, tok, PretrainState(), None
+
+
+def pretrain(
+    directory: Path,
+    recipe: Recipe,
+    data_dir: Path,
+    unlabeled_dir: Path,
+    max_minutes: float | None = None,
+    log: Callable[[str], None] = print,
+) -> PretrainState:
+    """Return the state after pre-training the recipe's LM in ``directory`` up to its token budget.
+
+    Resumes from the checkpoint in ``directory`` when there is one; stops after ``max_minutes`` (then
+    a later call continues), checkpointing every ``checkpoint_every_s`` seconds and at the end.
+    """
+    spec: PretrainSpec = recipe.pretrain
+    directory = Path(directory)
+    torch.set_num_threads(recipe.threads)
+    seed_everything(recipe.seed)
+    lm, tok, state, opt_state = prepare_pretraining(directory, recipe, data_dir, unlabeled_dir, log)
+    device = default_device()
+    lm.to(device).train()
+    opt = make_optimizer(lm, spec.lr, spec.weight_decay)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    if state.tokens >= spec.tokens:
+        log(f"pre-training already at {state.tokens:,} tokens (budget {spec.tokens:,})")
+        return state
+    directory.mkdir(parents=True, exist_ok=True)
+    save_tokenizer(tok, directory)
+
+    train_texts = [e.text for e in load_train_examples(data_dir)] if spec.include_train_text else []
+
+    files = unlabeled_files(unlabeled_dir)
+
+    def stream() -> Iterator[str]:
+        # Endless passes over the text; a resumed run skips the lines earlier runs consumed.
+        skip = state.lines
+        while True:
+            n = 0
+            for text in _one_pass(train_texts, files):
+                n += 1
+                if skip > 0:
+                    skip -= 1
+                    continue
+                yield text
+            if n == 0:
+                raise ValueError(f"no text to pre-train on in {unlabeled_dir}")
+
+    tokens_per_step = spec.batch_size * spec.block_size
+    total_steps = spec.schedule_tokens // tokens_per_step
+    start_lines, start_time, last_ckpt = state.lines, time.monotonic(), time.monotonic()
+    deadline = None if max_minutes is None else start_time + 60 * max_minutes
+    blocks = packed_blocks(tok, stream(), spec.block_size)
+    bar = tqdm(total=spec.tokens, initial=state.tokens, unit="tok", unit_scale=True, desc="pretrain")
+    t_prev, tok_prev = time.monotonic(), state.tokens
+    while state.tokens < spec.tokens:
+        batch, lines = [], state.lines
+        for block, consumed in blocks:
+            batch.append(block)
+            lines = start_lines + consumed
+            if len(batch) == spec.batch_size:
+                break
+        ids = torch.tensor(batch, device=device)  # (B, T)
+        lr = lr_at(state.step, spec.lr, spec.warmup_steps, total_steps, spec.min_lr_ratio)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with autocast_for(device):
+            loss = lm(input_ids=ids, labels=ids).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), spec.grad_clip)
+        opt.step()
+        state.step += 1
+        state.tokens += tokens_per_step
+        state.lines = lines
+        state.last_loss = loss.item()
+        bar.update(tokens_per_step)
+        now = time.monotonic()
+        if state.step % 20 == 0:
+            rate = (state.tokens - tok_prev) / max(1e-9, now - t_prev)
+            bar.set_postfix(loss=f"{state.last_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{rate:.0f}")
+        if now - last_ckpt >= spec.checkpoint_every_s or (deadline is not None and now >= deadline):
+            state.seconds += now - last_ckpt
+            rate = (state.tokens - tok_prev) / max(1e-9, now - t_prev)
+            append_log(directory, {"stage": "pretrain", **asdict(state), "lr": lr, "tok_per_s": rate})
+            save_pretrain_checkpoint(directory, lm, tok, opt, state)
+            last_ckpt, t_prev, tok_prev = now, now, state.tokens
+            if deadline is not None and now >= deadline:
+                log(f"time budget reached at {state.tokens:,} tokens; rerun to resume")
+                break
+    else:
+        now = time.monotonic()
+        state.seconds += now - last_ckpt
+        append_log(directory, {"stage": "pretrain", **asdict(state), "done": True})
+        save_pretrain_checkpoint(directory, lm, tok, opt, state)
+    bar.close()
+    return state
+
+
+# --- joint fine-tuning ------------------------------------------------------------------------
+
+IGNORE = -100
+
+
+def class_weights(labels: list[int], n_classes: int, scheme: str) -> torch.Tensor | None:
+    """Return per-class loss weights: None for ``"none"``, ``(n / n_c) ** 0.5`` (mean 1 over examples) for
+    ``"sqrt_inverse"``."""
+    if scheme == "none":
+        return None
+    if scheme != "sqrt_inverse":
+        raise ValueError(f"unknown class_weighting {scheme!r}")
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1)) ** 0.5, 0.0)
+    weights /= (weights * counts).sum() / counts.sum()
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def joint_loss(
+    topic_logits: torch.Tensor,
+    sentiment_logits: torch.Tensor,
+    topic_y: torch.Tensor,
+    sentiment_y: torch.Tensor,
+    topic_w: torch.Tensor | None = None,
+    sentiment_w: torch.Tensor | None = None,
+    smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Return the sum of the per-head cross-entropies; an ``IGNORE`` label leaves that head untrained."""
+    total = topic_logits.new_zeros(())
+    for logits, y, w in ((topic_logits, topic_y, topic_w), (sentiment_logits, sentiment_y, sentiment_w)):
+        if (y != IGNORE).any():  # an all-ignored batch would give NaN
+            total = total + torch.nn.functional.cross_entropy(
+                logits.float(), y, weight=w, ignore_index=IGNORE, label_smoothing=smoothing
+            )
+    return total
+
+
+def bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Return shuffled index batches of similar-length items (sorted within pools of 50 batches)."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def label_tensors(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(topic, sentiment)`` label tensors with ``IGNORE`` where an example lacks that label."""
+    topic = torch.tensor([IGNORE if e.topic is None else e.topic for e in examples], dtype=torch.long)
+    sent = torch.tensor([IGNORE if e.sentiment is None else e.sentiment for e in examples], dtype=torch.long)
+    return topic, sent
+
+
+def heldout_scores(bundle: ModelBundle, examples: list[Example], device: torch.device) -> dict[str, float]:
+    """Return held-out topic accuracy, sentiment weighted-F1 and their mean (the selection score)."""
+    from sklearn.metrics import f1_score
+
+    from models.inference import batched_probabilities
+
+    bundle.model.eval()
+    seqs = encode_for_classification(bundle.tokenizer, [e.text for e in examples], bundle.max_length)
+    topic_p, sent_p = batched_probabilities(bundle.model, seqs, bundle.pad_id, 128, device)
+    t_idx = [i for i, e in enumerate(examples) if e.topic is not None]
+    s_idx = [i for i, e in enumerate(examples) if e.sentiment is not None]
+    t_acc = float(np.mean([topic_p[i].argmax() == examples[i].topic for i in t_idx])) if t_idx else 0.0
+    s_f1 = (
+        float(f1_score([examples[i].sentiment for i in s_idx], sent_p[s_idx].argmax(1), average="weighted"))
+        if s_idx
+        else 0.0
+    )
+    return {"topic_accuracy": t_acc, "sentiment_weighted_f1": s_f1, "score": (t_acc + s_f1) / 2}
+
+
+@dataclass
+class FinetuneResult:
+    """What fine-tuning did: the held-out history and where it stopped."""
+
+    history: list[dict]
+    best: dict
+    epochs_run: float
+    seconds: float
+
+
+def finetune(
+    bundle: ModelBundle,
+    examples: list[Example],
+    spec: FinetuneSpec,
+    seed: int,
+    lm_head: torch.nn.Module | None = None,
+    log: Callable[[str], None] = print,
+) -> FinetuneResult:
+    """Return the history of jointly fine-tuning ``bundle.model`` in place, left at its best held-out state.
+
+    A seeded part of ``examples`` (train data only) is held out for early stopping and model selection.
+    """
+    seed_everything(seed)
+    device = default_device()
+    model = bundle.model.to(device)
+    fit, held = holdout_split(examples, spec.holdout_fraction, seed)
+    seqs = encode_for_classification(bundle.tokenizer, [e.text for e in fit], spec.max_length)
+    topic_y, sent_y = label_tensors(fit)
+    topic_w = class_weights(
+        [e.topic for e in fit if e.topic is not None], len(bundle.topics), spec.class_weighting
+    )
+    sent_w = class_weights(
+        [e.sentiment for e in fit if e.sentiment is not None], len(bundle.sentiments), spec.class_weighting
+    )
+    topic_w = None if topic_w is None else topic_w.to(device)
+    sent_w = None if sent_w is None else sent_w.to(device)
+    trained = torch.nn.ModuleList([model] if lm_head is None else [model, lm_head])
+    opt = make_optimizer(trained, spec.lr, spec.weight_decay)
+    rng = random.Random(seed)
+    steps_per_epoch = math.ceil(len(fit) / spec.batch_size)
+    total = steps_per_epoch * spec.epochs
+    warmup = max(1, int(total * spec.warmup_ratio))
+    eval_every = max(1, steps_per_epoch // max(1, spec.evals_per_epoch))
+    history: list[dict] = []
+    best: dict = {"score": -1.0}
+    best_state: dict | None = None
+    bad_evals, step, start = 0, 0, time.monotonic()
+    patience_evals = spec.patience * max(1, spec.evals_per_epoch)
+    stop = False
+    for epoch in range(spec.epochs):
+        batches = bucketed_batches([len(s) for s in seqs], spec.batch_size, rng)
+        bar = tqdm(batches, desc=f"finetune epoch {epoch + 1}/{spec.epochs}", unit="batch")
+        seen, t0, loss_avg = 0, time.monotonic(), None
+        for idx in bar:
+            model.train()
+            ids, mask = pad_batch([seqs[i] for i in idx], bundle.pad_id)
+            ids, mask = ids.to(device), mask.to(device)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, spec.lr, warmup, total, spec.min_lr_ratio)
+            with autocast_for(device):
+                t_logits, s_logits = model(ids, mask)
+                loss = joint_loss(
+                    t_logits,
+                    s_logits,
+                    topic_y[idx].to(device),
+                    sent_y[idx].to(device),
+                    topic_w,
+                    sent_w,
+                    spec.label_smoothing,
+                )
+                if lm_head is not None and spec.lm_loss_weight > 0:
+                    hidden = model.trunk(input_ids=ids, attention_mask=mask).last_hidden_state
+                    labels = ids.masked_fill(mask == 0, IGNORE)
+                    lm_logits = lm_head(hidden[:, :-1]).float()
+                    lm_loss = torch.nn.functional.cross_entropy(
+                        lm_logits.reshape(-1, lm_logits.size(-1)),
+                        labels[:, 1:].reshape(-1),
+                        ignore_index=IGNORE,
+                    )
+                    loss = loss + spec.lm_loss_weight * lm_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+            opt.step()
+            step += 1
+            seen += len(idx)
+            loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+            bar.set_postfix(loss=f"{loss_avg:.3f}", ex_s=f"{seen / max(1e-9, time.monotonic() - t0):.0f}")
+            if step % eval_every == 0 or step == total:
+                scores = heldout_scores(bundle, held, device)
+                record = {"step": step, "epoch": round(step / steps_per_epoch, 2), "loss": loss_avg, **scores}
+                history.append(record)
+                log(f"held-out: {json.dumps(record)}")
+                if scores["score"] > best["score"]:
+                    best, bad_evals = record, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    bad_evals += 1
+                    if bad_evals >= patience_evals:
+                        log(f"early stop: no held-out gain in {patience_evals} evaluations")
+                        stop = True
+                        break
+        bar.close()
+        if stop:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FinetuneResult(history, best, step / steps_per_epoch, time.monotonic() - start)
+
+
+# --- the whole recipe -------------------------------------------------------------------------
+
+
+def model_version(lm: PreTrainedModel, when: datetime | None = None) -> str:
+    """Return a version like ``finsent-gpt-4x256-20261128`` (architecture, depth x width, UTC date)."""
+    cfg = lm.config
+    kind = "gpt" if cfg.model_type == "gpt2" else cfg.model_type
+    day = (when or datetime.now(UTC)).strftime("%Y%m%d")
+    return f"finsent-{kind}-{cfg.num_hidden_layers}x{cfg.hidden_size}-{day}"
+
+
+def train_model(
+    recipe: Recipe,
+    data_dir: Path,
+    out_dir: Path,
+    checkpoint_dir: Path | None = None,
+    unlabeled_dir: Path | None = None,
+    base: str | Path | None = None,
+    pretrain_minutes: float | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Return a summary after training the recipe end to end and saving the classifier into ``out_dir``.
+
+    Without ``base``: (resume) pre-training in ``checkpoint_dir`` up to the recipe's token budget,
+    then fine-tuning from that checkpoint. With ``base`` (a hub name or a local causal-LM dir):
+    fine-tuning of that model, no pre-training.
+    """
+    torch.set_num_threads(recipe.threads)
+    pretrain_state = None
+    if base is None:
+        if checkpoint_dir is None or unlabeled_dir is None:
+            raise ValueError("pre-training needs a checkpoint directory and an unlabeled-text directory")
+        pretrain_state = pretrain(checkpoint_dir, recipe, data_dir, unlabeled_dir, pretrain_minutes, log)
+        if pretrain_state.tokens < recipe.pretrain.tokens:
+            log(
+                f"pre-training stopped at {pretrain_state.tokens:,} of {recipe.pretrain.tokens:,} tokens; "
+                "fine-tuning from that checkpoint"
+            )
+        base = checkpoint_dir
+    lm, tok = load_base(base)
+    seed_everything(recipe.seed)
+    classifier = classifier_from_language_model(lm, recipe.model.dropout)
+    bundle = ModelBundle(classifier, tok, max_length=recipe.finetune.max_length, version=model_version(lm))
+    lm_head = lm.get_output_embeddings() if recipe.finetune.lm_loss_weight > 0 else None
+    examples = load_train_examples(data_dir)
+    log(f"fine-tuning {count_parameters(classifier):,} parameters on {len(examples):,} train examples")
+    result = finetune(bundle, examples, recipe.finetune, recipe.seed, lm_head, log)
+    save_bundle(bundle, out_dir)
+    summary = {
+        "version": bundle.version,
+        "params": count_parameters(classifier),
+        "base": str(base),
+        "pretrain_tokens": None if pretrain_state is None else pretrain_state.tokens,
+        "finetune": {"best": result.best, "epochs_run": result.epochs_run, "seconds": round(result.seconds)},
+        "recipe": recipe.to_dict(),
+    }
+    (Path(out_dir) / "training_summary.json").write_text(
+        json.dumps(summary, indent=2) + "\n", encoding="utf-8"
+    )
+    append_log(Path(out_dir), {"stage": "finetune", "history": result.history})
+    return summary

@@ -1,0 +1,65 @@
+"""Tests for models.evaluate: metric values, calibration error, baseline, and the report's shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.data import load_split
+from models.evaluate import (
+    baseline_probabilities,
+    evaluate,
+    expected_calibration_error,
+    format_report,
+    labels_of,
+    task_metrics,
+)
+from models.inference import load
+
+METRIC_KEYS = {"accuracy", "macro_f1", "weighted_f1", "ece", "n"}
+
+
+def test_calibration_error_is_zero_when_confidence_matches_accuracy() -> None:
+    probs = np.array([[0.75, 0.25]] * 4)
+    labels = np.array([0, 0, 0, 1])  # 75 % right at 75 % confidence
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.0)
+
+
+def test_calibration_error_of_overconfident_predictions() -> None:
+    probs = np.array([[1.0, 0.0]] * 4)
+    labels = np.array([0, 1, 0, 1])  # 50 % right at 100 % confidence
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.5)
+
+
+def test_task_metrics_values() -> None:
+    labels = np.array([0, 0, 1, 2])
+    probs = np.eye(3)[[0, 1, 1, 2]]
+    m = task_metrics(labels, probs)
+    assert set(m) == METRIC_KEYS
+    assert m["accuracy"] == pytest.approx(0.75) and m["n"] == 4
+    # F1 per class: 0 -> 2/3, 1 -> 2/3, 2 -> 1.
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    assert m["weighted_f1"] == pytest.approx((2 * 2 / 3 + 2 / 3 + 1) / 4)
+
+
+def test_baseline_learns_the_toy_sentiments(tiny_data_dir: Path) -> None:
+    train = load_split(tiny_data_dir, "sentiment", "train")
+    valid = load_split(tiny_data_dir, "sentiment", "valid")
+    probs = baseline_probabilities(train, valid, "sentiment")
+    assert probs.shape == (len(valid), 3)
+    assert (probs.argmax(1) == labels_of(valid, "sentiment")).mean() == 1.0
+
+
+def test_report_has_the_documented_shape(tiny_trained_dir: Path, tiny_data_dir: Path) -> None:
+    clf = load(tiny_trained_dir)
+    report = evaluate(clf, tiny_data_dir)
+    summary = report.summary
+    assert set(summary) == {"sentiment", "topic", "baseline", "model_version"}
+    assert set(summary["sentiment"]) == set(summary["topic"]) == METRIC_KEYS
+    assert set(summary["baseline"]["sentiment"]) == set(summary["baseline"]["topic"]) == METRIC_KEYS
+    assert summary["sentiment"]["n"] == 12 and summary["topic"]["n"] == 6
+    assert summary["model_version"] == clf.version
+    assert np.array(report.confusion["topic"]).sum() == 6
+    assert "confusion matrix, topic" in format_report(report, clf.bundle.topics, clf.bundle.sentiments)

@@ -1,0 +1,99 @@
+"""Tests for models.network: shapes, last-token pooling, save/load, pretrained bases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.inference import pad_batch
+from models.network import (
+    ModelBundle,
+    ModelDirError,
+    TrunkSpec,
+    classifier_from_language_model,
+    count_parameters,
+    load_base,
+    load_bundle,
+    new_language_model,
+    save_bundle,
+)
+from models.tokenizer import encode_for_classification, train_tokenizer
+
+TEXTS = ["Oil prices jump on supply cuts", "Fed holds", "Acme shares plunge after a profit warning today"]
+
+
+def tiny_bundle(seed: int = 0) -> ModelBundle:
+    torch.manual_seed(seed)
+    tok = train_tokenizer(TEXTS * 5, vocab_size=300, min_frequency=1)
+    lm = new_language_model(TrunkSpec(n_layer=1, n_embd=32, n_head=2, n_positions=32, dropout=0.0), tok)
+    return ModelBundle(classifier_from_language_model(lm, dropout=0.0), tok, max_length=32, version="tiny-v1")
+
+
+def logits_of(bundle: ModelBundle, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    seqs = encode_for_classification(bundle.tokenizer, texts, bundle.max_length)
+    ids, mask = pad_batch(seqs, bundle.pad_id)
+    with torch.no_grad():
+        return bundle.model.eval()(ids, mask)
+
+
+def test_forward_gives_one_row_of_logits_per_text_for_each_head() -> None:
+    topic, sentiment = logits_of(tiny_bundle(), TEXTS)
+    assert topic.shape == (3, 20)
+    assert sentiment.shape == (3, 3)
+
+
+def test_padding_does_not_change_a_texts_logits() -> None:
+    bundle = tiny_bundle()
+    alone_topic, alone_sent = logits_of(bundle, [TEXTS[1]])
+    batched_topic, batched_sent = logits_of(bundle, TEXTS)  # TEXTS[1] is padded to the longest here
+    torch.testing.assert_close(batched_topic[1], alone_topic[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batched_sent[1], alone_sent[0], atol=1e-5, rtol=1e-5)
+
+
+def test_saved_fp32_model_loads_with_identical_logits(tmp_path: Path) -> None:
+    bundle = tiny_bundle()
+    save_bundle(bundle, tmp_path / "m", dtype=torch.float32)
+    again = load_bundle(tmp_path / "m")
+    assert again.version == "tiny-v1" and again.max_length == 32
+    for a, b in zip(logits_of(bundle, TEXTS), logits_of(again, TEXTS), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_fp16_weights_take_half_the_space_and_stay_close(tmp_path: Path) -> None:
+    bundle = tiny_bundle()
+    save_bundle(bundle, tmp_path / "fp32", dtype=torch.float32)
+    save_bundle(bundle, tmp_path / "fp16")
+    size32 = (tmp_path / "fp32" / "model.safetensors").stat().st_size
+    size16 = (tmp_path / "fp16" / "model.safetensors").stat().st_size
+    assert size16 < 0.6 * size32
+    again = load_bundle(tmp_path / "fp16")
+    assert next(again.model.parameters()).dtype == torch.float32
+    for a, b in zip(logits_of(bundle, TEXTS), logits_of(again, TEXTS), strict=True):
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)
+
+
+def test_model_dir_without_weights_is_an_error_naming_the_dir(tmp_path: Path) -> None:
+    save_bundle(tiny_bundle(), tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(ModelDirError, match=r"has no model\.safetensors"):
+        load_bundle(tmp_path / "m")
+
+
+def test_foreign_config_is_rejected(tmp_path: Path) -> None:
+    save_bundle(tiny_bundle(), tmp_path / "m")
+    config = tmp_path / "m" / "config.json"
+    config.write_text(json.dumps({"format": "something-else"}), encoding="utf-8")
+    with pytest.raises(ModelDirError, match="format 'something-else'"):
+        load_bundle(tmp_path / "m")
+
+
+def test_local_pretrained_gpt2_dir_becomes_the_trunk(tiny_gpt2_dir: Path) -> None:
+    lm, tok = load_base(tiny_gpt2_dir)
+    model = classifier_from_language_model(lm)
+    # The trunk is shared with the LM, not copied: fine-tuning updates the pretrained weights.
+    assert model.trunk is lm.base_model
+    assert count_parameters(model) == count_parameters(lm.base_model) + 32 * 20 + 20 + 32 * 3 + 3
+    assert tok.get_vocab_size() == lm.config.vocab_size

@@ -1,0 +1,109 @@
+"""Tests for models.train: schedule, masked joint loss, class weights, resumable pre-training, fine-tuning."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.data import load_train_examples
+from models.network import ModelBundle, classifier_from_language_model, load_base
+from models.recipe import RecipeError, load_recipe, recipe_from_dict
+from models.train import (
+    IGNORE,
+    LOG_FILE,
+    bucketed_batches,
+    class_weights,
+    finetune,
+    joint_loss,
+    lr_at,
+    pretrain,
+)
+from tests.fixtures.models import tiny_recipe_dict
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
+    rates = [lr_at(s, 1.0, warmup=10, total=110, min_ratio=0.1) for s in range(0, 200)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert rates[60] == pytest.approx(0.55)
+    assert rates[110] == pytest.approx(0.1) and rates[199] == pytest.approx(0.1)
+    assert all(a >= b for a, b in pairwise(rates[9:]))
+
+
+def test_example_without_topic_label_does_not_train_the_topic_head() -> None:
+    head_t, head_s = torch.nn.Linear(4, 20), torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    loss = joint_loss(head_t(x), head_s(x), torch.tensor([IGNORE, IGNORE]), torch.tensor([0, 2]))
+    loss.backward()
+    assert head_t.weight.grad is None or torch.count_nonzero(head_t.weight.grad) == 0
+    assert head_s.weight.grad.abs().sum() > 0
+
+
+def test_batch_with_no_labels_for_a_head_gives_a_finite_loss() -> None:
+    no_sentiment = torch.tensor([IGNORE, IGNORE])
+    loss = joint_loss(torch.randn(2, 20), torch.randn(2, 3), torch.tensor([5, 1]), no_sentiment)
+    assert torch.isfinite(loss)
+
+
+def test_balanced_weights_favour_rare_classes_and_average_one() -> None:
+    labels = [0] * 90 + [1] * 10
+    weights = class_weights(labels, 3, "sqrt_inverse")
+    assert weights[1] == pytest.approx(3 * weights[0])
+    assert (weights[0] * 90 + weights[1] * 10) / 100 == pytest.approx(1.0)
+    assert weights[2] == 0
+    assert class_weights(labels, 3, "none") is None
+
+
+def test_bucketed_batches_cover_every_example_once() -> None:
+    lengths = [random.Random(1).randint(1, 60) for _ in range(1000)]
+    batches = bucketed_batches(lengths, 32, random.Random(0))
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert all(len(b) <= 32 for b in batches)
+
+
+def test_recipe_rejects_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("pretrain:\n  tokenz: 5\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"\[pretrain\]: unknown keys \['tokenz'\]"):
+        load_recipe(path)
+
+
+def test_shipped_recipe_loads() -> None:
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "models" / "recipes" / "default.yaml")
+    assert recipe.model.n_layer >= 1 and recipe.pretrain.tokens > 0
+
+
+def test_pretraining_lowers_lm_loss_and_resumes_where_it_stopped(tiny_data_dir: Path, tmp_path: Path) -> None:
+    recipe = recipe_from_dict(tiny_recipe_dict())
+    ckpt = tmp_path / "ckpt"
+    first = pretrain(ckpt, recipe, tiny_data_dir, tiny_data_dir / "unlabeled", log=lambda _: None)
+    assert first.tokens >= recipe.pretrain.tokens and first.lines > 0
+    records = [json.loads(line) for line in (ckpt / LOG_FILE).read_text().splitlines()]
+    assert records[-1]["last_loss"] < records[0]["last_loss"]
+
+    more = dataclasses.replace(recipe, pretrain=dataclasses.replace(recipe.pretrain, tokens=2 * first.tokens))
+    second = pretrain(ckpt, more, tiny_data_dir, tiny_data_dir / "unlabeled", log=lambda _: None)
+    assert second.step > first.step and second.tokens >= 2 * first.tokens
+    assert second.lines > first.lines  # the tiny corpus wraps around: a second pass starts
+    # The checkpoint is a plain transformers causal LM: usable as --base.
+    lm, tok = load_base(ckpt)
+    assert lm.config.n_layer == recipe.model.n_layer and tok.get_vocab_size() <= 320
+
+
+def test_finetuning_on_a_toy_set_improves_held_out_and_keeps_the_best(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path
+) -> None:
+    recipe = recipe_from_dict(tiny_recipe_dict())
+    lm, tok = load_base(tiny_gpt2_dir)
+    bundle = ModelBundle(classifier_from_language_model(lm, 0.0), tok, max_length=32)
+    spec = dataclasses.replace(recipe.finetune, holdout_fraction=0.3)
+    result = finetune(bundle, load_train_examples(tiny_data_dir), spec, seed=0, log=lambda _: None)
+    scores = [h["score"] for h in result.history]
+    assert result.best["score"] == max(scores)
+    assert max(scores) > scores[0]
+    assert result.history[-1]["loss"] < 2.0  # started near ln(20) + ln(3) = 4.1
