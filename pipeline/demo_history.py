@@ -379,8 +379,12 @@ def step_alerts(ctx: Any) -> None:
         ctx.console.rule(f"email: {message['Subject']}", style="dim")
         body = message.get_body(("plain",))
         ctx.console.print(body.get_content() if body else "", markup=False, highlight=False)
-    if not mailbox.messages and not info.get("reused"):
-        ctx.console.print("no email this run (alerts that fired in an earlier run were mailed then)")
+    if not fired and info.get("reused"):
+        ctx.console.print("these hours were evaluated by an earlier demo run: its alerts and emails stand")
+    elif not fired:
+        ctx.console.print(
+            f"no alert fired: the model scored too few of the {STORM_TICKER} storm stories as negative"
+        )
     ctx.results["alerts"] = {
         "backtest_fired": replay.fired,
         "fired": [(at.isoformat(), a.rule, a.value) for at, a in fired],
