@@ -49,6 +49,17 @@ def _fresh_database(url: str | None, workdir: Path) -> tuple[str, object | None]
     return sa.make_url(url).set(database=name).render_as_string(hide_password=False), server
 
 
+def _drop_database(url: str) -> None:
+    """Drop the benchmark's database on a given server (the embedded one is deleted whole)."""
+    import sqlalchemy as sa
+
+    target = sa.make_url(url)
+    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+    admin.dispose()
+
+
 def dimension_values(total: int) -> list[tuple[str, str]]:
     """Return ``total`` (dimension, value) pairs: all, 20 topics, 5% sources, the rest tickers."""
     topics = min(20, max(0, total - 1))
@@ -140,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             db.dispose_engines()
             if server is not None:
                 server.cleanup()  # type: ignore[attr-defined]
+            else:
+                _drop_database(url)
 
     last = reports[-1]
     result: dict[str, object] = {
