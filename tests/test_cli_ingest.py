@@ -54,10 +54,12 @@ def test_ingest_json_last_line_has_the_totals(private_hosts: None, engine: Engin
     keys = ("sources_ok", "sources_failed", "items_seen", "items_new", "duplicates")
     assert [totals[k] for k in keys] == [1, 1, 2, 2, 0]
     assert totals["bytes"] > 0
-    # The readable table names both sources and the broken one's error.
-    assert "metals" in result.output and "broken" in result.output and "HTML page" in result.output
+    # The readable table names both sources and the broken one's error (possibly wrapped over lines).
+    assert "metals" in result.output and "broken" in result.output and "HTML" in result.output
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM articles")).scalar_one() == 2
+        error = conn.execute(sa.text("SELECT error FROM fetch_log WHERE status = 'error'")).scalar_one()
+    assert error.startswith(f"broken: {bad}: got an HTML page")
 
 
 def test_ingest_with_a_bad_sources_file_exits_2_naming_it(db_url: str, tmp_path: Path) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from rich.console import Console
 from sqlalchemy.engine import Engine
 
 from pipeline import demo
+from pipeline.config import get_settings
 from pipeline.demo_feeds import demo_documents
 from pipeline.parse import FeedError, parse_feed
 
@@ -32,7 +35,10 @@ def test_recorded_feeds_parse_except_the_outage_page() -> None:
 
 
 def test_demo_ingests_the_recorded_feeds_and_clusters_syndicated_copies(engine: Engine) -> None:
-    results = demo.main()
+    ctx = demo.DemoContext(settings=get_settings(), console=Console(file=io.StringIO(), width=160))
+    for step in (demo.step_migrate, demo.step_ingest, demo.step_show_articles):
+        step(ctx)
+    results = ctx.results
 
     assert results["ingest"]["items_new"] == 19
     assert (results["ingest"]["sources_ok"], results["ingest"]["sources_failed"]) == (4, 1)
@@ -53,3 +59,15 @@ def test_demo_ingests_the_recorded_feeds_and_clusters_syndicated_copies(engine: 
     filings = [r for r in rows if r.name == "demo-filings"]
     assert len({r.story_id for r in filings}) == 3
     assert results["articles"] == {"articles": 19, "stories": 17}
+
+
+def test_demo_ingest_step_prints_the_per_source_table(engine: Engine) -> None:
+    out = io.StringIO()
+    ctx = demo.DemoContext(settings=get_settings(), console=Console(file=out, width=160))
+    demo.step_migrate(ctx)
+    demo.step_ingest(ctx)
+    text = out.getvalue()
+    for name in ("demo-central-bank", "demo-wire", "demo-markets-desk", "demo-filings", "demo-outage"):
+        assert name in text
+    assert "HTML" in text  # the outage page, named in the error column
+    assert "second poll: 4 of 5 feeds unchanged (HTTP 304), 0 new articles" in text
