@@ -184,3 +184,37 @@ def load_bundle(directory: Path) -> ModelBundle:
 def count_parameters(model: nn.Module) -> int:
     """Return the number of parameters of ``model``."""
     return sum(p.numel() for p in model.parameters())
+
+
+def conv1d_to_linear(module: nn.Module) -> nn.Module:
+    """Return ``module`` with every transformers ``Conv1D`` replaced, in place, by an equal ``nn.Linear``.
+
+    GPT-2 stores its projections as Conv1D (weight shaped (in, out)); int8 dynamic quantisation only
+    handles nn.Linear, so the weights are transposed into one. The outputs are unchanged.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, Conv1D):
+            n_in, n_out = child.weight.shape
+            linear = nn.Linear(n_in, n_out)
+            with torch.no_grad():
+                linear.weight.copy_(child.weight.t())
+                linear.bias.copy_(child.bias)
+            setattr(module, name, linear)
+        else:
+            conv1d_to_linear(child)
+    return module
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Return a copy-free int8 dynamically quantised ``model`` for CPU inference (Linear layers only)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        # torch marks its quantised tensor types deprecated; they remain the CPU int8 path in this pin.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return quantize_dynamic(conv1d_to_linear(model), {nn.Linear}, dtype=torch.qint8)

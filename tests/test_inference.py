@@ -78,3 +78,12 @@ def test_long_article_keeps_title_and_lead() -> None:
 def test_batches_are_sorted_by_length_and_cover_every_item() -> None:
     batches = sorted_batches([3, 9, 1, 7, 5], batch_size=2)
     assert batches == [[1, 3], [4, 0], [2]]
+
+
+def test_int8_model_gives_valid_close_predictions(tiny_trained_dir: Path, clf: Classifier) -> None:
+    quantized = load(tiny_trained_dir, int8=True)
+    texts = ["Oil prices jump on supply cuts", "Globex misses estimates and cuts guidance"]
+    for q, f in zip(quantized.predict(texts), clf.predict(texts), strict=True):
+        assert sum(q.sentiment_probs.values()) == pytest.approx(1.0, abs=1e-4)
+        assert q.score == pytest.approx(f.score, abs=0.1)
+        assert q.model_version == f.model_version

@@ -97,3 +97,16 @@ def test_local_pretrained_gpt2_dir_becomes_the_trunk(tiny_gpt2_dir: Path) -> Non
     assert model.trunk is lm.base_model
     assert count_parameters(model) == count_parameters(lm.base_model) + 32 * 20 + 20 + 32 * 3 + 3
     assert tok.get_vocab_size() == lm.config.vocab_size
+
+
+def test_conv1d_to_linear_keeps_the_outputs() -> None:
+    from transformers.pytorch_utils import Conv1D
+
+    from models.network import conv1d_to_linear
+
+    bundle = tiny_bundle()
+    before = logits_of(bundle, TEXTS)
+    conv1d_to_linear(bundle.model)
+    assert not any(isinstance(m, Conv1D) for m in bundle.model.modules())
+    for a, b in zip(before, logits_of(bundle, TEXTS), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
