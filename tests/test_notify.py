@@ -166,6 +166,19 @@ def test_crash_after_the_server_took_the_mail_does_not_send_it_again(
     assert row.status == "unconfirmed" and "not resent" in row.last_error
 
 
+def test_connection_lost_after_data_is_not_resent(engine: Engine, smtp_catcher: SmtpCatcher) -> None:
+    smtp_catcher.drop_after_data = True
+    outbox_id = _queue(engine)
+    settings = _settings(smtp_catcher)
+    report = deliver_outbox(engine=engine, settings=settings, now=AT)
+    assert report.sent == 0 and report.unconfirmed == 1
+    smtp_catcher.drop_after_data = False
+    deliver_outbox(engine=engine, settings=settings, now=AT + timedelta(hours=2))
+    assert len(smtp_catcher.received) == 1
+    row = _row(engine, outbox_id)
+    assert row.status == "unconfirmed" and "during DATA" in row.last_error
+
+
 def test_smtp_down_is_retried_later_and_not_lost(engine: Engine) -> None:
     catcher = SmtpCatcher("127.0.0.1", free_port())  # nothing listens there yet
     settings = _settings(catcher)
