@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export FINSENT_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint bench dashboard airflow services clean
+.PHONY: demo test lint bench dashboard airflow airflow-stop services clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py --json
 	$(BIN)/python bench/classify.py --json
+
+## airflow: Airflow 3 standalone (scheduler, dag-processor, triggerer, api-server) on http://127.0.0.1:8080,
+## metadata in PostgreSQL, DAGs from dags/. Stop with Ctrl-C, or `make airflow-stop` from another terminal.
+airflow: $(STAMP)
+	$(BIN)/python scripts/airflow_local.py
+
+airflow-stop:
+	$(BIN)/python scripts/airflow_local.py --stop
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

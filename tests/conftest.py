@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 pytest_plugins = [
+    "tests.fixtures.airflow",
     "tests.fixtures.dashboard",
     "tests.fixtures.postgres",
     "tests.fixtures.http_server",

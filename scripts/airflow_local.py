@@ -1,0 +1,108 @@
+"""Run finsent's DAGs in Airflow 3 standalone on this machine (``make airflow``; ``make airflow-stop``).
+
+Airflow's metadata goes to a database called ``airflow`` on the same PostgreSQL finsent uses: the
+embedded server under FINSENT_HOME, or the server of DATABASE_URL. AIRFLOW_HOME is FINSENT_HOME/airflow,
+the DAG folder is this repository's ``dags/``, the UI and API listen on 127.0.0.1 only, and the
+LocalExecutor runs at most AIRFLOW__CORE__PARALLELISM tasks at once (default 2: the model is CPU-heavy).
+
+Stopping cleanly: Ctrl-C in the terminal running it, or ``make airflow-stop`` from another one; both send
+SIGINT, and standalone then stops its scheduler, dag-processor, triggerer and api-server and waits for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from pipeline import db, store
+from pipeline.config import REPO_DIR, Settings, get_settings
+
+METADATA_DATABASE = "airflow"
+PID_FILE = "standalone.pid"
+
+
+def metadata_url(settings: Settings) -> str:
+    """Return the URL of the ``airflow`` metadata database beside finsent's, creating it if missing."""
+    finsent_url = sa.make_url(db.database_url(settings))
+    admin = sa.create_engine(finsent_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if not store.database_exists(conn, METADATA_DATABASE):
+                store.create_database(conn, METADATA_DATABASE)
+    finally:
+        admin.dispose()
+    return finsent_url.set(database=METADATA_DATABASE).render_as_string(hide_password=False)
+
+
+def airflow_env(settings: Settings, sql_alchemy_conn: str, port: int) -> dict[str, str]:
+    """Return the environment for the Airflow processes; variables already set by the user win."""
+    defaults = {
+        "AIRFLOW_HOME": str(settings.home / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_DIR / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+    }
+    env = {**defaults, **os.environ}
+    # The standalone parent starts each component as a separate `airflow` process: it must be on PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def start(port: int) -> None:
+    """Prepare the metadata database and the model pool, then replace this process with standalone."""
+    settings = get_settings()
+    env = airflow_env(settings, metadata_url(settings), port)
+    home = Path(env["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True)
+    pool = [airflow, "pools", "set", settings.gpu_pool, "1", "finsent model tasks (scoring, training)"]
+    subprocess.run(pool, env=env, check=True, stdout=subprocess.DEVNULL)
+    db.migrate(db.get_engine())
+    (home / PID_FILE).write_text(str(os.getpid()))
+    print(f"Airflow UI: http://127.0.0.1:{port}  (stop: Ctrl-C or `make airflow-stop`)", flush=True)
+    os.execve(airflow, [airflow, "standalone"], env)
+
+
+def stop() -> int:
+    """Send SIGINT to a running standalone; return its exit code for the shell (1: none was running)."""
+    pid_file = get_settings().home / "airflow" / PID_FILE
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGINT)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        print(f"no Airflow standalone running (pid file {pid_file})", file=sys.stderr)
+        pid_file.unlink(missing_ok=True)
+        return 1
+    pid_file.unlink(missing_ok=True)
+    print(f"sent SIGINT to Airflow standalone (pid {pid}); it stops its components and exits")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stop", action="store_true", help="stop a running standalone")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", "8080")))
+    args = parser.parse_args()
+    if args.stop:
+        return stop()
+    start(args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""docker-compose.yml: the Compose client accepts it, and it wires the services production needs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import REPO_DIR
+
+COMPOSE_FILE = REPO_DIR / "docker-compose.yml"
+SECRETS = {"POSTGRES_PASSWORD": "pw", "AIRFLOW_JWT_SECRET": "jwt", "AIRFLOW_FERNET_KEY": "fernet"}
+AIRFLOW_SERVICES = {"api-server", "scheduler", "dag-processor", "triggerer", "worker-default", "worker-gpu"}
+
+
+def _compose(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Return the finished ``docker compose`` run; skip when the client or its compose plugin is missing."""
+    if shutil.which("docker") is None:
+        pytest.skip("the docker client is not installed")
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        reason = (probe.stderr.strip() or probe.stdout.strip()).splitlines()[0]
+        pytest.skip(f"the docker client has no compose plugin ({reason})")
+    command = ["docker", "compose", "-f", str(COMPOSE_FILE), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def _clean_env() -> dict[str, str]:
+    # Only PATH and HOME: a developer's own .env or exported secrets must not make the test pass.
+    return {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    """Return docker-compose.yml parsed as YAML (anchors and merge keys resolved)."""
+    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+
+
+def test_compose_config_validates_with_the_secrets_set(tmp_path: Path) -> None:
+    result = _compose("config", "--format", "json", env={**_clean_env(), **SECRETS}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert AIRFLOW_SERVICES | {"postgres", "redis", "airflow-init", "dashboard", "mailpit"} <= services.keys()
+    gpu = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+
+
+def test_compose_config_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+    result = _compose("config", "--quiet", env=_clean_env(), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr or "AIRFLOW_" in result.stderr
+
+
+def test_every_long_running_service_has_a_healthcheck(compose: dict) -> None:
+    services = compose["services"]
+    unchecked = {name for name, svc in services.items() if "healthcheck" not in svc}
+    assert unchecked == {"airflow-init"}  # a one-shot job: completion is its health
+
+
+def test_workers_listen_on_the_default_and_gpu_queues_and_only_gpu_reserves_devices(compose: dict) -> None:
+    services = compose["services"]
+    assert services["worker-default"]["command"][3:5] == ["--queues", "default"]
+    assert services["worker-gpu"]["command"][3:5] == ["--queues", "gpu"]
+    reserving = {name for name, svc in services.items() if "deploy" in svc}
+    assert reserving == {"worker-gpu"}
+
+
+def test_airflow_services_share_one_image_built_from_the_repo_and_wait_for_migrations(compose: dict) -> None:
+    services = compose["services"]
+    for name in AIRFLOW_SERVICES - {"worker-gpu"}:
+        assert services[name]["build"]["context"] == ".", name
+        assert services[name]["image"] == services["scheduler"]["image"], name
+        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert (REPO_DIR / "Dockerfile").read_text(encoding="utf-8").startswith("#")
+    assert "FROM python:3.11-slim" in (REPO_DIR / "Dockerfile").read_text(encoding="utf-8")
+    init = " ".join(services["airflow-init"]["command"])
+    assert "airflow db migrate" in init and "finsent db migrate" in init
+
+
+def test_every_component_reaches_the_execution_api_and_signs_with_one_secret(compose: dict) -> None:
+    for name in AIRFLOW_SERVICES:
+        env = compose["services"][name]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].endswith(":8080/execution/"), name
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == "${AIRFLOW_JWT_SECRET:?set AIRFLOW_JWT_SECRET}", name
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
