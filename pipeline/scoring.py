@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 LEAD_CHARS = 400
 # A summary this long already says what the article is about; shorter ones get the body's lead added.
 FULL_SUMMARY_CHARS = 120
+# Pending articles are read this many batches at a time and batched by text length within the window.
+WINDOW_BATCHES = 8
 _END_PUNCTUATION = (".", "!", "?", ":", ";", "…")
 
 
@@ -213,6 +215,36 @@ def active_classifier(engine: Engine, model_dir: Path | None = None) -> Classifi
     )
 
 
+def _score_batch(
+    engine: Engine, clf: Classifier, articles: list[Any], texts: dict[int, str], report: ScoreReport
+) -> BatchReport:
+    """Return what classifying ``articles`` and committing their scores and rollup buckets did."""
+    started = time.perf_counter()
+    predictions = clf.predict([texts[a.id] for a in articles], batch_size=len(articles))
+    report.predict_seconds += time.perf_counter() - started
+    if len(predictions) != len(articles):
+        raise ScoringError(
+            f"model {clf.version} returned {len(predictions)} predictions for {len(articles)} texts"
+        )
+    rows = [score_row(a.id, p) for a, p in zip(articles, predictions, strict=True)]
+    with engine.begin() as conn:
+        inserted = store.insert_scores(conn, clf.version, rows)
+        buckets = rollups.refresh_buckets(conn, clf.version, inserted)
+    report.batches += 1
+    report.scored += len(inserted)
+    report.buckets += buckets
+    batch = BatchReport(report.batches, len(articles), len(inserted), buckets, time.perf_counter() - started)
+    log.debug(
+        "batch %d: %d articles, %d new scores, %d buckets in %.2fs",
+        batch.number,
+        batch.articles,
+        batch.scored,
+        batch.buckets,
+        batch.seconds,
+    )
+    return batch
+
+
 def score_articles(
     engine: Engine,
     clf: Classifier,
@@ -234,43 +266,25 @@ def score_articles(
     started = time.perf_counter()
     after_id = 0
     while limit is None or report.read < limit:
-        batch_started = time.perf_counter()
-        want = batch_size if limit is None else min(batch_size, limit - report.read)
+        want = (
+            batch_size * WINDOW_BATCHES
+            if limit is None
+            else min(batch_size * WINDOW_BATCHES, limit - report.read)
+        )
         with engine.connect() as conn:
-            articles = store.pending_articles(conn, version, after_id, want, LEAD_CHARS)
-        if not articles:
+            window = store.pending_articles(conn, version, after_id, want, LEAD_CHARS)
+        if not window:
             break
-        after_id = articles[-1].id
-        texts = [article_text(a.title, a.summary, a.lead) for a in articles]
-        predict_started = time.perf_counter()
-        predictions = clf.predict(texts, batch_size=batch_size)
-        report.predict_seconds += time.perf_counter() - predict_started
-        if len(predictions) != len(articles):
-            raise ScoringError(
-                f"model {version} returned {len(predictions)} predictions for {len(articles)} texts"
-            )
-        rows = [score_row(a.id, p) for a, p in zip(articles, predictions, strict=True)]
-        with engine.begin() as conn:
-            inserted = store.insert_scores(conn, version, rows)
-            buckets = rollups.refresh_buckets(conn, version, inserted)
-        report.batches += 1
-        report.read += len(articles)
-        report.scored += len(inserted)
-        report.buckets += buckets
-        batch = BatchReport(
-            report.batches, len(articles), len(inserted), buckets, time.perf_counter() - batch_started
-        )
-        log.debug(
-            "batch %d: %d articles, %d new scores, %d buckets in %.2fs",
-            batch.number,
-            batch.articles,
-            batch.scored,
-            batch.buckets,
-            batch.seconds,
-        )
-        report.seconds = time.perf_counter() - started
-        if on_batch is not None:
-            on_batch(batch)
+        after_id = window[-1].id
+        report.read += len(window)
+        texts = {a.id: article_text(a.title, a.summary, a.lead) for a in window}
+        # Batches of similar length waste little compute on padding (the model pads to a batch's longest).
+        ordered = sorted(window, key=lambda a: len(texts[a.id]))
+        for offset in range(0, len(ordered), batch_size):
+            batch = _score_batch(engine, clf, ordered[offset : offset + batch_size], texts, report)
+            report.seconds = time.perf_counter() - started
+            if on_batch is not None:
+                on_batch(batch)
     report.seconds = time.perf_counter() - started
     return report
 
