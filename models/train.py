@@ -382,10 +382,12 @@ def finetune(
     seed: int,
     lm_head: torch.nn.Module | None = None,
     log: Callable[[str], None] = print,
+    max_minutes: float | None = None,
 ) -> FinetuneResult:
     """Return the history of jointly fine-tuning ``bundle.model`` in place, left at its best held-out state.
 
     A seeded part of ``examples`` (train data only) is held out for early stopping and model selection.
+    ``max_minutes`` stops early (at the next evaluation past it), keeping the best state so far.
     """
     seed_everything(seed)
     device = default_device()
@@ -467,6 +469,10 @@ def finetune(
                         log(f"early stop: no held-out gain in {patience_evals} evaluations")
                         stop = True
                         break
+                if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
+                    log(f"time budget of {max_minutes} min reached at epoch {record['epoch']}")
+                    stop = True
+                    break
         bar.close()
         if stop:
             break
@@ -496,6 +502,7 @@ def train_model(
     base: str | Path | None = None,
     pretrain_minutes: float | None = None,
     log: Callable[[str], None] = print,
+    finetune_minutes: float | None = None,
 ) -> dict:
     """Return a summary after training the recipe end to end and saving the classifier into ``out_dir``.
 
@@ -522,14 +529,19 @@ def train_model(
     lm_head = lm.get_output_embeddings() if recipe.finetune.lm_loss_weight > 0 else None
     examples = load_train_examples(data_dir)
     log(f"fine-tuning {count_parameters(classifier):,} parameters on {len(examples):,} train examples")
-    result = finetune(bundle, examples, recipe.finetune, recipe.seed, lm_head, log)
+    result = finetune(bundle, examples, recipe.finetune, recipe.seed, lm_head, log, finetune_minutes)
     save_bundle(bundle, out_dir)
     summary = {
         "version": bundle.version,
         "params": count_parameters(classifier),
         "base": str(base),
         "pretrain_tokens": None if pretrain_state is None else pretrain_state.tokens,
-        "finetune": {"best": result.best, "epochs_run": result.epochs_run, "seconds": round(result.seconds)},
+        "finetune": {
+            "best": result.best,
+            "epochs_run": result.epochs_run,
+            "seconds": round(result.seconds),
+            "max_minutes": finetune_minutes,
+        },
         "recipe": recipe.to_dict(),
     }
     (Path(out_dir) / "training_summary.json").write_text(

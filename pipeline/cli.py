@@ -119,6 +119,9 @@ def train_command(
     pretrain_minutes: Annotated[
         float | None, typer.Option("--pretrain-minutes", help="Stop pre-training after this long; resumable.")
     ] = None,
+    finetune_minutes: Annotated[
+        float | None, typer.Option("--finetune-minutes", help="Stop fine-tuning after this long.")
+    ] = None,
 ) -> None:
     """Train a model: (resumable) pre-training, then joint topic + sentiment fine-tuning."""
     from models.recipe import load_recipe
@@ -140,6 +143,7 @@ def train_command(
         base=base,
         pretrain_minutes=pretrain_minutes,
         log=typer.echo,
+        finetune_minutes=finetune_minutes,
     )
     typer.echo(f"saved {summary['version']} ({summary['params']:,} parameters) to {out_dir}")
     keys = ("version", "params", "pretrain_tokens")

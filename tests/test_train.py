@@ -107,3 +107,14 @@ def test_finetuning_on_a_toy_set_improves_held_out_and_keeps_the_best(
     assert result.best["score"] == max(scores)
     assert max(scores) > scores[0]
     assert result.history[-1]["loss"] < 2.0  # started near ln(20) + ln(3) = 4.1
+
+
+def test_finetuning_time_budget_stops_at_the_first_evaluation(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path
+) -> None:
+    recipe = recipe_from_dict(tiny_recipe_dict())
+    lm, tok = load_base(tiny_gpt2_dir)
+    bundle = ModelBundle(classifier_from_language_model(lm, 0.0), tok, max_length=32)
+    examples = load_train_examples(tiny_data_dir)
+    result = finetune(bundle, examples, recipe.finetune, seed=0, log=lambda _: None, max_minutes=0.0)
+    assert len(result.history) == 1 and result.epochs_run == pytest.approx(1.0)
