@@ -1,0 +1,192 @@
+"""Alerts: what fired and resolved when, the evidence behind each alert, and silences."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard import queries
+from dashboard.markdown import escape_markdown, story_line
+from pipeline import alerts as alert_engine
+from pipeline import db
+from pipeline.rules import RulesError, load_rules
+
+TOP_STORIES = 10
+# Hours of context drawn before an alert's window in the evidence chart.
+CONTEXT_HOURS = 48
+
+url = queries.database_url()
+now = queries.now_minute()
+version = queries.model_version(url)
+st.title("Alerts")
+
+with st.sidebar:
+    st.header("Filters")
+    days = st.slider("Days shown", 1, 60, 14, key="alerts_days")
+    statuses = st.multiselect("Status", ["firing", "resolved"], default=["firing", "resolved"],
+                              key="alerts_status")
+start = datetime.combine(now.date() - timedelta(days=days - 1), time(), UTC)
+
+timeline = queries.alert_timeline(url, start, now + timedelta(minutes=1))
+shown = timeline[timeline["status"].isin(statuses)]
+firing, resolved = (timeline["status"] == "firing").sum(), (timeline["status"] == "resolved").sum()
+first, second, third = st.columns(3)
+first.metric("Firing now", int(firing))
+second.metric(f"Resolved, last {days} days", int(resolved))
+third.metric("Silenced firings", int(timeline["silenced"].sum()),
+             help="Firings matched by a silence: recorded and shown, not emailed.")
+
+if shown.empty:
+    st.info("No alerts in this range.")
+else:
+    bars = shown.assign(
+        until=shown["resolved_at"].fillna(pd.Timestamp(now)),
+        alert=shown["rule"] + " · " + shown["dimension"] + "=" + shown["value"],
+    )
+    st.altair_chart(
+        alt.Chart(bars).mark_bar(height=12).encode(
+            x=alt.X("fired_at:T", title=None, scale=alt.Scale(domain=[start.isoformat(), now.isoformat()])),
+            x2="until:T",
+            y=alt.Y("alert:N", title=None, sort="-x", axis=alt.Axis(labelLimit=320)),
+            color=alt.Color("status:N", scale=alt.Scale(domain=["firing", "resolved"],
+                                                         range=["#d62728", "#9e9e9e"])),
+            tooltip=["alert", "status", "severity", "fired_at:T", "resolved_at:T",
+                     alt.Tooltip("neg_share:Q", format=".1%"), alt.Tooltip("baseline:Q", format=".1%")],
+        ),
+        width="stretch",
+    )
+    st.dataframe(
+        shown[["rule", "dimension", "value", "status", "severity", "fired_at", "resolved_at", "neg_share",
+               "baseline", "stories", "neg_stories", "p_value", "silenced"]],
+        hide_index=True,
+        column_config={
+            "neg_share": st.column_config.NumberColumn("negative share", format="percent"),
+            "baseline": st.column_config.NumberColumn("baseline", format="percent"),
+            "p_value": st.column_config.NumberColumn("p", format="%.2e"),
+        },
+        key="alerts_table",
+    )
+
+
+def rule_windows() -> dict[str, timedelta]:
+    """Return each configured rule's window (empty when the rules file cannot be read)."""
+    try:
+        return {rule.name: rule.window for rule in load_rules()}
+    except RulesError:
+        return {}
+
+
+def evidence(alert: pd.Series) -> None:
+    """Draw one alert's window against its baseline and the top negative stories behind it."""
+    window = rule_windows().get(alert["rule"], timedelta(hours=1))
+    fired = alert["fired_at"].to_pydatetime()
+    until = now if pd.isna(alert["resolved_at"]) else alert["resolved_at"].to_pydatetime()
+    window_start = alert_engine.window_end(fired) - window
+    chart_end = min(until + timedelta(hours=6), now + timedelta(hours=1))
+    hourly = queries.series(
+        url, version, alert["dimension"], (alert["value"],),
+        window_start - timedelta(hours=CONTEXT_HOURS), chart_end, "hour",
+    )
+    share = "n/a" if pd.isna(alert["neg_share"]) else f"{alert['neg_share']:.1%}"
+    baseline = "n/a" if pd.isna(alert["baseline"]) else f"{alert['baseline']:.1%}"
+    st.markdown(
+        f"**{escape_markdown(alert['rule'])} · {escape_markdown(alert['dimension'])}="
+        f"{escape_markdown(alert['value'])}** — {alert['status']}, fired {fired:%Y-%m-%d %H:%M} UTC: "
+        f"negative share {escape_markdown(share)} of {alert['stories']} stories vs baseline "
+        f"{escape_markdown(baseline)}"
+    )
+    left, right = st.columns([3, 2])
+    with left:
+        st.markdown("**Negative share per hour vs baseline**")
+        if hourly.empty:
+            st.info("No rollups for this value in the period.")
+        else:
+            shade = pd.DataFrame({"from": [window_start], "to": [alert_engine.window_end(fired)]})
+            line = alt.Chart(hourly).mark_line(point=True).encode(
+                x=alt.X("period:T", title=None),
+                y=alt.Y("negative_share:Q", title="negative share", scale=alt.Scale(domain=[0, 1])),
+                tooltip=["period:T", "stories", "neg_stories", alt.Tooltip("negative_share:Q", format=".1%")],
+            )
+            band = alt.Chart(shade).mark_rect(opacity=0.15, color="#d62728").encode(x="from:T", x2="to:T")
+            layers = [band, line]
+            if pd.notna(alert["baseline"]):
+                base = pd.DataFrame({"baseline": [alert["baseline"]]})
+                layers.append(alt.Chart(base).mark_rule(strokeDash=[6, 3]).encode(y="baseline:Q"))
+            st.altair_chart(alt.layer(*layers), width="stretch")
+            hours = int(window.total_seconds() // 3600)
+            st.caption(f"Shaded: the {hours} h window that fired; dashed: its baseline share.")
+    with right:
+        st.markdown("**Top negative stories**")
+        stories = queries.negative_headlines(
+            url, version, alert["dimension"], alert["value"], window_start, until + timedelta(hours=1),
+            TOP_STORIES,
+        )
+        if stories.empty:
+            st.caption("No negative stories in the window.")
+        else:
+            lines = [
+                story_line(
+                    r.title, r.url,
+                    f"{r.source}, {r.published_at:%m-%d %H:%M} UTC, score {r.score:+.2f}"
+                    + (f", {r.copies} copies" if r.copies > 1 else ""),
+                )
+                for r in stories.itertuples()
+            ]
+            st.markdown("\n".join(lines))
+
+
+def silence_form(alert: pd.Series | None) -> None:
+    """Draw the form that adds a silence (the dashboard's one write, on the normal engine)."""
+    with st.form("silence", clear_on_submit=False):
+        st.markdown("**Add a silence** — matching alerts are recorded but not emailed.")
+        c1, c2, c3 = st.columns(3)
+        rule = c1.text_input("Rule (glob, empty = any)", value="" if alert is None else alert["rule"])
+        dimension = c2.selectbox("Dimension", ["", "all", "topic", "ticker", "source"],
+                                 index=0 if alert is None else ["", "all", "topic", "ticker",
+                                                                "source"].index(alert["dimension"]))
+        value = c3.text_input("Value (glob, empty = any)", value="" if alert is None else alert["value"])
+        c4, c5, c6 = st.columns(3)
+        hours = c4.number_input("Duration (hours)", min_value=1, max_value=24 * 30, value=4, step=1)
+        comment = c5.text_input("Comment")
+        author = c6.text_input("Created by")
+        submitted = st.form_submit_button("Add silence")
+    if submitted:
+        try:
+            silence_id = alert_engine.add_silence(
+                rule=rule.strip() or None,
+                dimension=dimension or None,
+                value=value.strip() or None,
+                ends_at=datetime.now(UTC) + timedelta(hours=int(hours)),
+                comment=comment.strip(),
+                created_by=author.strip() or None,
+                engine=db.get_engine(),
+            )
+        except alert_engine.SilenceError as exc:
+            st.error(str(exc))
+        else:
+            queries.silences.clear()
+            st.success(f"Silence {silence_id} added for {int(hours)} h.")
+
+
+selected = None
+if version is not None and not shown.empty:
+    st.subheader("Evidence")
+    labels = [
+        f"{r.rule} · {r.dimension}={r.value} · {r.status} since {r.fired_at:%m-%d %H:%M}"
+        for r in shown.itertuples()
+    ]
+    pick = st.selectbox("Alert", range(len(labels)), format_func=labels.__getitem__, key="alerts_pick")
+    selected = shown.iloc[pick]
+    evidence(selected)
+
+st.subheader("Silences")
+silence_form(selected)
+active = queries.silences(url, now)
+if active.empty:
+    st.caption("No silences in force or scheduled.")
+else:
+    columns = ["id", "rule", "dimension", "value", "starts_at", "ends_at", "comment", "created_by"]
+    st.dataframe(active[columns], hide_index=True, key="alerts_silences")

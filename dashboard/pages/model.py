@@ -1,0 +1,137 @@
+"""Model: the active model's card and metrics, confusion matrices, score distribution, version history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard import queries
+
+BINS = 20
+SAMPLE_ROWS = 200_000
+CARD_FILE = "MODEL_CARD.md"
+METRICS_FILE = "metrics.json"
+
+url = queries.database_url()
+st.title("Model")
+versions = queries.model_versions(url)
+version = queries.model_version(url)
+if version is None or versions.empty:
+    st.info("No model version registered yet. `finsent score` registers the shipped model.")
+    st.stop()
+
+row = versions[versions["version"] == version].iloc[0]
+model_dir = Path(row["path"]) if isinstance(row["path"], str) and row["path"] else None
+
+
+def metrics_of(row: pd.Series, model_dir: Path | None) -> dict[str, Any]:
+    """Return the version's recorded metrics, else the model directory's metrics file, else {}."""
+    if isinstance(row["metrics"], dict) and row["metrics"]:
+        return row["metrics"]
+    if model_dir and (model_dir / METRICS_FILE).is_file():
+        try:
+            return json.loads((model_dir / METRICS_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            st.warning(f"{model_dir / METRICS_FILE}: unreadable ({exc})")
+    return {}
+
+
+def scalar_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Return every numeric leaf of ``metrics`` as ``{"task.metric": value}`` (lists skipped)."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(scalar_metrics(value, f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+def confusion_matrices(metrics: dict[str, Any], prefix: str = "") -> dict[str, pd.DataFrame]:
+    """Return ``{task: matrix}`` for every part of ``metrics`` holding ``confusion_matrix`` (+ ``labels``)."""
+    found: dict[str, pd.DataFrame] = {}
+    for key, value in metrics.items():
+        if not isinstance(value, dict):
+            continue
+        name = f"{prefix}{key}"
+        matrix = value.get("confusion_matrix")
+        if isinstance(matrix, list) and matrix:
+            labels = value.get("labels") or [str(i) for i in range(len(matrix))]
+            found[name] = pd.DataFrame(matrix, index=labels, columns=labels)
+        found.update(confusion_matrices(value, f"{name}."))
+    return found
+
+
+st.markdown(
+    f"**Active version** `{version}` · {row['name'] or 'unnamed'} · registered "
+    f"{row['created_at']:%Y-%m-%d %H:%M} UTC · {int(row['articles']):,} articles scored"
+)
+card, numbers = st.tabs(["Model card", "Metrics"])
+with card:
+    card_path = model_dir / CARD_FILE if model_dir else None
+    if card_path and card_path.is_file():
+        # The card ships with the model; still rendered as Markdown only, no raw HTML.
+        st.markdown(card_path.read_text(encoding="utf-8"))
+    else:
+        where = f" in {model_dir}" if model_dir else " (no model path)"
+        st.info(f"No {CARD_FILE} for this version{where}")
+
+metrics = metrics_of(row, model_dir)
+with numbers:
+    flat = scalar_metrics(metrics)
+    if not flat:
+        st.info("No evaluation metrics recorded for this version.")
+    else:
+        headline = {k: v for k, v in flat.items() if k.rsplit(".", 1)[-1] in ("accuracy", "macro_f1")}
+        for column, (name, value) in zip(st.columns(max(len(headline), 1)), headline.items(), strict=False):
+            column.metric(name, f"{value:.3f}")
+        st.dataframe(pd.DataFrame({"metric": list(flat), "value": list(flat.values())}), hide_index=True,
+                     key="model_metrics")
+    for task, matrix in confusion_matrices(metrics).items():
+        st.markdown(f"**Confusion matrix — {task}** (rows: true label, columns: predicted)")
+        long = matrix.rename_axis("true").reset_index().melt("true", var_name="predicted", value_name="n")
+        base = alt.Chart(long).encode(
+            x=alt.X("predicted:N", sort=list(matrix.columns)), y=alt.Y("true:N", sort=list(matrix.index))
+        )
+        st.altair_chart(
+            base.mark_rect().encode(color=alt.Color("n:Q", scale=alt.Scale(scheme="blues")))
+            + base.mark_text(fontSize=10).encode(text="n:Q"),
+            width="stretch",
+        )
+
+st.subheader("Scores of the active version")
+totals = queries.sentiment_totals(url, version)
+articles = int(totals["articles"])
+c1, c2, c3, c4 = st.columns(4)
+for column, label in zip((c1, c2, c3), ("negative", "neutral", "positive"), strict=True):
+    share = int(totals[label]) / articles if articles else 0.0
+    column.metric(label.capitalize(), f"{int(totals[label]):,}", help=f"{share:.1%} of {articles:,} articles")
+c4.metric("Mean score", f"{totals['score_sum'] / articles:+.3f}" if articles else "n/a")
+histogram = queries.score_histogram(url, version, BINS, SAMPLE_ROWS)
+edges = [-1 + 2 * i / BINS for i in range(BINS)]
+bars = pd.DataFrame(
+    {"from": edges, "to": [e + 2 / BINS for e in edges], "articles": histogram["counts"]}
+)
+st.altair_chart(
+    alt.Chart(bars).mark_bar().encode(
+        x=alt.X("from:Q", bin="binned", title="score"), x2="to:Q", y="articles:Q",
+        tooltip=[alt.Tooltip("from:Q", format="+.1f"), alt.Tooltip("to:Q", format="+.1f"), "articles"],
+    ),
+    width="stretch",
+)
+percent = histogram["sample_percent"]
+sampled = "" if percent >= 100 else f" from a {percent:.2g}% block sample of the scores"
+st.caption(f"Score distribution{sampled}")
+
+st.subheader("Version history")
+st.dataframe(
+    versions[["version", "name", "active", "created_at", "articles", "first_bucket", "last_bucket", "path"]],
+    hide_index=True,
+    key="model_versions",
+)

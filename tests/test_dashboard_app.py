@@ -1,0 +1,229 @@
+"""Every dashboard page rendered by Streamlit's AppTest against a seeded PostgreSQL (both servers).
+
+Expected numbers are counted here straight from the base tables (articles, scores, alert tables), so a
+page that shows a wrong rollup, filter or join fails.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from streamlit.testing.v1 import AppTest
+
+from dashboard import queries
+from dashboard.markdown import escape_markdown
+from pipeline import store
+from tests.fixtures.dashboard import HOSTILE_TITLE, SeededDashboard
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+
+
+def run_page(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def scalar(seeded: SeededDashboard, sql: str, **params: object) -> object:
+    with seeded.engine.connect() as conn:
+        return conn.execute(sa.text(sql), params).scalar_one()
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_overview_metrics_and_volume_equal_database_counts(seeded_dashboard: SeededDashboard) -> None:
+    at = run_page()
+    today = datetime.combine(datetime.now(UTC).date(), time(), UTC)
+    version = seeded_dashboard.plan.version
+    articles_today = scalar(
+        seeded_dashboard,
+        "SELECT count(*) FROM articles a JOIN scores s ON s.article_id = a.id AND s.model_version = :v"
+        " WHERE a.published_at >= :today",
+        v=version, today=today,
+    )
+    assert metric(at, "Articles today (UTC)") == f"{articles_today:,}"
+    firing = scalar(seeded_dashboard, "SELECT count(*) FROM alert_state WHERE status = 'firing'")
+    assert firing >= 1  # the seeded Nvidia storm
+    assert metric(at, "Firing alerts") == str(firing)
+
+    now = queries.now_minute()
+    share = scalar(
+        seeded_dashboard,
+        "SELECT sum(neg_stories)::float / sum(stories) FROM rollups_hourly"
+        " WHERE model_version = :v AND dimension = 'all' AND bucket >= :since AND bucket < :now",
+        v=version, since=now - timedelta(hours=24), now=now,
+    )
+    assert metric(at, "Negative share, last 24 h") == f"{share:.1%}"
+
+    # Default range: the last 14 UTC days including today; bars count every scored article in it.
+    start = today - timedelta(days=13)
+    in_range = scalar(
+        seeded_dashboard,
+        "SELECT count(*) FROM articles a JOIN scores s ON s.article_id = a.id AND s.model_version = :v"
+        " WHERE a.published_at >= :start",
+        v=version, start=start,
+    )
+    volume = at.dataframe[2].value
+    assert int(volume[["negative", "neutral", "positive"]].to_numpy().sum()) == in_range
+
+
+def test_overview_heatmap_shows_the_topic_storm_day(seeded_dashboard: SeededDashboard) -> None:
+    at = run_page()
+    heat = at.dataframe[1].value
+    storm = seeded_dashboard.plan.spikes[1]
+    day = datetime.combine(storm.start.date(), time(), UTC)
+    cell = heat[(heat["value"] == storm.value) & (heat["period"] == day)].iloc[0]
+    with seeded_dashboard.engine.connect() as conn:
+        stories, negative = conn.execute(
+            sa.text(
+                "SELECT sum(stories), sum(neg_stories) FROM rollups_hourly WHERE model_version = :v"
+                " AND dimension = 'topic' AND value = :topic AND bucket >= :day"
+                " AND bucket < :day + interval '1 day'"
+            ),
+            {"v": seeded_dashboard.plan.version, "topic": storm.value, "day": day},
+        ).one()
+    assert (int(cell["stories"]), int(cell["neg_stories"])) == (stories, negative)
+    assert cell["negative_share"] == pytest.approx(negative / stories)
+    assert cell["negative_share"] > heat[heat["value"] != storm.value]["negative_share"].median()
+
+
+def test_overview_ticker_filter_draws_the_ticker_index(seeded_dashboard: SeededDashboard) -> None:
+    at = run_page()
+    at.multiselect(key="overview_tickers").set_value(["NVDA"]).run()
+    assert not at.exception
+    index = at.dataframe[0].value
+    assert set(index["value"]) == {"NVDA"}
+    start = datetime.combine(datetime.now(UTC).date() - timedelta(days=13), time(), UTC)
+    nvda = scalar(
+        seeded_dashboard,
+        "SELECT count(*) FROM articles a JOIN scores s ON s.article_id = a.id AND s.model_version = :v"
+        " WHERE 'NVDA' = ANY(a.tickers) AND a.published_at >= :start",
+        v=seeded_dashboard.plan.version, start=start,
+    )
+    assert int(index["articles"].sum()) == nvda
+
+
+def test_alerts_page_lists_transitions_and_escapes_evidence_headlines(
+    seeded_dashboard: SeededDashboard,
+) -> None:
+    at = run_page("pages/alerts.py")
+    firing = scalar(seeded_dashboard, "SELECT count(*) FROM alert_state WHERE status = 'firing'")
+    resolved = scalar(
+        seeded_dashboard,
+        "SELECT count(*) FROM alert_events WHERE transition = 'resolved' AND at >= :start",
+        start=datetime.combine(datetime.now(UTC).date() - timedelta(days=13), time(), UTC),
+    )
+    assert resolved >= 1  # the seeded oil storm ended
+    assert metric(at, "Firing now") == str(firing)
+    assert metric(at, "Resolved, last 14 days") == str(resolved)
+    table = at.dataframe[0].value
+    assert len(table) == firing + resolved
+    # Pick the firing Nvidia alert: the hostile headline leads its top negative stories, as text.
+    labels = at.selectbox(key="alerts_pick").options
+    pick = next(i for i, label in enumerate(labels) if "ticker=NVDA" in label and "firing" in label)
+    at.selectbox(key="alerts_pick").set_value(pick).run()
+    evidence = next(m.value for m in at.markdown if m.value.startswith("- ["))
+    assert evidence.startswith(f"- [{escape_markdown(HOSTILE_TITLE)}](")
+    assert "<script>" not in evidence and "<img" not in evidence
+
+
+def test_silence_form_adds_a_silence_for_the_selected_alert(seeded_dashboard: SeededDashboard) -> None:
+    at = run_page("pages/alerts.py")
+    at.text_input[2].input("ops on it")  # comment
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.success and "Silence" in at.success[0].value
+    with seeded_dashboard.engine.connect() as conn:
+        rows = store.silences(conn, datetime.now(UTC), include_expired=False)
+    assert [(r.comment, r.rule is not None) for r in rows] == [("ops on it", True)]
+    shown = at.dataframe[-1].value
+    assert list(shown["id"]) == [rows[0].id]
+
+
+def test_explorer_text_and_ticker_search_matches_the_database(seeded_dashboard: SeededDashboard) -> None:
+    at = run_page("pages/explorer.py")
+    at.text_input(key="explorer_text").input("buyback")
+    at.multiselect(key="explorer_tickers").set_value(["AAPL", "MSFT"])
+    at.button[0].click().run()
+    assert not at.exception
+    shown = at.dataframe[0].value
+    start = datetime.combine(datetime.now(UTC).date() - timedelta(days=6), time(), UTC)
+    with seeded_dashboard.engine.connect() as conn:
+        expected = set(conn.execute(
+            sa.text(
+                "SELECT a.canonical_url FROM articles a"
+                " JOIN scores s ON s.article_id = a.id AND s.model_version = :v"
+                " WHERE a.published_at >= :start AND a.tickers && ARRAY['AAPL', 'MSFT']"
+                " AND (a.title ILIKE '%buyback%' OR a.summary ILIKE '%buyback%')"
+            ),
+            {"v": seeded_dashboard.plan.version, "start": start},
+        ).scalars())
+    assert expected and set(shown["url"]) == expected
+    assert all("buyback" in title.lower() for title in shown["title"])
+    assert at.get("download_button")[0].label == "Download CSV"
+
+
+def test_explorer_sentiment_filter_and_default_listing(seeded_dashboard: SeededDashboard) -> None:
+    at = run_page("pages/explorer.py")
+    newest = at.dataframe[0].value
+    assert HOSTILE_TITLE in set(newest["title"])  # raw text in the grid, which draws text only
+    assert newest["published_at"].is_monotonic_decreasing
+    at.multiselect(key="explorer_sentiments").set_value(["positive"])
+    at.multiselect(key="explorer_topics").set_value(["Earnings"])
+    at.button[0].click().run()
+    shown = at.dataframe[0].value
+    start = datetime.combine(datetime.now(UTC).date() - timedelta(days=6), time(), UTC)
+    expected = scalar(
+        seeded_dashboard,
+        "SELECT count(*) FROM articles a JOIN scores s ON s.article_id = a.id AND s.model_version = :v"
+        " WHERE a.published_at >= :start AND s.sentiment = 'positive' AND s.topic = 'Earnings'",
+        v=seeded_dashboard.plan.version, start=start,
+    )
+    assert 0 < len(shown) == expected
+    assert set(shown["sentiment"]) == {"positive"} and (shown["score"] > 0).all()
+
+
+def test_model_page_shows_recorded_metrics_class_totals_and_history(
+    seeded_dashboard: SeededDashboard,
+) -> None:
+    at = run_page("pages/model.py")
+    with seeded_dashboard.engine.connect() as conn:
+        recorded = conn.execute(
+            sa.text("SELECT metrics FROM model_versions WHERE version = :v"),
+            {"v": seeded_dashboard.plan.version},
+        ).scalar_one()
+        classes = dict(conn.execute(
+            sa.text("SELECT sentiment, count(*) FROM scores WHERE model_version = :v GROUP BY sentiment"),
+            {"v": seeded_dashboard.plan.version},
+        ).all())
+    assert metric(at, "sentiment.accuracy") == f"{recorded['sentiment']['accuracy']:.3f}"
+    assert metric(at, "topic.macro_f1") == f"{recorded['topic']['macro_f1']:.3f}"
+    for label in ("negative", "neutral", "positive"):
+        assert metric(at, label.capitalize()) == f"{classes[label]:,}"
+    assert any("Confusion matrix — sentiment" in m.value for m in at.markdown)
+    history = at.dataframe[-1].value
+    assert list(history["version"]) == [seeded_dashboard.plan.version]
+    assert int(history["articles"].iloc[0]) == sum(classes.values())
+
+
+def test_read_only_connection_cannot_write(seeded_dashboard: SeededDashboard) -> None:
+    engine = queries.read_only_engine(seeded_dashboard.url)
+    with engine.connect() as conn:
+        role, read_only = store.session_is_read_only(conn)
+        assert (role, read_only) == (store.DASHBOARD_ROLE, True)
+        assert store.dashboard_version(conn) == seeded_dashboard.plan.version
+        with pytest.raises(sa.exc.DBAPIError) as caught:
+            conn.execute(sa.text("DELETE FROM alert_silences"))
+    assert "read-only" in str(caught.value) or "permission denied" in str(caught.value)
+    # Without the transaction-level guard the role itself still has no write privilege.
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SET TRANSACTION READ WRITE")
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            conn.execute(sa.text("DELETE FROM alert_silences"))
