@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export FINSENT_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint bench dashboard airflow airflow-stop services clean
+.PHONY: demo test lint bench dashboard airflow airflow-stop services browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/python -m pipeline.demo
 
 ## test: install, make sure the services the tests use run, then pytest.
-test: $(STAMP) services
+test: $(STAMP) services browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -33,6 +33,19 @@ test: $(STAMP) services
 services:
 	@if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
 		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start || true; fi
+
+## browser: Debian chromium + chromedriver for the dashboard's browser test, installed when missing (as root).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium chromium-driver; \
+		else echo "chromium/chromium-driver missing: the browser test skips (CI installs them as root)"; fi; fi
+
+## dashboard: migrate, then the Streamlit dashboard on http://127.0.0.1:$(DASHBOARD_PORT) (Ctrl-C stops it).
+DASHBOARD_PORT ?= 8501
+dashboard: $(STAMP)
+	$(BIN)/finsent db migrate
+	$(BIN)/streamlit run dashboard/app.py --server.address=127.0.0.1 --server.port=$(DASHBOARD_PORT) \
+		--server.headless=true --browser.gatherUsageStats=false
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
