@@ -30,6 +30,8 @@ LEAD_CHARS = 400
 FULL_SUMMARY_CHARS = 120
 # Pending articles are read this many batches at a time and batched by text length within the window.
 WINDOW_BATCHES = 8
+# Stored with a registered version: evaluation metrics if the directory has them, else its training record.
+METRICS_FILES = ("metrics.json", "training_summary.json")
 _END_PUNCTUATION = (".", "!", "?", ":", ";", "…")
 
 
@@ -116,14 +118,15 @@ def score_row(article_id: int, prediction: Prediction) -> store.ScoreRow:
 
 
 def model_metrics(model_dir: Path) -> dict[str, Any] | None:
-    """Return the evaluation metrics a model directory records (``metrics.json``), or None."""
-    path = Path(model_dir) / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ScoringError(f"{path}: not valid JSON: {exc}") from exc
+    """Return what a model directory records about its quality (the first of ``METRICS_FILES``), or None."""
+    for name in METRICS_FILES:
+        path = Path(model_dir) / name
+        if path.is_file():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise ScoringError(f"{path}: not valid JSON: {exc}") from exc
+    return None
 
 
 def load_classifier(model_dir: Path) -> Classifier:

@@ -435,17 +435,13 @@ def register_model_version(
     return bool(row.scalar_one())
 
 
-_MODEL_VERSION_COLUMNS = (
-    "mv.version, mv.name, mv.path, mv.metrics, mv.created_at, mv.active,"
-    " (SELECT count(*) FROM scores s WHERE s.model_version = mv.version) AS scored"
-)
-
-
 def model_version(conn: Connection, version: str) -> sa.Row[Any] | None:
-    """Return the ``model_versions`` row of ``version`` (plus its ``scored`` count), or None."""
+    """Return the ``model_versions`` row of ``version``, or None."""
     return conn.execute(
-        sa.text(f"SELECT {_MODEL_VERSION_COLUMNS} FROM model_versions mv WHERE mv.version = :version"),
-        {"version": version},
+        sa.text(
+            "SELECT version, name, path, metrics, created_at, active FROM model_versions WHERE version = :v"
+        ),
+        {"v": version},
     ).one_or_none()
 
 
@@ -458,7 +454,9 @@ def model_versions(conn: Connection) -> list[sa.Row[Any]]:
     """Return every model version with its ``scored`` count, newest first."""
     rows = conn.execute(
         sa.text(
-            f"SELECT {_MODEL_VERSION_COLUMNS} FROM model_versions mv ORDER BY mv.created_at DESC, mv.version"
+            "SELECT mv.version, mv.name, mv.path, mv.metrics, mv.created_at, mv.active,"
+            " (SELECT count(*) FROM scores s WHERE s.model_version = mv.version) AS scored"
+            " FROM model_versions mv ORDER BY mv.created_at DESC, mv.version"
         )
     )
     return list(rows)
