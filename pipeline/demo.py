@@ -98,6 +98,7 @@ def main() -> dict[str, Any]:
         f"({ingest.get('sources_failed', 0)} failed, {ingest.get('duplicates', 0)} duplicates dropped); "
         f"{ctx.results.get('articles', {}).get('stories', 0)} distinct stories stored"
     )
+    ctx.console.print("see the trends, alerts and stories: make dashboard  (then open http://127.0.0.1:8501)")
     return ctx.results
 
 
