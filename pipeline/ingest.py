@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -494,7 +494,7 @@ def _store_batch(
     source_id: int,
     fetched_at: datetime,
     t0: float,
-    finish: Any,
+    finish: Callable[..., None],
 ) -> None:
     """Store one source's batch, validators and fetch_log row in one transaction; log a failure instead."""
     added: list[tuple[int, str | None]] = []
