@@ -6,12 +6,19 @@ Airflow is imported inside tests only: the ``airflow_env`` fixture must configur
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import sqlalchemy as sa
+import yaml
+from sqlalchemy.engine import Engine
 
 from pipeline.config import REPO_DIR
+from pipeline.feedserver import FeedServer
+from tests.fixtures.airflow import run_dag
+from tests.fixtures.smtp_server import SmtpCatcher
 
 if TYPE_CHECKING:
     from airflow.dag_processing.dagbag import DagBag
@@ -87,3 +94,176 @@ def test_ingest_maps_over_source_batches_and_backs_off_between_retries(dagbag: D
     assert batch.partial_kwargs["retry_exponential_backoff"] > 1
     assert ingest.timetable.expression == "0 0 * * *"  # the ingest_schedule setting's default, @daily
     assert dagbag.dags["finsent_maintenance"].timetable.expression == "0 0 * * *"
+
+
+# --- ingest → score → alerts, end to end ------------------------------------------------------------
+
+VOCABULARY = """
+acme globex initech umbrella hooli stark wayne cyberdyne soylent vandelay tyrell wonka oscorp shares
+bonds yields credit rates dollar euro yen gold oil copper wheat lithium chips banks insurers miners
+airlines retailers carmakers brewers utilities telecoms refiners shippers builders lenders plunge
+slide soar climb stall rebound tumble surge slump rally sink jump dip spike fade recover profit
+warning guidance dividend buyback probe lawsuit recall merger takeover default downgrade upgrade
+layoffs strike outage fraud audit fine settlement approval launch record forecast outlook quarter
+annual weekly overnight tuesday march europe asia texas ohio canada brazil india japan
+"""
+
+
+def _candidate_titles(count: int, seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    words = VOCABULARY.split()
+    return [" ".join(rng.sample(words, 7)).capitalize() for _ in range(count)]
+
+
+def _titles_by_sentiment(model_dir: Path, negative: int, calm: int) -> tuple[list[str], list[str]]:
+    """Return ``negative`` titles the model reads as negative and ``calm`` titles it does not."""
+    from models.inference import load
+    from pipeline.scoring import article_text
+
+    titles = _candidate_titles(400, seed=7)
+    predictions = load(model_dir).predict([article_text(t, "", None) for t in titles])
+    neg = [t for t, p in zip(titles, predictions, strict=True) if p.sentiment == "negative"]
+    other = [t for t, p in zip(titles, predictions, strict=True) if p.sentiment != "negative"]
+    assert len(neg) >= negative and len(other) >= calm, "the test model must give both kinds of titles"
+    return neg[:negative], other[:calm]
+
+
+RULES = """
+rules:
+  - name: e2e-storm
+    dimension: all
+    window: 2h
+    baseline: 48h
+    test: binomial
+    alpha: 0.01
+    min_stories: 4
+    min_rise: 0.3
+    prior_stories: 0
+    for: 0h
+    recipients: [risk-desk@example.com]
+"""
+
+
+@pytest.fixture
+def pipeline_env(
+    db_url: str,
+    feed_server: FeedServer,
+    smtp_catcher: SmtpCatcher,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, list[str]]:
+    """Serve two feeds (a calm two days, then a negative storm in the last hour), point finsent at them,
+    at the SMTP server and at rules that fire on that storm; return the calm and the storm titles."""
+    from pipeline.config import get_settings
+    from pipeline.demo_feeds import FeedItem, rss_document
+
+    storm, calm = _titles_by_sentiment(tiny_model_dir, negative=6, calm=16)
+    now = datetime.now(UTC)
+
+    def items(titles: list[str], ages: list[timedelta], name: str) -> list[FeedItem]:
+        return [
+            FeedItem(title, f"{feed_server.url}/{name}/{i}", "", age)
+            for i, (title, age) in enumerate(zip(titles, ages, strict=True))
+        ]
+
+    calm_ages = [timedelta(hours=4 + 2 * i) for i in range(len(calm))]
+    storm_ages = [timedelta(minutes=5 + i) for i in range(len(storm))]
+    wire = items(calm[:8], calm_ages[:8], "wire") + items(storm[:3], storm_ages[:3], "wire-storm")
+    daily = items(calm[8:], calm_ages[8:], "daily") + items(storm[3:], storm_ages[3:], "daily-storm")
+    feeds = {"wire": wire, "daily": daily}
+    urls = {
+        name: feed_server.add(f"/{name}.xml", rss_document(name, feed_server.url, feed, now))
+        for name, feed in feeds.items()
+    }
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(yaml.safe_dump({"sources": [{"name": n, "url": u} for n, u in urls.items()]}))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    for key, value in {
+        "FINSENT_SOURCES": str(sources),
+        "FINSENT_SOURCE_BATCH_SIZE": "1",
+        "FINSENT_ALLOW_PRIVATE_HOSTS": "true",
+        "FINSENT_MODEL_DIR": str(tiny_model_dir),
+        "FINSENT_ALERT_RULES": str(rules),
+        "FINSENT_SMTP_HOST": smtp_catcher.host,
+        "FINSENT_SMTP_PORT": str(smtp_catcher.port),
+        "FINSENT_ALERT_TO": "fallback@example.com",
+    }.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    return {"calm": calm, "storm": storm}
+
+
+def _count(engine: Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql)).scalar_one()
+
+
+def _states(run) -> dict[str, list[str]]:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        states: dict[str, list[str]] = {}
+        for ti in run.get_task_instances(session=session):
+            states.setdefault(ti.task_id, []).append(str(ti.state))
+        return states
+
+
+def _asset_events_and_queue() -> tuple[dict[str, int], set[str]]:
+    """Return the Asset events per asset name, and the DAGs queued to run on them."""
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = session.execute(
+            sa.select(AssetModel.name, sa.func.count(AssetEvent.id))
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .group_by(AssetModel.name)
+        ).all()
+        queued = session.scalars(sa.select(AssetDagRunQueue.target_dag_id)).all()
+    return dict(events), set(queued)
+
+
+@pytest.mark.timeout(600)
+# One PostgreSQL backend is enough here: the database tests cover both; this covers Airflow.
+@pytest.mark.parametrize("pg_admin_url", ["embedded"], indirect=True)
+def test_ingest_score_and_alert_dags_store_articles_scores_and_email_the_storm(
+    dagbag: DagBag, pipeline_env: dict[str, list[str]], engine: Engine, smtp_catcher: SmtpCatcher
+) -> None:
+    total = len(pipeline_env["calm"]) + len(pipeline_env["storm"])
+
+    ingest = run_dag(dagbag.dags["finsent_ingest"], 240)
+    assert _states(ingest) == {
+        "batches": ["success"], "ingest_batch": ["success", "success"], "announce_new_articles": ["success"]
+    }
+    assert _count(engine, "SELECT count(*) FROM articles") == total
+    events, queued = _asset_events_and_queue()
+    assert events.get("finsent_articles") == 1
+    assert "finsent_score" in queued  # the scheduler would start scoring now
+
+    score = run_dag(dagbag.dags["finsent_score"], 240)
+    assert _states(score) == {"score_articles": ["success"]}
+    assert _count(engine, "SELECT count(*) FROM scores") == total
+    assert _asset_events_and_queue()[0].get("finsent_scores") == 1
+
+    alerts = run_dag(dagbag.dags["finsent_alerts"], 240)
+    assert _states(alerts) == {"evaluate_rules": ["success"], "send_emails": ["success"]}
+    with engine.connect() as conn:
+        firing = conn.execute(sa.text("SELECT rule, status FROM alert_state")).all()
+        outbox = conn.execute(sa.text("SELECT recipients, status FROM alert_outbox")).all()
+    assert [(r.rule, r.status) for r in firing] == [("e2e-storm", "firing")]
+    assert [(list(o.recipients), o.status) for o in outbox] == [(["risk-desk@example.com"], "sent")]
+    (received,) = smtp_catcher.received
+    assert received.rcpt_tos == ["risk-desk@example.com"]
+    assert received.message["Subject"].startswith("[finsent] FIRING")
+    body = received.message.get_body(preferencelist=("plain",)).get_content()
+    assert any(title in body for title in pipeline_env["storm"])  # the headlines behind the alert
+
+    # A second ingest finds nothing new: no Asset event, so scoring and alerts stay idle.
+    again = run_dag(dagbag.dags["finsent_ingest"], 240)
+    assert _states(again)["announce_new_articles"] == ["skipped"]
+    assert _asset_events_and_queue()[0].get("finsent_articles") == 1
+    assert _count(engine, "SELECT count(*) FROM articles") == total
