@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -280,13 +281,40 @@ class _Run:
         self.run_id = str(uuid.uuid4())
         self.taken = dedup.BatchKeys()
         self._index: dedup.StoryIndex | None = None
+        self._conn: Connection | None = None
 
-    def story_index(self, now: datetime) -> dedup.StoryIndex:
-        """Return the near-duplicate index, seeded from the articles of the last STORY_WINDOW."""
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """Yield the run's one connection inside a new transaction, reconnecting if the last one broke.
+
+        One connection for the whole run saves a pool checkout (and its liveness ping) per source.
+        """
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self.engine.connect()
+            with self._conn.begin():
+                store.relax_commit_durability(self._conn)
+        with self._conn.begin():
+            yield self._conn
+
+    def close(self) -> None:
+        """Give the connection back to the pool with its settings restored."""
+        if self._conn is None:
+            return
+        try:
+            if not self._conn.closed and not self._conn.invalidated:
+                with self._conn.begin():
+                    store.restore_commit_durability(self._conn)
+        finally:
+            self._conn.close()
+            self._conn = None
+
+    def story_index(self, conn: Connection, now: datetime) -> dedup.StoryIndex:
+        """Return the near-duplicate index, seeded (on first use) from the last STORY_WINDOW's articles."""
         if self._index is None:
             index = dedup.StoryIndex()
-            with self.engine.connect() as conn:
-                recent = store.recent_articles(conn, now - STORY_WINDOW)
+            recent = store.recent_articles(conn, now - STORY_WINDOW)
             for art in recent:
                 title_key = art.title_hash if dedup.title_is_distinctive(art.title) else None
                 index.add(art.id, art.story_id, dedup.signature(art.title, art.summary),
@@ -323,7 +351,7 @@ class _Run:
         )
         # Headlines stored by other sources outside the index window still join their story.
         if existing.by_title_hash and new_positions:
-            index = self.story_index(datetime.now(UTC))
+            index = self.story_index(conn, datetime.now(UTC))
             for rows in existing.by_title_hash.values():
                 for k in rows:
                     index.add(k.id, k.story_id, None, title_key=k.title_hash, published_at=k.published_at)
@@ -337,7 +365,7 @@ class _Run:
         fetched_at: datetime,
     ) -> tuple[int, list[tuple[int, str | None]]]:
         """Store ``new`` with story ids; return (stored count, index entries added) for rollback."""
-        index = self.story_index(fetched_at)
+        index = self.story_index(conn, fetched_at)
         ids = store.allocate_article_ids(conn, len(new))
         rows: list[store.NewArticle] = []
         added: list[tuple[int, str | None]] = []
@@ -408,11 +436,18 @@ async def _fetch_pages(
 
 
 def _ingest(sources: list[Source], engine: Engine, settings: Settings) -> IngestReport:
-    started = time.monotonic()
     run = _Run(engine, settings)
+    try:
+        return _ingest_run(run, sources, settings)
+    finally:
+        run.close()
+
+
+def _ingest_run(run: _Run, sources: list[Source], settings: Settings) -> IngestReport:
+    started = time.monotonic()
     report = IngestReport(run_id=run.run_id)
     started_at = datetime.now(UTC)
-    with engine.begin() as conn:
+    with run.transaction() as conn:
         states = store.upsert_sources(conn, sources)
     validators = {name: Validators(s.etag, s.last_modified) for name, s in states.items()}
     results: list[FetchResult] = _run_async(fetch_all(sources, validators, settings))
@@ -457,7 +492,7 @@ def _ingest(sources: list[Source], engine: Engine, settings: Settings) -> Ingest
         rep.invalid, rep.filtered = len(feed.invalid), len(feed.filtered)
         rep.items_seen = len(feed.entries) + rep.invalid + rep.filtered
         if source.fulltext:
-            with engine.connect() as conn:
+            with run.transaction() as conn:
                 new, rep.duplicates = run.select_new(conn, source_id, feed)
             rep.duration_ms = _ms(time.monotonic() - t0)
             deferred.append((result, rep, feed, new))
@@ -477,7 +512,7 @@ def _ingest(sources: list[Source], engine: Engine, settings: Settings) -> Ingest
                     prepared.tickers = tagger.tickers(text)
             _store_batch(run, result, rep, feed, new, states[result.source.name].id, fetched_at, t0, finish)
 
-    with engine.begin() as conn:
+    with run.transaction() as conn:
         store.touch_sources(conn, unchanged_ids, fetched_at)
         store.insert_fetch_logs(conn, pending_logs)
     report.sources = [reports[s.name] for s in sources if s.name in reports]
@@ -499,8 +534,7 @@ def _store_batch(
     """Store one source's batch, validators and fetch_log row in one transaction; log a failure instead."""
     added: list[tuple[int, str | None]] = []
     try:
-        with run.engine.begin() as conn:
-            store.relax_commit_durability(conn)
+        with run.transaction() as conn:
             if new is None:
                 new, rep.duplicates = run.select_new(conn, source_id, feed)
             stored, added = run.write(conn, source_id, new, fetched_at)

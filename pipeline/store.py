@@ -337,12 +337,17 @@ def touch_sources(conn: Connection, source_ids: Sequence[int], fetched_at: datet
 
 
 def relax_commit_durability(conn: Connection) -> None:
-    """Let this transaction's COMMIT return before its WAL reaches disk (no risk of corruption).
+    """Let this session's COMMITs return before their WAL reaches disk (no risk of corruption).
 
     For ingest batches: articles and the validators that vouch for them commit together, so a batch lost
     in a crash takes its validators with it and is simply fetched again on the next poll.
     """
-    conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+    conn.execute(sa.text("SET synchronous_commit TO OFF"))
+
+
+def restore_commit_durability(conn: Connection) -> None:
+    """Undo :func:`relax_commit_durability` before the connection goes back to the pool."""
+    conn.execute(sa.text("RESET synchronous_commit"))
 
 
 def insert_fetch_log(conn: Connection, row: FetchLogRow) -> None:
@@ -581,17 +586,19 @@ ON CONFLICT (model_version, dimension, value, bucket) DO UPDATE SET
 """
 
 # The (dimension, value, hour) buckets the given articles fall in, recomputed from all of their scores.
+# The articles of the touched hours are found by published_at (indexed) and handed over as an array, so
+# the scores are then looked up by primary key: the cost follows the touched hours, not the history.
 _REFRESH_BUCKETS = sa.text(
     "WITH touched AS ("
     "  SELECT DISTINCT dimension, value, bucket FROM score_facts"
     "  WHERE model_version = :version AND article_id = ANY(CAST(:ids AS bigint[]))"
-    "), hours AS (SELECT DISTINCT bucket FROM touched)"
+    ")"
     + _ROLLUP_AGGREGATE.format(
         source="FROM score_facts f"
-        # The range join on published_at (indexed) finds the bucket's articles; then the exact keys.
-        " JOIN hours h ON f.published_at >= h.bucket AND f.published_at < h.bucket + interval '1 hour'"
         " JOIN touched t ON t.dimension = f.dimension AND t.value = f.value AND t.bucket = f.bucket"
-        " WHERE f.model_version = :version"
+        " WHERE f.model_version = :version AND f.article_id = ANY(ARRAY("
+        "   SELECT a.id FROM (SELECT DISTINCT bucket FROM touched) AS h"
+        "   JOIN articles a ON a.published_at >= h.bucket AND a.published_at < h.bucket + interval '1 hour'))"
     )
 )
 
@@ -1149,12 +1156,12 @@ def dashboard_version(conn: Connection) -> str | None:
 
 
 def dashboard_filter_values(conn: Connection, version: str, since: datetime) -> dict[str, list[str]]:
-    """Return ``{dimension: values}`` for topic, ticker and source seen since ``since``, busiest first."""
+    """Return ``{dimension: values}`` for the filters: topics and tickers seen since ``since`` (busiest
+    first, from the rollups) and every configured source (by name)."""
     rows = conn.execute(
         sa.text(
             "SELECT dimension, value, sum(articles) AS n FROM rollups_hourly"
-            " WHERE model_version = :version AND dimension IN ('topic', 'ticker', 'source')"
-            "   AND bucket >= :since"
+            " WHERE model_version = :version AND dimension IN ('topic', 'ticker') AND bucket >= :since"
             " GROUP BY dimension, value ORDER BY dimension, n DESC, value"
         ),
         {"version": version, "since": since},
@@ -1162,6 +1169,7 @@ def dashboard_filter_values(conn: Connection, version: str, since: datetime) -> 
     values: dict[str, list[str]] = {"topic": [], "ticker": [], "source": []}
     for r in rows:
         values[r.dimension].append(r.value)
+    values["source"] = list(conn.execute(sa.text("SELECT name FROM sources ORDER BY name")).scalars())
     return values
 
 
@@ -1396,6 +1404,18 @@ def copy_rows(conn: Connection, table: str, stream: Any) -> int:
 def seed_columns(table: str) -> tuple[str, ...]:
     """Return the column order ``copy_rows`` expects for ``table``."""
     return _COPY_TABLES[table]
+
+
+def vacuum_analyze(conn: Connection, tables: Sequence[str]) -> None:
+    """VACUUM ANALYZE ``tables`` after a bulk load (needs an AUTOCOMMIT connection).
+
+    Sets the visibility map, so the dashboard's covering indexes answer with index-only scans at once
+    instead of after the next autovacuum.
+    """
+    for table in tables:
+        if table not in ("articles", "scores", "rollups_hourly", "sources"):
+            raise ValueError(f"vacuum_analyze: {table!r} is not a seeded table")
+        conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
 
 
 def sync_article_ids(conn: Connection) -> None:

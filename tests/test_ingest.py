@@ -274,3 +274,37 @@ def test_recorded_real_feeds_land_or_fail_per_source(engine: Engine, server: Fee
             assert row.name in (row.error or "") and row.url in (row.error or "")
     again = run_ingest(sources, engine=engine, settings=_settings())
     assert again.items_new == 0
+
+
+def test_a_batch_that_fails_to_store_is_fetched_again_next_time(engine: Engine, server: FeedServer) -> None:
+    poison = FeedItem("POISON headline the database refuses", "https://bad.example/poison", "x y z", H)
+    good = Source(name="good", url=server.add("/good.rss", rss_document("G", "https://good.example/",
+                                                                        _items("good", 3), NOW)))
+    bad = Source(name="bad", url=server.add("/bad.rss", rss_document("B", "https://bad.example/",
+                                                                     [*_items("bad", 2), poison], NOW)))
+    with engine.begin() as conn:
+        # A real failure inside PostgreSQL for one batch: a trigger that rejects one row.
+        conn.execute(sa.text(
+            "CREATE FUNCTION reject_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF NEW.title LIKE 'POISON%' THEN RAISE EXCEPTION 'poisoned row'; END IF; RETURN NEW; END $$"))
+        conn.execute(sa.text("CREATE TRIGGER reject_poison BEFORE INSERT ON articles"
+                             " FOR EACH ROW EXECUTE FUNCTION reject_poison()"))
+
+    first = run_ingest([good, bad], engine=engine, settings=_settings())
+
+    rows = {s.name: s for s in first.sources}
+    assert (rows["good"].status, rows["good"].items_new) == ("ok", 3)
+    assert rows["bad"].status == "error" and "poisoned row" in (rows["bad"].error or "")
+    assert rows["bad"].url in (rows["bad"].error or "")
+    with engine.begin() as conn:
+        # The whole batch rolled back, validators included, so the next poll is a full fetch.
+        assert conn.execute(sa.text("SELECT count(*) FROM articles a JOIN sources s ON s.id = a.source_id"
+                                    " WHERE s.name = 'bad'")).scalar_one() == 0
+        assert conn.execute(sa.text("SELECT etag FROM sources WHERE name = 'bad'")).scalar_one() is None
+        conn.execute(sa.text("DROP TRIGGER reject_poison ON articles"))
+
+    second = run_ingest([good, bad], engine=engine, settings=_settings())
+
+    rows = {s.name: s for s in second.sources}
+    assert rows["good"].status == "not_modified"
+    assert (rows["bad"].status, rows["bad"].http_status, rows["bad"].items_new) == ("ok", 200, 3)
