@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,6 +16,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from pipeline.ingest import IngestReport
+    from pipeline.scoring import BatchReport
 
 app = typer.Typer(help="finsent: financial news sentiment monitor.", no_args_is_help=True)
 db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
@@ -230,6 +233,19 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _batch_progress(as_json: bool) -> Callable[[BatchReport], None] | None:
+    """Return a per-batch callback that keeps one progress line on a terminal's stderr, or None."""
+    if as_json or not sys.stderr.isatty():
+        return None
+    done = [0]
+
+    def show(batch: BatchReport) -> None:
+        done[0] += batch.scored
+        typer.echo(f"\rbatch {batch.number}: {done[0]} articles scored", err=True, nl=False)
+
+    return show
+
+
 def _score_summary(verb: str, report: dict) -> str:
     return (
         f"{verb} {report['scored']} articles with model {report['model_version']} in {report['batches']}"
@@ -248,9 +264,13 @@ def score(
     from pipeline.scoring import ScoringError, score_pending
 
     try:
-        report = score_pending(model_dir=model, batch_size=batch_size, limit=limit).as_dict()
+        progress = _batch_progress(as_json)
+        done = score_pending(model_dir=model, batch_size=batch_size, limit=limit, on_batch=progress)
+        report = done.as_dict()
     except ScoringError as exc:
         raise _fail(str(exc)) from exc
+    if progress is not None:
+        typer.echo(err=True)
     if as_json:
         _echo_json(report)
     else:
@@ -269,7 +289,9 @@ def rescore(
     from pipeline import scoring
 
     try:
-        report = scoring.rescore(model_dir=model, batch_size=batch_size, limit=limit).as_dict()
+        progress = _batch_progress(as_json)
+        done = scoring.rescore(model_dir=model, batch_size=batch_size, limit=limit, on_batch=progress)
+        report = done.as_dict()
         version = report["model_version"]
         report["pending"] = scoring.pending_count(version)
         report["activated"] = activate and report["pending"] == 0
@@ -277,6 +299,8 @@ def rescore(
             scoring.activate_version(version)
     except scoring.ScoringError as exc:
         raise _fail(str(exc)) from exc
+    if progress is not None:
+        typer.echo(err=True)
     if as_json:
         _echo_json(report)
         return
