@@ -344,6 +344,8 @@ def seed(plan: SeedPlan, engine: Engine, sources: Sequence[Source] | None = None
         store.sync_article_ids(conn)
         store.analyze_tables(conn)
     written = rollups.rebuild_rollups(engine, plan.version)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        store.vacuum_analyze(conn, ["articles", "scores", "rollups_hourly"])
     report = SeedReport(plan.version, len(sources), n_articles, n_scores, sum(written.values()))
     for moment in plan.evaluate_at:
         report.firing_after.append(alerts.evaluate(moment, engine=engine).firing)

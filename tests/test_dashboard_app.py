@@ -94,10 +94,14 @@ def test_overview_heatmap_shows_the_topic_storm_day(seeded_dashboard: SeededDash
     assert cell["negative_share"] > heat[heat["value"] != storm.value]["negative_share"].median()
 
 
-def test_overview_ticker_filter_draws_the_ticker_index(seeded_dashboard: SeededDashboard) -> None:
+def test_overview_ticker_filter_draws_the_ticker_index_and_refreshes(
+    seeded_dashboard: SeededDashboard,
+) -> None:
     at = run_page()
-    at.multiselect(key="overview_tickers").set_value(["NVDA"]).run()
+    at.multiselect(key="overview_tickers").set_value(["NVDA"])
+    at.selectbox(key="overview_refresh").set_value("every minute").run()
     assert not at.exception
+    assert any("refreshing every 1 min" in c.value for c in at.caption)
     index = at.dataframe[0].value
     assert set(index["value"]) == {"NVDA"}
     start = datetime.combine(datetime.now(UTC).date() - timedelta(days=13), time(), UTC)

@@ -19,7 +19,7 @@ if version is None:
     st.stop()
 
 today = now.date()
-options = queries.filter_values(url, version, now - timedelta(days=90))
+options = queries.filter_values(url, version, now - timedelta(days=30))
 with st.form("explorer_filters"):
     text = st.text_input("Search headlines and summaries",
                          placeholder='e.g. profit warning, "share buyback", oil -gold', key="explorer_text")

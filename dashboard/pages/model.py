@@ -13,7 +13,7 @@ import streamlit as st
 from dashboard import queries
 
 BINS = 20
-SAMPLE_ROWS = 200_000
+SAMPLE_ROWS = 50_000
 CARD_FILE = "MODEL_CARD.md"
 METRICS_FILE = "metrics.json"
 

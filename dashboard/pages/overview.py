@@ -23,7 +23,7 @@ if version is None:
     st.stop()
 
 today = now.date()
-options = queries.filter_values(url, version, now - timedelta(days=90))
+options = queries.filter_values(url, version, now - timedelta(days=30))
 with st.sidebar:
     st.header("Filters")
     picked = st.date_input(
@@ -48,15 +48,14 @@ def day_bounds(picked: object) -> tuple[datetime, datetime]:
     return (datetime.combine(first, time(), UTC), datetime.combine(last + timedelta(days=1), time(), UTC))
 
 
-start, end = day_bounds(picked)
-end = min(end, now + timedelta(minutes=1))
-grain = "hour" if end - start <= timedelta(days=3) else "day"
+start, range_end = day_bounds(picked)
+grain = "hour" if range_end - start <= timedelta(days=3) else "day"
 every = {"off": None, "every minute": 60, "every 5 minutes": 300}[refresh]
 
 
-def metric_row() -> None:
+def metric_row(now: datetime) -> None:
     """Draw articles today, the 24-hour negative share against its baseline, and the firing alerts."""
-    day_start = datetime.combine(today, time(), UTC)
+    day_start = datetime.combine(now.date(), time(), UTC)
     window_start = now - timedelta(hours=24)
     figures = queries.headline_figures(
         url, version, day_start, window_start, window_start - timedelta(days=BASELINE_DAYS), now
@@ -85,7 +84,10 @@ def metric_row() -> None:
 
 def charts() -> None:
     """Draw the sentiment index, the negative-share heatmap and the volume bars for the filters."""
-    metric_row()
+    # An auto-refresh reruns only this function: "now" must be read here, not once per page load.
+    now = queries.now_minute()
+    end = min(range_end, now + timedelta(minutes=1))
+    metric_row(now)
     if tickers:
         lines = queries.series(url, version, "ticker", tuple(tickers), start, end, grain)
         what = "ticker"
@@ -149,7 +151,8 @@ def charts() -> None:
         st.dataframe(heat[["value", "period", "stories", "neg_stories", "negative_share"]], hide_index=True,
                      key="overview_heat_data")
         st.dataframe(pd.DataFrame(per_period).reset_index(), hide_index=True, key="overview_volume_data")
+    st.caption(f"As of {now:%Y-%m-%d %H:%M} UTC" + (f", refreshing every {every // 60} min" if every else ""))
 
 
 st.fragment(charts, run_every=every)()
-st.caption(f"Model version {version} · data as of {now:%Y-%m-%d %H:%M} UTC · cached for {queries.TTL_S} s")
+st.caption(f"Model version {version} · queries cached for {queries.TTL_S} s · times in UTC")
