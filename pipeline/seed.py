@@ -274,27 +274,31 @@ def _rows(plan: SeedPlan, source_ids: Sequence[int], source_names: Sequence[str]
 
 
 def simulated_metrics(seed: int = 7, examples: int = 2000) -> dict[str, Any]:
-    """Return evaluation metrics of a simulated held-out set (true labels vs noisy predictions).
+    """Return evaluation metrics of a simulated held-out set (true labels vs noisy predictions), in the
+    shape ``models.evaluate`` reports: per task accuracy / macro-F1 / weighted-F1 / n, the confusion
+    matrices (rows true, columns predicted) and a weaker baseline.
 
-    The seeded model version needs metrics for the Model page; they are computed like real ones
-    (accuracy, macro/weighted F1, confusion matrix), just over simulated predictions.
+    The seeded model version needs metrics for the Model page; they are computed like real ones, just
+    over simulated predictions.
     """
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     rng = np.random.default_rng(seed)
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = {"confusion": {}, "baseline": {}}
     for task, labels, accuracy in (("sentiment", SENTIMENT_NAMES, 0.82), ("topic", TOPIC_NAMES, 0.74)):
         truth = rng.integers(0, len(labels), examples)
-        wrong = rng.random(examples) > accuracy
-        predicted = np.where(wrong, rng.integers(0, len(labels), examples), truth)
-        metrics[task] = {
-            "accuracy": round(float(accuracy_score(truth, predicted)), 4),
-            "macro_f1": round(float(f1_score(truth, predicted, average="macro")), 4),
-            "weighted_f1": round(float(f1_score(truth, predicted, average="weighted")), 4),
-            "labels": list(labels),
-            "confusion_matrix": confusion_matrix(truth, predicted, labels=range(len(labels))).tolist(),
-        }
-    metrics["examples"] = examples
+        for target, skill in ((metrics, accuracy), (metrics["baseline"], accuracy - 0.08)):
+            wrong = rng.random(examples) > skill
+            predicted = np.where(wrong, rng.integers(0, len(labels), examples), truth)
+            target[task] = {
+                "accuracy": round(float(accuracy_score(truth, predicted)), 4),
+                "macro_f1": round(float(f1_score(truth, predicted, average="macro")), 4),
+                "weighted_f1": round(float(f1_score(truth, predicted, average="weighted")), 4),
+                "n": examples,
+            }
+            if target is metrics:
+                matrix = confusion_matrix(truth, predicted, labels=range(len(labels)))
+                metrics["confusion"][task] = matrix.tolist()
     metrics["note"] = "simulated evaluation of a synthetic seed model version"
     return metrics
 

@@ -209,9 +209,13 @@ def test_model_page_shows_recorded_metrics_class_totals_and_history(
         ).all())
     assert metric(at, "sentiment.accuracy") == f"{recorded['sentiment']['accuracy']:.3f}"
     assert metric(at, "topic.macro_f1") == f"{recorded['topic']['macro_f1']:.3f}"
+    gain = recorded["sentiment"]["accuracy"] - recorded["baseline"]["sentiment"]["accuracy"]
+    delta = next(m.delta for m in at.metric if m.label == "sentiment.accuracy")
+    assert delta == f"{gain:+.3f} vs baseline"
     for label in ("negative", "neutral", "positive"):
         assert metric(at, label.capitalize()) == f"{classes[label]:,}"
     assert any("Confusion matrix — sentiment" in m.value for m in at.markdown)
+    assert any("Confusion matrix — topic" in m.value for m in at.markdown)
     history = at.dataframe[-1].value
     assert list(history["version"]) == [seeded_dashboard.plan.version]
     assert int(history["articles"].iloc[0]) == sum(classes.values())

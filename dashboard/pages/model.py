@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import queries
+from models.data import SENTIMENT_NAMES, TOPIC_NAMES
 
 BINS = 20
 SAMPLE_ROWS = 50_000
@@ -53,16 +54,28 @@ def scalar_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float
     return flat
 
 
+def _labels(task: str, size: int) -> list[str]:
+    known = {"sentiment": SENTIMENT_NAMES, "topic": TOPIC_NAMES}.get(task.rsplit(".", 1)[-1], ())
+    return list(known) if len(known) == size else [str(i) for i in range(size)]
+
+
 def confusion_matrices(metrics: dict[str, Any], prefix: str = "") -> dict[str, pd.DataFrame]:
-    """Return ``{task: matrix}`` for every part of ``metrics`` holding ``confusion_matrix`` (+ ``labels``)."""
+    """Return ``{task: matrix}`` for every matrix in ``metrics``: ``{task: {"confusion_matrix": [[..]],
+    "labels": [..]}}`` or ``{"confusion": {task: [[..]]}}`` (labels then from the task's label set)."""
     found: dict[str, pd.DataFrame] = {}
     for key, value in metrics.items():
         if not isinstance(value, dict):
             continue
         name = f"{prefix}{key}"
+        if key in ("confusion", "confusion_matrix", "confusion_matrices"):
+            for task, matrix in value.items():
+                if isinstance(matrix, list) and matrix and isinstance(matrix[0], list):
+                    labels = _labels(task, len(matrix))
+                    found[f"{prefix}{task}"] = pd.DataFrame(matrix, index=labels, columns=labels)
+            continue
         matrix = value.get("confusion_matrix")
-        if isinstance(matrix, list) and matrix:
-            labels = value.get("labels") or [str(i) for i in range(len(matrix))]
+        if isinstance(matrix, list) and matrix and isinstance(matrix[0], list):
+            labels = value.get("labels") or _labels(name, len(matrix))
             found[name] = pd.DataFrame(matrix, index=labels, columns=labels)
         found.update(confusion_matrices(value, f"{name}."))
     return found
@@ -88,9 +101,14 @@ with numbers:
     if not flat:
         st.info("No evaluation metrics recorded for this version.")
     else:
-        headline = {k: v for k, v in flat.items() if k.rsplit(".", 1)[-1] in ("accuracy", "macro_f1")}
+        headline = {
+            k: v for k, v in flat.items()
+            if k.rsplit(".", 1)[-1] in ("accuracy", "macro_f1") and not k.startswith("baseline.")
+        }
         for column, (name, value) in zip(st.columns(max(len(headline), 1)), headline.items(), strict=False):
-            column.metric(name, f"{value:.3f}")
+            base = flat.get(f"baseline.{name}")
+            delta = None if base is None else f"{value - base:+.3f} vs baseline"
+            column.metric(name, f"{value:.3f}", delta=delta)
         st.dataframe(pd.DataFrame({"metric": list(flat), "value": list(flat.values())}), hide_index=True,
                      key="model_metrics")
     for task, matrix in confusion_matrices(metrics).items():
