@@ -6,6 +6,7 @@ page that shows a wrong rollup, filter or join fails.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -235,3 +236,32 @@ def test_read_only_connection_cannot_write(seeded_dashboard: SeededDashboard) ->
         conn.exec_driver_sql("SET TRANSACTION READ WRITE")
         with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
             conn.execute(sa.text("DELETE FROM alert_silences"))
+
+
+def test_dashboard_login_in_the_read_only_role_reads_every_page(
+    seeded_dashboard: SeededDashboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.config import get_settings
+
+    login = f"finsent_dash_{uuid.uuid4().hex[:8]}"
+    with seeded_dashboard.engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {login} LOGIN IN ROLE {store.DASHBOARD_ROLE}")
+        conn.commit()
+    dashboard_url = sa.make_url(seeded_dashboard.url).set(username=login).render_as_string(False)
+    monkeypatch.setenv("FINSENT_DASHBOARD_DATABASE_URL", dashboard_url)
+    get_settings.cache_clear()
+    try:
+        for page in (None, "pages/alerts.py", "pages/explorer.py", "pages/model.py"):
+            at = run_page(page)
+            assert not at.error, [e.value for e in at.error]
+        with queries.read_only_engine(dashboard_url).connect() as conn:
+            assert store.session_is_read_only(conn) == (store.DASHBOARD_ROLE, True)
+        assert metric(run_page(), "Firing alerts") == str(
+            scalar(seeded_dashboard, "SELECT count(*) FROM alert_state WHERE status = 'firing'")
+        )
+    finally:
+        queries.read_only_engine(dashboard_url).dispose()
+        get_settings.cache_clear()
+        with seeded_dashboard.engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP ROLE {login}")
+            conn.commit()
