@@ -265,3 +265,20 @@ def test_dashboard_login_in_the_read_only_role_reads_every_page(
         with seeded_dashboard.engine.connect() as conn:
             conn.exec_driver_sql(f"DROP ROLE {login}")
             conn.commit()
+
+
+def test_every_page_explains_an_empty_database_instead_of_failing(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FINSENT_DASHBOARD_DATABASE_URL", raising=False)
+    try:
+        notes = {}
+        for page in (None, "pages/alerts.py", "pages/explorer.py", "pages/model.py"):
+            at = run_page(page)
+            notes[page] = [i.value for i in at.info]
+        assert "No scored articles yet" in notes[None][0]
+        assert notes["pages/alerts.py"] == ["No alerts in this range."]
+        assert "No scored articles yet" in notes["pages/explorer.py"][0]
+        assert "No model version registered yet" in notes["pages/model.py"][0]
+    finally:
+        queries.read_only_engine(db_url).dispose()
