@@ -29,10 +29,13 @@ test: $(STAMP) services browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-## services: start the local PostgreSQL if this machine has one and it is down.
+## services: start the local PostgreSQL and Redis if this machine has them and they are down.
 services:
 	@if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
 		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start || true; fi
+	@# Redis: the Celery broker of the Airflow worker test.
+	@if command -v redis-server >/dev/null && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then \
+		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null || true; fi
 
 ## browser: Debian chromium + chromedriver for the dashboard's browser test, installed when missing (as root).
 browser:
