@@ -225,8 +225,12 @@ def prepare_feed(
 
 def _prepare_job(args: tuple[bytes, str, str, str | None, datetime, str]) -> PreparedFeed:
     body, name, url, content_type, fetched_at, watchlist = args
-    return prepare_feed(body, source_name=name, url=url, content_type=content_type, fetched_at=fetched_at,
-                        watchlist=watchlist)
+    try:
+        return prepare_feed(body, source_name=name, url=url, content_type=content_type,
+                            fetched_at=fetched_at, watchlist=watchlist)
+    except Exception as exc:  # a parser bug on one hostile document must not end the whole run
+        log.exception("%s: %s: parsing failed", name, url)
+        return PreparedFeed(error=f"{name}: {url}: parsing failed: {type(exc).__name__}: {exc}")
 
 
 def _parse_processes(jobs: int) -> int:
@@ -427,7 +431,11 @@ async def _fetch_pages(
             if result.status != "ok":
                 log.info("full text skipped: %s", result.error)
                 return
-            text = await asyncio.to_thread(extract_text, result.body, result.final_url or url)
+            try:
+                text = await asyncio.to_thread(extract_text, result.body, result.final_url or url)
+            except Exception:  # extraction is best effort: the article is stored with its summary
+                log.exception("%s: %s: full-text extraction failed", source_name, url)
+                return
             if text:
                 prepared.entry.body = text
 
