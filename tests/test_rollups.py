@@ -58,6 +58,21 @@ def test_incremental_rollups_equal_a_count_over_all_scores(engine: Engine, tiny_
     assert sum(v["stories"] for v in everything) < 36
     assert_rollups_match(stored_rollups(engine, "tiny-a"), expected)
     with engine.connect() as conn:
+        by_topic = conn.execute(
+            sa.text(
+                "SELECT s.topic, date_trunc('hour', a.published_at, 'UTC') AS hour, count(*),"
+                " count(DISTINCT a.story_id), count(*) FILTER (WHERE s.sentiment = 'negative')"
+                " FROM scores s JOIN articles a ON a.id = s.article_id GROUP BY 1, 2"
+            )
+        ).all()
+        rolled = conn.execute(
+            sa.text(
+                "SELECT value, bucket, articles, stories, negative FROM rollups_hourly"
+                " WHERE model_version = 'tiny-a' AND dimension = 'topic'"
+            )
+        ).all()
+    assert sorted(map(tuple, by_topic)) == sorted(map(tuple, rolled))
+    with engine.connect() as conn:
         total = conn.execute(
             sa.text(
                 "SELECT sum(articles) FROM rollups_hourly WHERE dimension = 'all' AND model_version = :v"
