@@ -28,6 +28,8 @@ MIN_SHINGLE_WORDS = 6
 # A same-titled item in the same source this close in time is a re-post, not a new article; a
 # different source with the same headline in this window is a syndicated copy of the same story.
 TITLE_WINDOW = timedelta(hours=72)
+# Syndicated copies appear within hours of the original; near-identical text days apart is a template.
+NEAR_WINDOW = timedelta(hours=48)
 MIN_TITLE_WORDS = 4
 _SEED = 20261128
 
@@ -153,6 +155,7 @@ def _lean(sig: np.ndarray) -> LeanMinHash:
 class _Member:
     story_id: int
     signature: np.ndarray
+    published_at: datetime | None
 
 
 @dataclass
@@ -182,7 +185,7 @@ class StoryIndex:
     ) -> None:
         """Remember a stored article so later copies of its story find ``story_id``."""
         if sig is not None and article_id not in self._members:
-            self._members[article_id] = _Member(story_id, sig)
+            self._members[article_id] = _Member(story_id, sig, published_at)
             self._lsh.insert(article_id, _lean(sig), check_duplication=False)
         if title_key is not None and published_at is not None:
             self._titles.setdefault(title_key, []).append((published_at, story_id, article_id))
@@ -208,6 +211,10 @@ class StoryIndex:
         if sig is not None:
             for key in self._lsh.query(_lean(sig)):
                 member = self._members[key]
+                # Recurring boilerplate ("Your first trade for Tuesday") is not a copy of last week's.
+                if (published_at is not None and member.published_at is not None
+                        and abs(member.published_at - published_at) > NEAR_WINDOW):
+                    continue
                 # LSH returns candidates; the estimate weeds out band collisions below the threshold.
                 if similarity(sig, member.signature) >= self.threshold:
                     found.append(member.story_id)
@@ -232,9 +239,8 @@ class BatchKeys:
 
     canonical_urls: set[str] = field(default_factory=set)
     guids: set[tuple[int, str]] = field(default_factory=set)
-    # (source_id, title hash) -> publication times; and (source_id, content hash) for key-less entries.
-    titles: dict[tuple[int, str], list[datetime]] = field(default_factory=dict)
-    contents: set[tuple[int, str]] = field(default_factory=set)
+    # (source_id, hash of title + summary) -> publication times.
+    contents: dict[tuple[int, str], list[datetime]] = field(default_factory=dict)
 
     def duplicate_reason(self, source_id: int, keys: EntryKeys) -> str | None:
         """Return why the entry is a copy of one already taken (None when it is new)."""
@@ -242,13 +248,15 @@ class BatchKeys:
             return "canonical url"
         if keys.guid and (source_id, keys.guid) in self.guids:
             return "guid"
-        if keys.distinctive_title:
-            for when in self.titles.get((source_id, keys.title_hash), ()):
-                if abs(when - keys.published_at) <= TITLE_WINDOW:
-                    return "title"
-        # Without URL or GUID the content is the only identity the entry has.
-        if not keys.canonical_url and not keys.guid and (source_id, keys.content_hash) in self.contents:
-            return "content"
+        seen = self.contents.get((source_id, keys.content_hash))
+        if seen:
+            # Without URL or GUID the text is the only identity the entry has.
+            if not keys.canonical_url and not keys.guid:
+                return "content"
+            # The same headline and summary re-posted under a new link. The summary must match too:
+            # templated headlines ("4 - CARVANA CO. (Issuer)") repeat for different filings.
+            if keys.distinctive_title and any(abs(when - keys.published_at) <= TITLE_WINDOW for when in seen):
+                return "title and summary"
         return None
 
     def take(self, source_id: int, keys: EntryKeys) -> None:
@@ -257,9 +265,7 @@ class BatchKeys:
             self.canonical_urls.add(keys.canonical_url)
         if keys.guid:
             self.guids.add((source_id, keys.guid))
-        if keys.distinctive_title:
-            self.titles.setdefault((source_id, keys.title_hash), []).append(keys.published_at)
-        self.contents.add((source_id, keys.content_hash))
+        self.contents.setdefault((source_id, keys.content_hash), []).append(keys.published_at)
 
 
 def split_duplicates(

@@ -339,16 +339,13 @@ class _Run:
             canonical_urls=[p.keys.canonical_url for p in entries if p.keys.canonical_url],
             guids=[p.keys.guid for p in entries if p.keys.guid],
             title_hashes=distinctive,
-            content_hashes=[p.keys.content_hash for p in entries
-                            if not p.keys.canonical_url and not p.keys.guid],
+            content_hashes=[p.keys.content_hash for p in entries],
         )
         self.taken.canonical_urls |= existing.canonical_urls
         self.taken.guids |= {(source_id, g) for g in existing.guids}
-        for rows in existing.by_title_hash.values():
-            for k in rows:
-                self.taken.titles.setdefault((k.source_id, k.title_hash), []).append(k.published_at)
         for rows in existing.by_content_hash.values():
-            self.taken.contents |= {(k.source_id, k.content_hash) for k in rows}
+            for k in rows:
+                self.taken.contents.setdefault((k.source_id, k.content_hash), []).append(k.published_at)
         order = sorted(range(len(entries)), key=lambda i: entries[i].entry.published_at)
         new_positions, dups = dedup.split_duplicates(
             source_id, ((i, entries[i].keys) for i in order), self.taken

@@ -105,7 +105,18 @@ def test_exact_duplicates_by_url_guid_title_and_content() -> None:
     ]
     new, dups = dedup.split_duplicates(1, entries, taken)
     assert new == [0, 4, 6]
-    assert dups == {1: "canonical url", 2: "guid", 3: "title", 5: "content"}
+    assert dups == {1: "canonical url", 2: "guid", 3: "title and summary", 5: "content"}
+
+
+def test_templated_headlines_with_different_summaries_are_not_duplicates() -> None:
+    taken = dedup.BatchKeys()
+    filings = [
+        (i, _keys("4 - CARVANA CO. (0001690820) (Issuer)", f"Filed: 2025-12-12 AccNo: 0001690820-25-00{i}",
+                  url=f"https://sec.example/{i}", guid=f"acc-{i}"))
+        for i in range(3)
+    ]
+    new, dups = dedup.split_duplicates(1, filings, taken)
+    assert (new, dups) == ([0, 1, 2], {})
 
 
 def test_guid_and_title_are_per_source_but_url_is_global() -> None:
@@ -126,3 +137,10 @@ def test_discarded_article_is_no_longer_a_story() -> None:
     index.discard(3, key)
     assert index.find_story(dedup.signature(*SYNDICATED), title_key=key, published_at=T0) is None
     assert len(index) == 0
+
+
+def test_near_identical_text_days_apart_is_a_new_story() -> None:
+    index = dedup.StoryIndex()
+    index.add(1, 1, dedup.signature(*ORIGINAL), published_at=T0)
+    assert index.find_story(dedup.signature(*SYNDICATED), published_at=T0 + timedelta(hours=6)) == 1
+    assert index.find_story(dedup.signature(*SYNDICATED), published_at=T0 + timedelta(days=5)) is None
