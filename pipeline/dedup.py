@@ -25,8 +25,8 @@ STORY_THRESHOLD = 0.5
 # Texts this short are too generic to cluster by shingles ("Press release", "H.4.1"): they only
 # join a story through an exact title match.
 MIN_SHINGLE_WORDS = 6
-# A same-titled item in the same source this close in time is a re-post, not a new article; a
-# different source with the same headline in this window is a syndicated copy of the same story.
+# The same headline and summary in the same source this close in time is a re-post, not a new article;
+# the same distinctive headline in this window (any source) is a copy of the same story.
 TITLE_WINDOW = timedelta(hours=72)
 # Syndicated copies appear within hours of the original; near-identical text days apart is a template.
 NEAR_WINDOW = timedelta(hours=48)
