@@ -22,6 +22,7 @@ settings = get_settings()
     max_active_runs=1,
     tags=["finsent", "train", "gpu"],
     params={
+        "recipe": Param(None, type=["null", "string"], description="recipe YAML (default: built-in)"),
         "base": Param(None, type=["null", "string"], description="causal-LM checkpoint to fine-tune"),
         "finetune_minutes": Param(None, type=["null", "number"], description="stop fine-tuning after"),
     },
@@ -38,6 +39,7 @@ def finsent_train() -> None:
     def train_candidate(params=None, run_id=None) -> str:
         """Return the directory of the newly trained candidate model."""
         import re
+        from pathlib import Path
 
         from models.recipe import load_recipe
         from models.train import train_model
@@ -47,7 +49,7 @@ def finsent_train() -> None:
             raise ValueError("training needs the labeled data: set FINSENT_DATA_DIR")
         out_dir = config.home / "models" / re.sub(r"[^A-Za-z0-9_.-]", "_", f"candidate-{run_id}")
         train_model(
-            load_recipe(None),
+            load_recipe(Path(params["recipe"]) if params["recipe"] else None),
             config.data_dir,
             out_dir,
             checkpoint_dir=config.home / "checkpoints" / "pretrain-builtin",

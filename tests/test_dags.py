@@ -267,3 +267,51 @@ def test_ingest_score_and_alert_dags_store_articles_scores_and_email_the_storm(
     assert _states(again)["announce_new_articles"] == ["skipped"]
     assert _asset_events_and_queue()[0].get("finsent_articles") == 1
     assert _count(engine, "SELECT count(*) FROM articles") == total
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("pg_admin_url", ["embedded"], indirect=True)
+def test_train_dag_trains_evaluates_and_promotes_a_candidate_that_does_not_regress(
+    dagbag: DagBag,
+    engine: Engine,
+    tiny_model_dir: Path,
+    tiny_data_dir: Path,
+    tiny_gpt2_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.config import get_settings
+    from pipeline.scoring import score_pending
+    from tests.fixtures.models import tiny_recipe_dict
+    from tests.fixtures.scoring import add_articles, varied_articles
+
+    ids = add_articles(engine, varied_articles(5))
+    for key, value in {
+        "FINSENT_HOME": str(tmp_path / "home"),
+        "FINSENT_DATA_DIR": str(tiny_data_dir),
+        "FINSENT_MODEL_DIR": str(tiny_model_dir),
+        # Any candidate passes the gate: this test is about the DAG's wiring, the gate has its own tests.
+        "FINSENT_PROMOTE_TOLERANCE": "1.0",
+    }.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    score_pending(engine)  # the shipped-model stand-in is active and has scored everything
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict()), encoding="utf-8")
+
+    run = run_dag(
+        dagbag.dags["finsent_train"], 300, run_conf={"recipe": str(recipe), "base": str(tiny_gpt2_dir)}
+    )
+
+    assert _states(run) == {
+        "train_candidate": ["success"], "evaluate_candidate": ["success"], "promote": ["success"]
+    }
+    (candidate_dir,) = (tmp_path / "home" / "models").iterdir()
+    assert (candidate_dir / "training_summary.json").is_file()
+    with engine.connect() as conn:
+        active = conn.execute(sa.text("SELECT version, path FROM model_versions WHERE active")).one()
+        scored = conn.execute(
+            sa.text("SELECT count(*) FROM scores WHERE model_version = :v"), {"v": active.version}
+        ).scalar_one()
+    assert active.version != "tiny-a" and Path(active.path) == candidate_dir.resolve()
+    assert scored == len(ids)
