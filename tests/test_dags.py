@@ -315,3 +315,27 @@ def test_train_dag_trains_evaluates_and_promotes_a_candidate_that_does_not_regre
         ).scalar_one()
     assert active.version != "tiny-a" and Path(active.path) == candidate_dir.resolve()
     assert scored == len(ids)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("pg_admin_url", ["embedded"], indirect=True)
+def test_maintenance_dag_deletes_expired_articles_and_passes_the_rollup_check(
+    dagbag: DagBag, engine: Engine, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.config import get_settings
+    from pipeline.scoring import score_pending
+    from tests.fixtures.scoring import ArticleSpec, add_articles
+
+    now = datetime.now(UTC)
+    add_articles(engine, [ArticleSpec("Expired headline", published_at=now - timedelta(days=40))])
+    kept = add_articles(engine, [ArticleSpec("Fresh headline", published_at=now - timedelta(hours=3))])
+    monkeypatch.setenv("FINSENT_RETENTION_DAYS", "30")
+    get_settings.cache_clear()
+    score_pending(engine, model_dir=tiny_model_dir)
+
+    run = run_dag(dagbag.dags["finsent_maintenance"], 120)
+
+    tasks = ("apply_retention", "verify_rollups", "analyze")
+    assert _states(run) == {task: ["success"] for task in tasks}
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT id FROM articles")).scalars().all() == kept
