@@ -78,3 +78,21 @@ def test_ingest_exits_1_when_every_source_failed(private_hosts: None, tmp_path: 
         result = CliRunner().invoke(app, ["ingest", "--sources", str(path), "--json"])
     assert result.exit_code == 1
     assert json.loads(result.output.strip().splitlines()[-1])["sources_failed"] == 1
+
+
+def test_ingest_on_a_fresh_database_creates_the_schema_first(
+    empty_db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", empty_db_url)
+    monkeypatch.setenv("FINSENT_ALLOW_PRIVATE_HOSTS", "true")
+    get_settings.cache_clear()
+    try:
+        with FeedServer() as server:
+            url = server.add("/metals.rss", rss_document("Metals", "https://metals.example/", ITEMS, NOW))
+            path = tmp_path / "feeds.yaml"
+            path.write_text(f"- {{name: metals, url: '{url}'}}\n")
+            result = CliRunner().invoke(app, ["ingest", "--sources", str(path), "--json"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["items_new"] == 2
