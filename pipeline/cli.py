@@ -71,7 +71,9 @@ def ingest(
 
     try:
         chosen = load_sources(sources) if sources is not None else None
-        report = run_ingest(chosen, engine=db.get_engine())
+        engine = db.get_engine()
+        db.migrate(engine)  # idempotent; a first ingest on a fresh database needs no separate step
+        report = run_ingest(chosen, engine=engine)
     except SourcesError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
