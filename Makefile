@@ -37,11 +37,15 @@ services:
 	@if command -v redis-server >/dev/null && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then \
 		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null || true; fi
 
-## browser: Debian chromium + chromedriver for the dashboard's browser test, installed when missing (as root).
+## browser: Debian chromium + chromedriver for the dashboard's browser test, and a Compose client for the
+## docker-compose.yml check, installed when missing (as root).
 browser:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium chromium-driver; \
 		else echo "chromium/chromium-driver missing: the browser test skips (CI installs them as root)"; fi; fi
+	@if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y docker-compose; \
+		else echo "no Compose client: the docker-compose.yml check skips"; fi; fi
 
 ## dashboard: migrate, then the Streamlit dashboard on http://127.0.0.1:$(DASHBOARD_PORT) (Ctrl-C stops it).
 DASHBOARD_PORT ?= 8501
