@@ -263,11 +263,14 @@ def score(
     as_json: JsonOption = False,
 ) -> None:
     """Score every article the active model version has not scored yet."""
+    from pipeline import db
     from pipeline.scoring import ScoringError, score_pending
 
     try:
+        engine = db.get_engine()
+        db.migrate(engine)  # idempotent; scoring right after a fresh install needs no separate step
         progress = _batch_progress(as_json)
-        done = score_pending(model_dir=model, batch_size=batch_size, limit=limit, on_batch=progress)
+        done = score_pending(engine, model_dir=model, batch_size=batch_size, limit=limit, on_batch=progress)
         report = done.as_dict()
     except ScoringError as exc:
         raise _fail(str(exc)) from exc
@@ -288,11 +291,13 @@ def rescore(
     as_json: JsonOption = False,
 ) -> None:
     """Score all history with a new model version; the active version and its scores stay until activation."""
-    from pipeline import scoring
+    from pipeline import db, scoring
 
     try:
+        engine = db.get_engine()
+        db.migrate(engine)
         progress = _batch_progress(as_json)
-        done = scoring.rescore(model_dir=model, batch_size=batch_size, limit=limit, on_batch=progress)
+        done = scoring.rescore(engine, model_dir=model, batch_size=batch_size, limit=limit, on_batch=progress)
         report = done.as_dict()
         version = report["model_version"]
         report["pending"] = scoring.pending_count(version)

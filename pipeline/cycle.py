@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline.alerts import run_alerts
 from pipeline.config import Settings, get_settings
-from pipeline.db import get_engine
+from pipeline.db import get_engine, migrate
 from pipeline.ingest import run_ingest
 from pipeline.scoring import score_pending
 from pipeline.sources import Source, load_sources
@@ -74,6 +74,7 @@ def run_cycle(
     """
     settings = settings or get_settings()
     engine = engine or get_engine()
+    migrate(engine)  # idempotent; the first cycle on a fresh database needs no separate step
     report = CycleReport(started_at=datetime.now(UTC))
     started = time.perf_counter()
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from models.inference import load
 from pipeline import scoring
 from pipeline.cli import app
+from pipeline.config import get_settings
 from pipeline.scoring import BatchReport, ScoreReport, ScoringError, article_text, rescore, score_pending
 from tests.fixtures.scoring import (
     ArticleSpec,
@@ -259,3 +260,17 @@ def test_score_and_models_commands_print_json_last(
     assert result.exit_code == 0 and _active(engine) == "tiny-a"
     result = runner.invoke(app, ["models", "activate", "nope"])
     assert result.exit_code == 2 and "unknown model version" in result.output
+
+
+def test_score_command_migrates_a_fresh_database_first(
+    empty_db_url: str, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", empty_db_url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["score", "--model", str(tiny_model_dir), "--json"])
+    finally:
+        get_settings.cache_clear()
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["model_version"] == "tiny-a"
