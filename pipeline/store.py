@@ -560,7 +560,7 @@ def insert_scores(conn: Connection, version: str, rows: Sequence[ScoreRow]) -> l
     return sorted(result.scalars())
 
 
-# Aggregates ``score_facts`` rows (filtered by the {where} clause) into rollup rows. Counting happens per
+# Aggregates the ``score_facts`` rows that {source} selects into rollup rows. Counting happens per
 # story first so that ``stories`` and ``neg_stories`` count each near-duplicate cluster once.
 _ROLLUP_AGGREGATE = """
 INSERT INTO rollups_hourly (model_version, dimension, value, bucket, articles, stories, negative, neutral,
