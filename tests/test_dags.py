@@ -234,20 +234,25 @@ def test_ingest_score_and_alert_dags_store_articles_scores_and_email_the_storm(
     dagbag: DagBag, pipeline_env: dict[str, list[str]], engine: Engine, smtp_catcher: SmtpCatcher
 ) -> None:
     total = len(pipeline_env["calm"]) + len(pipeline_env["storm"])
+    # The Airflow metadata database lives for the whole test session: count only this test's events.
+    before = _asset_events_and_queue()[0]
+
+    def new_events(asset: str) -> int:
+        return _asset_events_and_queue()[0].get(asset, 0) - before.get(asset, 0)
 
     ingest = run_dag(dagbag.dags["finsent_ingest"], 240)
     assert _states(ingest) == {
         "batches": ["success"], "ingest_batch": ["success", "success"], "announce_new_articles": ["success"]
     }
     assert _count(engine, "SELECT count(*) FROM articles") == total
-    events, queued = _asset_events_and_queue()
-    assert events.get("finsent_articles") == 1
+    assert new_events("finsent_articles") == 1
+    queued = _asset_events_and_queue()[1]
     assert "finsent_score" in queued  # the scheduler would start scoring now
 
     score = run_dag(dagbag.dags["finsent_score"], 240)
     assert _states(score) == {"score_articles": ["success"]}
     assert _count(engine, "SELECT count(*) FROM scores") == total
-    assert _asset_events_and_queue()[0].get("finsent_scores") == 1
+    assert new_events("finsent_scores") == 1
 
     alerts = run_dag(dagbag.dags["finsent_alerts"], 240)
     assert _states(alerts) == {"evaluate_rules": ["success"], "send_emails": ["success"]}
@@ -265,7 +270,7 @@ def test_ingest_score_and_alert_dags_store_articles_scores_and_email_the_storm(
     # A second ingest finds nothing new: no Asset event, so scoring and alerts stay idle.
     again = run_dag(dagbag.dags["finsent_ingest"], 240)
     assert _states(again)["announce_new_articles"] == ["skipped"]
-    assert _asset_events_and_queue()[0].get("finsent_articles") == 1
+    assert new_events("finsent_articles") == 1
     assert _count(engine, "SELECT count(*) FROM articles") == total
 
 
