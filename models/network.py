@@ -140,6 +140,8 @@ def save_bundle(bundle: ModelBundle, directory: Path, dtype: torch.dtype = torch
         "dropout": model.dropout.p,
         "trunk": model.trunk.config.to_dict(),
     }
+    # Where the trunk was loaded from is a path on the training machine, not part of the model.
+    config["trunk"].pop("_name_or_path", None)
     (directory / CONFIG_FILE).write_text(
         json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )

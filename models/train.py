@@ -534,7 +534,8 @@ def train_model(
     summary = {
         "version": bundle.version,
         "params": count_parameters(classifier),
-        "base": str(base),
+        # A local base is named by its directory, not by a path on the training machine.
+        "base": Path(base).name if Path(base).is_dir() else str(base),
         "pretrain_tokens": None if pretrain_state is None else pretrain_state.tokens,
         "finetune": {
             "best": result.best,

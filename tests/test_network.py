@@ -110,3 +110,9 @@ def test_conv1d_to_linear_keeps_the_outputs() -> None:
     assert not any(isinstance(m, Conv1D) for m in bundle.model.modules())
     for a, b in zip(before, logits_of(bundle, TEXTS), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_saved_config_holds_no_path_of_the_training_machine(tiny_gpt2_dir: Path, tmp_path: Path) -> None:
+    lm, tok = load_base(tiny_gpt2_dir)
+    save_bundle(ModelBundle(classifier_from_language_model(lm), tok), tmp_path / "m")
+    assert str(tiny_gpt2_dir) not in (tmp_path / "m" / "config.json").read_text(encoding="utf-8")
