@@ -57,9 +57,13 @@ dashboard: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+## bench: every benchmark, each printing JSON (the dashboard one at 1M rows; add `--rows 1000000,10000000` by hand).
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py --json
 	$(BIN)/python bench/classify.py --json
+	$(BIN)/python bench/scoring.py --json
+	$(BIN)/python bench/alerts.py --json
+	$(BIN)/python bench/dashboard.py --rows 1000000
 
 ## airflow: Airflow 3 standalone (scheduler, dag-processor, triggerer, api-server) on http://127.0.0.1:8080,
 ## metadata in PostgreSQL, DAGs from dags/. Stop with Ctrl-C, or `make airflow-stop` from another terminal.
