@@ -33,6 +33,7 @@ def finsent_score() -> None:
     def score_articles(*, outlet_events=None) -> dict:
         """Return the scoring report; skip (no Asset event) when nothing was waiting to be scored."""
         from airflow.sdk.exceptions import AirflowSkipException
+
         from pipeline.scoring import score_pending
 
         report = score_pending().as_dict()
