@@ -87,3 +87,17 @@ def test_int8_model_gives_valid_close_predictions(tiny_trained_dir: Path, clf: C
         assert sum(q.sentiment_probs.values()) == pytest.approx(1.0, abs=1e-4)
         assert q.score == pytest.approx(f.score, abs=0.1)
         assert q.model_version == f.model_version
+
+
+def test_shipped_default_model_loads_offline_and_fits_the_size_budget() -> None:
+    from models.inference import DEFAULT_MODEL_DIR
+
+    if not (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
+        pytest.skip("no shipped model in models/default")
+    assert sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir()) <= 25 * 1024 * 1024
+    clf = load()
+    preds = clf.predict(["Acme shares plunge after profit warning", "Fed holds rates steady"])
+    assert clf.version.startswith("finsent-gpt-") and all(p.model_version == clf.version for p in preds)
+    alone = clf.predict(["Fed holds rates steady"])[0]
+    assert (alone.topic, alone.sentiment) == (preds[1].topic, preds[1].sentiment)
+    assert alone.score == pytest.approx(preds[1].score, abs=1e-5)
