@@ -13,7 +13,7 @@ import torch
 
 from models.data import load_train_examples
 from models.network import ModelBundle, classifier_from_language_model, load_base
-from models.recipe import RecipeError, load_recipe, recipe_from_dict
+from models.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
 from models.train import (
     IGNORE,
     LOG_FILE,
@@ -80,16 +80,20 @@ def test_shipped_recipe_loads() -> None:
 
 def test_pretraining_lowers_lm_loss_and_resumes_where_it_stopped(tiny_data_dir: Path, tmp_path: Path) -> None:
     recipe = recipe_from_dict(tiny_recipe_dict())
-    ckpt = tmp_path / "ckpt"
-    first = pretrain(ckpt, recipe, tiny_data_dir, tiny_data_dir / "unlabeled", log=lambda _: None)
-    assert first.tokens >= recipe.pretrain.tokens and first.lines > 0
-    records = [json.loads(line) for line in (ckpt / LOG_FILE).read_text().splitlines()]
-    assert records[-1]["last_loss"] < records[0]["last_loss"]
+    ckpt, unlabeled = tmp_path / "ckpt", tiny_data_dir / "unlabeled"
 
-    more = dataclasses.replace(recipe, pretrain=dataclasses.replace(recipe.pretrain, tokens=2 * first.tokens))
-    second = pretrain(ckpt, more, tiny_data_dir, tiny_data_dir / "unlabeled", log=lambda _: None)
-    assert second.step > first.step and second.tokens >= 2 * first.tokens
-    assert second.lines > first.lines  # the tiny corpus wraps around: a second pass starts
+    def budget(tokens: int) -> Recipe:
+        return dataclasses.replace(recipe, pretrain=dataclasses.replace(recipe.pretrain, tokens=tokens))
+
+    first = pretrain(ckpt, budget(128), tiny_data_dir, unlabeled, log=lambda _: None)  # one step
+    assert first.step == 1 and first.lines > 0
+    second = pretrain(ckpt, budget(4096), tiny_data_dir, unlabeled, log=lambda _: None)
+    assert second.step == 32 and second.tokens == 4096
+    assert second.last_loss < first.last_loss - 0.5
+    third = pretrain(ckpt, budget(8192), tiny_data_dir, unlabeled, log=lambda _: None)
+    assert third.step == 64 and third.lines > second.lines  # the tiny corpus wraps around: a new pass
+    records = [json.loads(line) for line in (ckpt / LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records if r.get("done")] == [1, 32, 64]
     # The checkpoint is a plain transformers causal LM: usable as --base.
     lm, tok = load_base(ckpt)
     assert lm.config.n_layer == recipe.model.n_layer and tok.get_vocab_size() <= 320
