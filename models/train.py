@@ -39,6 +39,10 @@ from models.tokenizer import (
 )
 
 STATE_FILE = "trainer_state.pt"
+# A weights-only checkpoint (fp16 weights + this JSON, no optimizer state) small enough to commit, so
+# pre-training can continue across machines: see ``export_pretrain_seed``.
+SEED_STATE_FILE = "pretrain_state.json"
+SHIPPED_SEED = Path(__file__).resolve().parent / "pretrain_seed"
 LOG_FILE = "train_log.jsonl"
 
 
@@ -166,6 +170,34 @@ def save_pretrain_checkpoint(
         shutil.rmtree(old)
 
 
+def export_pretrain_seed(checkpoint: Path, out: Path) -> PretrainState:
+    """Return the state of ``checkpoint`` after writing it to ``out`` as a weights-only fp16 seed."""
+    saved = torch.load(Path(checkpoint) / STATE_FILE, weights_only=False)
+    state = PretrainState(**saved["state"])
+    lm = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lm.half().save_pretrained(str(out))
+    save_tokenizer(load_tokenizer(Path(checkpoint)), out)
+    (out / SEED_STATE_FILE).write_text(json.dumps(asdict(state), indent=1) + "\n", encoding="utf-8")
+    if (Path(checkpoint) / LOG_FILE).exists():
+        shutil.copy2(Path(checkpoint) / LOG_FILE, out / LOG_FILE)
+    return state
+
+
+def place_shipped_seed(checkpoint_dir: Path, recipe: Recipe, seed: Path = SHIPPED_SEED) -> bool:
+    """Return whether the committed seed was copied into a new ``checkpoint_dir`` (same architecture only)."""
+    if Path(checkpoint_dir).exists() or not (seed / SEED_STATE_FILE).is_file():
+        return False
+    config = json.loads((seed / "config.json").read_text(encoding="utf-8"))
+    wanted = {"n_layer": recipe.model.n_layer, "n_embd": recipe.model.n_embd, "n_head": recipe.model.n_head,
+              "n_positions": recipe.model.n_positions, "vocab_size": recipe.tokenizer.vocab_size}
+    if any(config.get(key) != value for key, value in wanted.items()):
+        return False
+    shutil.copytree(seed, checkpoint_dir)
+    return True
+
+
 def prepare_pretraining(
     directory: Path, recipe: Recipe, data_dir: Path, unlabeled_dir: Path, log: Callable[[str], None] = print
 ) -> tuple[PreTrainedModel, Tokenizer, PretrainState, dict | None]:
@@ -178,6 +210,13 @@ def prepare_pretraining(
         state = PretrainState(**saved["state"])
         log(f"resuming pre-training from {directory}: step {state.step}, {state.tokens:,} tokens")
         return lm, tok, state, saved["optimizer"]
+    if (directory / SEED_STATE_FILE).is_file():
+        tok = load_tokenizer(directory)
+        lm = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
+        state = PretrainState(**json.loads((directory / SEED_STATE_FILE).read_text(encoding="utf-8")))
+        # AdamW moments were not kept: a warm restart; the LR schedule goes on from the saved step.
+        log(f"continuing pre-training from seed weights in {directory}: {state.tokens:,} tokens")
+        return lm, tok, state, None
     if (directory / "tokenizer.json").is_file():
         tok = load_tokenizer(directory)  # a tokenizer placed there beforehand is kept
     else:
@@ -515,6 +554,8 @@ def train_model(
     if base is None:
         if checkpoint_dir is None or unlabeled_dir is None:
             raise ValueError("pre-training needs a checkpoint directory and an unlabeled-text directory")
+        if place_shipped_seed(checkpoint_dir, recipe):
+            log(f"new checkpoint dir {checkpoint_dir}: starting from the committed seed {SHIPPED_SEED.name}/")
         pretrain_state = pretrain(checkpoint_dir, recipe, data_dir, unlabeled_dir, pretrain_minutes, log)
         if pretrain_state.tokens < recipe.pretrain.tokens:
             log(

@@ -17,11 +17,14 @@ from models.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
 from models.train import (
     IGNORE,
     LOG_FILE,
+    SEED_STATE_FILE,
     bucketed_batches,
     class_weights,
+    export_pretrain_seed,
     finetune,
     joint_loss,
     lr_at,
+    place_shipped_seed,
     pretrain,
 )
 from tests.fixtures.models import tiny_recipe_dict
@@ -122,3 +125,36 @@ def test_finetuning_time_budget_stops_at_the_first_evaluation(
     examples = load_train_examples(tiny_data_dir)
     result = finetune(bundle, examples, recipe.finetune, seed=0, log=lambda _: None, max_minutes=0.0)
     assert len(result.history) == 1 and result.epochs_run == pytest.approx(1.0)
+
+
+def test_committed_seed_continues_pre_training_from_its_step_and_weights(
+    tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    recipe = recipe_from_dict(tiny_recipe_dict())
+    ckpt, unlabeled = tmp_path / "ckpt", tiny_data_dir / "unlabeled"
+
+    def budget(tokens: int) -> Recipe:
+        return dataclasses.replace(recipe, pretrain=dataclasses.replace(recipe.pretrain, tokens=tokens))
+
+    trained = pretrain(ckpt, budget(4096), tiny_data_dir, unlabeled, log=lambda _: None)
+    seed = tmp_path / "seed"
+    assert export_pretrain_seed(ckpt, seed) == trained
+    assert (seed / SEED_STATE_FILE).is_file() and not (seed / "trainer_state.pt").exists()
+    lm, _ = load_base(seed)
+    assert next(lm.parameters()).dtype == torch.float16  # half the bytes of the checkpoint's weights
+
+    fresh = tmp_path / "fresh"
+    assert place_shipped_seed(fresh, recipe, seed)
+    assert not place_shipped_seed(fresh, recipe, seed)  # an existing checkpoint is never overwritten
+    resumed = pretrain(fresh, budget(4096 + 128), tiny_data_dir, unlabeled, log=lambda _: None)
+    assert resumed.step == trained.step + 1 and resumed.lines > trained.lines
+    assert resumed.last_loss < trained.last_loss + 1.0  # the learned weights came along, not a re-init
+    assert (fresh / "trainer_state.pt").exists()  # from here on an ordinary, fully resumable checkpoint
+
+
+def test_shipped_seed_is_not_placed_for_another_architecture(tmp_path: Path) -> None:
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / SEED_STATE_FILE).write_text("{}")
+    (seed / "config.json").write_text(json.dumps({"n_layer": 99}))
+    assert not place_shipped_seed(tmp_path / "ckpt", recipe_from_dict(tiny_recipe_dict()), seed)
