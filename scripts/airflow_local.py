@@ -18,9 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import sqlalchemy as sa
-
-from pipeline import db, store
+from pipeline import db
 from pipeline.config import REPO_DIR, Settings, get_settings
 
 METADATA_DATABASE = "airflow"
@@ -29,15 +27,7 @@ PID_FILE = "standalone.pid"
 
 def metadata_url(settings: Settings) -> str:
     """Return the URL of the ``airflow`` metadata database beside finsent's, creating it if missing."""
-    finsent_url = sa.make_url(db.database_url(settings))
-    admin = sa.create_engine(finsent_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            if not store.database_exists(conn, METADATA_DATABASE):
-                store.create_database(conn, METADATA_DATABASE)
-    finally:
-        admin.dispose()
-    return finsent_url.set(database=METADATA_DATABASE).render_as_string(hide_password=False)
+    return db.ensure_database(db.database_url(settings), METADATA_DATABASE)
 
 
 def airflow_env(settings: Settings, sql_alchemy_conn: str, port: int) -> dict[str, str]:

@@ -104,3 +104,20 @@ def test_shipped_migrations_apply_cleanly(db_url: str) -> None:
     with db.get_engine(db_url).connect() as conn:
         count = conn.execute(sa.text("SELECT count(*) FROM schema_migrations")).scalar()
     assert count == len(db.load_migrations())
+
+
+def test_ensure_database_creates_once_and_returns_its_url(empty_db_url: str) -> None:
+    name = sa.make_url(empty_db_url).database + "_side"
+    url = db.ensure_database(empty_db_url, name)
+    try:
+        assert sa.make_url(url).database == name
+        assert db.ensure_database(empty_db_url, name) == url  # already there: nothing to create
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT current_database()")).scalar() == name
+        engine.dispose()
+    finally:
+        admin = sa.create_engine(empty_db_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
