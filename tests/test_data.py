@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from models.data import (
     unlabeled_files,
 )
 from tests.fixtures.models import write_csv
+from tests.shared_data import shared_data_dir
 
 
 def test_sentiment_ids_map_bearish_negative_bullish_positive_neutral_neutral(tmp_path: Path) -> None:
@@ -75,9 +75,8 @@ def test_holdout_split_is_seeded_and_disjoint() -> None:
     assert holdout_split(examples, 0.1, seed=3) == (fit, held)
 
 
-@pytest.mark.skipif(not os.environ.get("FINSENT_DATA_DIR"), reason="FINSENT_DATA_DIR is not set")
 def test_real_train_sets_have_the_documented_sizes() -> None:
-    data_dir = Path(os.environ["FINSENT_DATA_DIR"])
+    data_dir = shared_data_dir()
     examples = load_train_examples(data_dir)
     assert sum(e.sentiment is not None for e in examples) == 9543
     assert sum(e.topic is not None for e in examples) == 16990

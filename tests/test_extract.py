@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings
 from pipeline.extract import drop_leading_fragments, extract_text, with_standfirst
+from tests.shared_data import shared_data_dir
 
 # Measured with the options in pipeline/extract.py: mean 0.925 over 21 pages, 18 of them >= 0.90.
 MEAN_F1_FLOOR = 0.91
@@ -89,13 +89,7 @@ def test_with_standfirst_is_added_only_when_missing() -> None:
 
 
 def articles_dir() -> Path:
-    data_dir = Settings().data_dir
-    if data_dir is None:
-        pytest.skip("FINSENT_DATA_DIR is not set: the shared article pages are not available")
-    path = Path(data_dir) / "articles"
-    if not path.is_dir():
-        pytest.skip(f"no articles directory under FINSENT_DATA_DIR ({path})")
-    return path
+    return shared_data_dir("articles")
 
 
 def reference(path: Path) -> tuple[str, str | None, bool]:

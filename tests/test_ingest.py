@@ -9,12 +9,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pipeline.config import Settings, get_settings
+from pipeline.config import Settings
 from pipeline.demo_feeds import FeedItem, atom_document, rss_document
 from pipeline.feedserver import FeedServer
 from pipeline.ingest import filter_reason, ingest_sources, run_ingest
 from pipeline.parse import ParsedEntry
 from pipeline.sources import Source, SourcesError
+from tests.shared_data import shared_data_dir
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 H = timedelta(hours=1)
@@ -252,10 +253,7 @@ def test_far_future_and_empty_entries_are_filtered() -> None:
 
 
 def _shared_feeds() -> list[Path]:
-    data_dir = get_settings().data_dir
-    if data_dir is None or not (data_dir / "feeds").is_dir():
-        pytest.skip("FINSENT_DATA_DIR is not set (or has no feeds/): recorded real feeds not available")
-    return sorted(p for p in (data_dir / "feeds").iterdir() if p.is_file())
+    return sorted(p for p in shared_data_dir("feeds").iterdir() if p.is_file())
 
 
 def test_recorded_real_feeds_land_or_fail_per_source(engine: Engine, server: FeedServer) -> None:

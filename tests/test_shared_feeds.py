@@ -19,6 +19,7 @@ from pipeline.normalise import MOJIBAKE
 from pipeline.parse import FeedError, ParsedFeed, parse_feed
 from pipeline.sources import Source
 from tests.fixtures.http_server import FaultyFeedServer
+from tests.shared_data import shared_data_dir
 
 FETCHED_AT = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -49,13 +50,7 @@ BROKEN_WARNINGS = {
 
 
 def feeds_dir() -> Path:
-    data_dir = Settings().data_dir
-    if data_dir is None:
-        pytest.skip("FINSENT_DATA_DIR is not set: the shared real-world feeds are not available")
-    path = Path(data_dir) / "feeds"
-    if not path.is_dir():
-        pytest.skip(f"no feeds directory under FINSENT_DATA_DIR ({path})")
-    return path
+    return shared_data_dir("feeds")
 
 
 def parse_file(path: Path) -> ParsedFeed:
