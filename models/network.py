@@ -117,7 +117,8 @@ def load_base(base: str | Path) -> tuple[PreTrainedModel, Tokenizer]:
     when present (our pre-training checkpoints), else whatever ``AutoTokenizer`` finds there.
     """
     path = Path(base)
-    lm = AutoModelForCausalLM.from_pretrained(str(base))
+    # fp32 master weights for training, also when the base was saved in half precision (our seed).
+    lm = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     if path.is_dir() and (path / TOKENIZER_FILE).is_file():
         return lm, load_tokenizer(path)
     from transformers import AutoTokenizer

@@ -61,6 +61,32 @@ class FinetuneSpec:
 
 
 @dataclass(frozen=True)
+class DistillSpec:
+    """Self-training before fine-tuning: a TF-IDF teacher fit on the labeled train split soft-labels
+    unlabeled headlines for both heads, and the GPT learns those targets; ``lines: 0`` skips it."""
+
+    lines: int = 0  # unlabeled lines to pseudo-label, spread evenly over ``files``
+    files: tuple[str, ...] = (
+        "financial_news_headlines_2017_2020.txt.gz",
+        "stocknet_tweets_2014_2016.txt.gz",
+        "reuters_news_titles_2007_2016.txt.gz",
+    )
+    teacher_c: float = 10.0  # inverse regularisation of the teacher's logistic regressions
+    temperature: float = 1.0
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    max_length: int = 64
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "files", tuple(self.files))  # YAML gives a list
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything that determines a trained model, given the data."""
 
@@ -71,6 +97,7 @@ class Recipe:
     model: TrunkSpec = field(default_factory=TrunkSpec)
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
     finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
+    distill: DistillSpec = field(default_factory=DistillSpec)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the recipe as plain nested dicts (for logs and model cards)."""
@@ -82,6 +109,7 @@ _SECTIONS = {
     "model": TrunkSpec,
     "pretrain": PretrainSpec,
     "finetune": FinetuneSpec,
+    "distill": DistillSpec,
 }
 
 

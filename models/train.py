@@ -542,11 +542,13 @@ def train_model(
     pretrain_minutes: float | None = None,
     log: Callable[[str], None] = print,
     finetune_minutes: float | None = None,
+    distill_minutes: float | None = None,
 ) -> dict:
     """Return a summary after training the recipe end to end and saving the classifier into ``out_dir``.
 
     Without ``base``: (resume) pre-training in ``checkpoint_dir`` up to the recipe's token budget,
-    then fine-tuning from that checkpoint. With ``base`` (a hub name or a local causal-LM dir):
+    then (when the recipe asks for it) distillation on teacher-labeled unlabeled text, then
+    fine-tuning. With ``base`` (a hub name or a local causal-LM dir):
     fine-tuning of that model, no pre-training.
     """
     torch.set_num_threads(recipe.threads)
@@ -569,6 +571,13 @@ def train_model(
     bundle = ModelBundle(classifier, tok, max_length=recipe.finetune.max_length, version=model_version(lm))
     lm_head = lm.get_output_embeddings() if recipe.finetune.lm_loss_weight > 0 else None
     examples = load_train_examples(data_dir)
+    distilled = None
+    if recipe.distill.lines > 0:
+        from models.distill import self_train  # it reuses this module's training helpers
+
+        if unlabeled_dir is None:
+            raise ValueError("distillation needs an unlabeled-text directory")
+        distilled = self_train(bundle, examples, recipe, unlabeled_dir, log, distill_minutes)
     log(f"fine-tuning {count_parameters(classifier):,} parameters on {len(examples):,} train examples")
     result = finetune(bundle, examples, recipe.finetune, recipe.seed, lm_head, log, finetune_minutes)
     save_bundle(bundle, out_dir)
@@ -578,6 +587,7 @@ def train_model(
         # A local base is named by its directory, not by a path on the training machine.
         "base": Path(base).name if Path(base).is_dir() else str(base),
         "pretrain_tokens": None if pretrain_state is None else pretrain_state.tokens,
+        "distill": distilled,
         "finetune": {
             "best": result.best,
             "epochs_run": result.epochs_run,

@@ -99,6 +99,19 @@ def test_local_pretrained_gpt2_dir_becomes_the_trunk(tiny_gpt2_dir: Path) -> Non
     assert tok.get_vocab_size() == lm.config.vocab_size
 
 
+def test_half_precision_base_loads_as_fp32_and_trains_with_the_heads(
+    tiny_gpt2_dir: Path, tmp_path: Path
+) -> None:
+    lm, tok = load_base(tiny_gpt2_dir)
+    lm.half().save_pretrained(str(tmp_path))  # how the committed pre-training seed is stored
+    (tmp_path / "tokenizer.json").write_bytes((tiny_gpt2_dir / "tokenizer.json").read_bytes())
+    loaded, _ = load_base(tmp_path)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    bundle = ModelBundle(classifier_from_language_model(loaded, dropout=0.0), tok, max_length=32)
+    topic, sentiment = logits_of(bundle, TEXTS)
+    assert topic.dtype == torch.float32 and torch.isfinite(topic).all() and torch.isfinite(sentiment).all()
+
+
 def test_conv1d_to_linear_keeps_the_outputs() -> None:
     from transformers.pytorch_utils import Conv1D
 
