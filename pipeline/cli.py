@@ -28,16 +28,34 @@ app.add_typer(db_app, name="db")
 def ingest_table(report: IngestReport) -> Table:
     """Return a per-source table of an ingest run: status, HTTP code, items and bytes, and any error."""
     table = Table(title=f"ingest run {report.run_id[:8]}", show_lines=False)
-    for column, justify in (("source", "left"), ("status", "left"), ("http", "right"), ("seen", "right"),
-                            ("new", "right"), ("dup", "right"), ("invalid", "right"), ("filtered", "right"),
-                            ("bytes", "right"), ("ms", "right"), ("error / warning", "left")):
+    for column, justify in (
+        ("source", "left"),
+        ("status", "left"),
+        ("http", "right"),
+        ("seen", "right"),
+        ("new", "right"),
+        ("dup", "right"),
+        ("invalid", "right"),
+        ("filtered", "right"),
+        ("bytes", "right"),
+        ("ms", "right"),
+        ("error / warning", "left"),
+    ):
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     styles = {"ok": "green", "not_modified": "cyan", "error": "red"}
     for s in report.sources:
         table.add_row(
-            s.name, f"[{styles.get(s.status, 'white')}]{s.status}[/]", str(s.http_status or "-"),
-            str(s.items_seen), str(s.items_new), str(s.duplicates), str(s.invalid), str(s.filtered),
-            f"{s.bytes:,}", str(s.duration_ms), escape(s.error or s.warning or ""),
+            s.name,
+            f"[{styles.get(s.status, 'white')}]{s.status}[/]",
+            str(s.http_status or "-"),
+            str(s.items_seen),
+            str(s.items_new),
+            str(s.duplicates),
+            str(s.invalid),
+            str(s.filtered),
+            f"{s.bytes:,}",
+            str(s.duration_ms),
+            escape(s.error or s.warning or ""),
         )
     table.caption = (
         f"{report.sources_ok} ok ({report.not_modified} unchanged), {report.sources_failed} failed; "
@@ -85,7 +103,6 @@ def ingest(
         raise typer.Exit(1)
 
 
-
 # --- model commands: train / eval / classify (models) --------------------------------------
 
 
@@ -127,8 +144,12 @@ def train_command(
     finetune_minutes: Annotated[
         float | None, typer.Option("--finetune-minutes", help="Stop fine-tuning after this long.")
     ] = None,
+    distill_minutes: Annotated[
+        float | None,
+        typer.Option("--distill-minutes", help="Stop distillation (if in the recipe) after this long."),
+    ] = None,
 ) -> None:
-    """Train a model: (resumable) pre-training, then joint topic + sentiment fine-tuning."""
+    """Train a model: (resumable) pre-training, optional distillation, then joint fine-tuning."""
     from models.recipe import load_recipe
     from models.train import train_model
     from pipeline.config import get_settings
@@ -149,6 +170,7 @@ def train_command(
         pretrain_minutes=pretrain_minutes,
         log=typer.echo,
         finetune_minutes=finetune_minutes,
+        distill_minutes=distill_minutes,
     )
     typer.echo(f"saved {summary['version']} ({summary['params']:,} parameters) to {out_dir}")
     keys = ("version", "params", "pretrain_tokens")
@@ -440,8 +462,13 @@ def alerts_command(
     styles = {"firing": "red", "pending": "yellow", "resolved": "green"}
     for a in report.alerts:
         table.add_row(
-            f"[{styles.get(a.status, 'white')}]{a.status}[/]", a.rule, a.dimension, escape(a.value),
-            _pct(a.neg_share), _pct(a.baseline), str(a.stories if a.stories is not None else "-"),
+            f"[{styles.get(a.status, 'white')}]{a.status}[/]",
+            a.rule,
+            a.dimension,
+            escape(a.value),
+            _pct(a.neg_share),
+            _pct(a.baseline),
+            str(a.stories if a.stories is not None else "-"),
             (a.since or "-")[:16],
         )
     Console(width=max(Console().width, 120)).print(table)
@@ -474,8 +501,14 @@ def backtest_command(
         table.add_column(column)
     for e in report.episodes:
         table.add_row(
-            e.fired_at[:16], (e.resolved_at or "still firing")[:16], e.rule, e.dimension, escape(e.value),
-            _pct(e.peak_neg_share), _pct(e.baseline), str(e.stories),
+            e.fired_at[:16],
+            (e.resolved_at or "still firing")[:16],
+            e.rule,
+            e.dimension,
+            escape(e.value),
+            _pct(e.peak_neg_share),
+            _pct(e.baseline),
+            str(e.stories),
         )
     Console(width=max(Console().width, 120)).print(table)
     typer.echo(f"{report.fired} alerts would have fired")
@@ -509,8 +542,13 @@ def silence_add(
         if finish - begin > timedelta(days=366):
             raise SilenceError("a silence may last at most a year")
         silence_id = add_silence(
-            rule=rule, dimension=dimension, value=value, starts_at=begin, ends_at=finish,
-            comment=comment, created_by=created_by,
+            rule=rule,
+            dimension=dimension,
+            value=value,
+            starts_at=begin,
+            ends_at=finish,
+            comment=comment,
+            created_by=created_by,
         )
     except (SilenceError, ValueError) as exc:
         raise _fail(str(exc)) from exc
