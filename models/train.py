@@ -190,8 +190,13 @@ def place_shipped_seed(checkpoint_dir: Path, recipe: Recipe, seed: Path = SHIPPE
     if Path(checkpoint_dir).exists() or not (seed / SEED_STATE_FILE).is_file():
         return False
     config = json.loads((seed / "config.json").read_text(encoding="utf-8"))
-    wanted = {"n_layer": recipe.model.n_layer, "n_embd": recipe.model.n_embd, "n_head": recipe.model.n_head,
-              "n_positions": recipe.model.n_positions, "vocab_size": recipe.tokenizer.vocab_size}
+    wanted = {
+        "n_layer": recipe.model.n_layer,
+        "n_embd": recipe.model.n_embd,
+        "n_head": recipe.model.n_head,
+        "n_positions": recipe.model.n_positions,
+        "vocab_size": recipe.tokenizer.vocab_size,
+    }
     if any(config.get(key) != value for key, value in wanted.items()):
         return False
     shutil.copytree(seed, checkpoint_dir)
@@ -525,11 +530,15 @@ def finetune(
 
 
 def model_version(lm: PreTrainedModel, when: datetime | None = None) -> str:
-    """Return a version like ``finsent-gpt-4x256-20261128`` (architecture, depth x width, UTC date)."""
+    """Return a version like ``finsent-gpt-4x256-20261128-1415`` (architecture, depth x width, UTC time).
+
+    Scores are keyed by version, so two models trained on one day must not share one: the minute the
+    weights were saved is part of it.
+    """
     cfg = lm.config
     kind = "gpt" if cfg.model_type == "gpt2" else cfg.model_type
-    day = (when or datetime.now(UTC)).strftime("%Y%m%d")
-    return f"finsent-{kind}-{cfg.num_hidden_layers}x{cfg.hidden_size}-{day}"
+    stamp = (when or datetime.now(UTC)).strftime("%Y%m%d-%H%M")
+    return f"finsent-{kind}-{cfg.num_hidden_layers}x{cfg.hidden_size}-{stamp}"
 
 
 def train_model(
@@ -580,6 +589,7 @@ def train_model(
         distilled = self_train(bundle, examples, recipe, unlabeled_dir, log, distill_minutes)
     log(f"fine-tuning {count_parameters(classifier):,} parameters on {len(examples):,} train examples")
     result = finetune(bundle, examples, recipe.finetune, recipe.seed, lm_head, log, finetune_minutes)
+    bundle.version = model_version(lm)  # stamped when the weights are final
     save_bundle(bundle, out_dir)
     summary = {
         "version": bundle.version,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from models.evaluate import (
     task_metrics,
 )
 from models.inference import load
+from tests.shared_data import shared_data_dir
 
 METRIC_KEYS = {"accuracy", "macro_f1", "weighted_f1", "ece", "n"}
 
@@ -63,3 +65,48 @@ def test_report_has_the_documented_shape(tiny_trained_dir: Path, tiny_data_dir: 
     assert summary["model_version"] == clf.version
     assert np.array(report.confusion["topic"]).sum() == 6
     assert "confusion matrix, topic" in format_report(report, clf.bundle.topics, clf.bundle.sentiments)
+
+
+@pytest.fixture(scope="module")
+def shipped_report() -> dict:
+    """The shipped model's ``finsent eval`` summary on the real valid splits, baseline fit in the same run."""
+    return evaluate(load(), shared_data_dir()).summary
+
+
+def test_shipped_model_gives_the_metrics_recorded_beside_it(shipped_report: dict) -> None:
+    from models.inference import DEFAULT_MODEL_DIR
+
+    # The numbers in metrics.json (and so in the model card and README) are the ones the model gives.
+    recorded = json.loads((DEFAULT_MODEL_DIR / "metrics.json").read_text(encoding="utf-8"))
+    for task in ("sentiment", "topic"):
+        for metric in ("accuracy", "weighted_f1", "macro_f1"):
+            assert shipped_report[task][metric] == pytest.approx(recorded[task][metric], abs=2e-3)
+
+
+def test_shipped_model_beats_the_baseline_on_topics(shipped_report: dict) -> None:
+    assert shipped_report["topic"]["accuracy"] > shipped_report["baseline"]["topic"]["accuracy"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open gap of the model issue: sentiment weighted-F1 0.821 vs 0.828 for the baseline "
+    "(remove this mark when a retrained model passes)",
+)
+def test_shipped_model_beats_the_baseline_on_sentiment(shipped_report: dict) -> None:
+    assert shipped_report["sentiment"]["weighted_f1"] > shipped_report["baseline"]["sentiment"]["weighted_f1"]
+
+
+def test_shipped_model_reads_plain_headlines_right() -> None:
+    expected = {
+        "Acme shares plunge after profit warning": "negative",
+        "Globex misses estimates and cuts full-year guidance": "negative",
+        "Initech stock tumbles as CEO resigns amid accounting probe": "negative",
+        "Hooli shares soar after record quarterly profit": "positive",
+        "Acme beats estimates and raises dividend": "positive",
+        "Analysts upgrade Globex to buy, stock jumps 8%": "positive",
+        "Initech to present at investor conference on Tuesday": "neutral",
+        "Globex schedules third-quarter earnings call": "neutral",
+    }
+    predictions = load().predict(list(expected))
+    right = [p.sentiment == want for p, want in zip(predictions, expected.values(), strict=True)]
+    assert sum(right) >= 7, dict(zip(expected, [p.sentiment for p in predictions], strict=True))

@@ -159,3 +159,13 @@ def test_shipped_seed_is_not_placed_for_another_architecture(tmp_path: Path) -> 
     (seed / SEED_STATE_FILE).write_text("{}")
     (seed / "config.json").write_text(json.dumps({"n_layer": 99}))
     assert not place_shipped_seed(tmp_path / "ckpt", recipe_from_dict(tiny_recipe_dict()), seed)
+
+
+def test_model_version_names_architecture_and_minute(tiny_gpt2_dir: Path) -> None:
+    from datetime import UTC, datetime
+
+    from models.train import model_version
+
+    lm, _ = load_base(tiny_gpt2_dir)
+    when = datetime(2026, 11, 28, 14, 15, tzinfo=UTC)
+    assert model_version(lm, when) == "finsent-gpt-1x32-20261128-1415"
