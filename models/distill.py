@@ -109,7 +109,15 @@ def distill(
 ) -> dict:
     """Return a summary after training ``bundle.model`` in place on the teacher's soft targets."""
     # Shared training helpers live in models.train, which calls this module.
-    from models.train import autocast_for, bucketed_batches, default_device, lr_at, make_optimizer
+    from models.train import (
+        autocast_for,
+        bucketed_batches,
+        default_device,
+        lr_at,
+        make_optimizer,
+        optimizer_step,
+        running_loss,
+    )
 
     device = default_device()
     model = bundle.model.to(device)
@@ -137,13 +145,9 @@ def distill(
                 t_logits, s_logits = model(ids.to(device), mask.to(device))
                 loss = soft_cross_entropy(t_logits, topic_q[idx].to(device), spec.temperature)
                 loss = loss + soft_cross_entropy(s_logits, sent_q[idx].to(device), spec.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
-            opt.step()
+            loss_avg = running_loss(loss_avg, optimizer_step(opt, loss, model.parameters(), spec.grad_clip))
             step += 1
             seen += len(idx)
-            loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
             bar.set_postfix(loss=f"{loss_avg:.3f}", ex_s=f"{seen / max(1e-9, time.monotonic() - start):.0f}")
             if deadline is not None and time.monotonic() >= deadline:
                 break

@@ -69,6 +69,22 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-8)
 
 
+def optimizer_step(
+    opt: torch.optim.Optimizer, loss: torch.Tensor, params: Iterator[torch.nn.Parameter], grad_clip: float
+) -> float:
+    """Return the loss value after backpropagating ``loss``, clipping ``params``' gradient norm, stepping."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    return loss.item()
+
+
+def running_loss(average: float | None, value: float) -> float:
+    """Return the progress bar's exponentially smoothed loss after ``value``."""
+    return value if average is None else 0.98 * average + 0.02 * value
+
+
 def autocast_for(device: torch.device) -> torch.autocast:
     """Return bf16 autocast on CUDA (where it pays) and a disabled context on CPU."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -301,14 +317,10 @@ def pretrain(
             group["lr"] = lr
         with autocast_for(device):
             loss = lm(input_ids=ids, labels=ids).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lm.parameters(), spec.grad_clip)
-        opt.step()
+        state.last_loss = optimizer_step(opt, loss, lm.parameters(), spec.grad_clip)
         state.step += 1
         state.tokens += tokens_per_step
         state.lines = lines
-        state.last_loss = loss.item()
         bar.update(tokens_per_step)
         now = time.monotonic()
         if state.step % 20 == 0:
@@ -491,13 +503,9 @@ def finetune(
                         ignore_index=IGNORE,
                     )
                     loss = loss + spec.lm_loss_weight * lm_loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
-            opt.step()
+            loss_avg = running_loss(loss_avg, optimizer_step(opt, loss, model.parameters(), spec.grad_clip))
             step += 1
             seen += len(idx)
-            loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
             bar.set_postfix(loss=f"{loss_avg:.3f}", ex_s=f"{seen / max(1e-9, time.monotonic() - t0):.0f}")
             if step % eval_every == 0 or step == total:
                 scores = heldout_scores(bundle, held, device)
