@@ -589,5 +589,44 @@ def silence_expire(silence_id: Annotated[int, typer.Argument(help="Id from `sile
     typer.echo(f"silence {silence_id} expired")
 
 
+outbox_app = typer.Typer(help="The alert email outbox: what was sent, what waits, what needs a look.")
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("list")
+def outbox_list(
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="Only this status: pending, sending, sent, failed, unconfirmed."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the alert emails in the outbox with their delivery state and last error."""
+    from pipeline.notify import list_outbox
+
+    rows = list_outbox(status=status)
+    if as_json:
+        _echo_json(rows)
+        return
+    if not rows:
+        typer.echo("the outbox is empty" if status is None else f"no {status} emails")
+    for r in rows:
+        typer.echo(f"{r['id']}  {r['status']:<11}  {r['attempts']} attempts  {r['subject']}")
+        if r["last_error"] and r["status"] != "sent":
+            typer.echo(f"    {r['last_error']}")
+
+
+@outbox_app.command("requeue")
+def outbox_requeue(outbox_id: Annotated[int, typer.Argument(help="Id from `outbox list`.")]) -> None:
+    """Send a failed or unconfirmed email again (same Message-ID) at the next delivery."""
+    from pipeline.notify import OutboxError, requeue
+
+    try:
+        old = requeue(outbox_id)
+    except OutboxError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"outbox email {outbox_id} ({old}) is pending again; `finsent alerts` or the DAG sends it")
+
+
 if __name__ == "__main__":
     app()

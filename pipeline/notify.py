@@ -13,7 +13,9 @@ is between the server accepting DATA and step 3 committing: the server has the m
 ``sending``. Such rows are never resent automatically — after ``CLAIM_LEASE`` they become
 ``unconfirmed`` (listed with their error), because a second copy of an alert is the failure this outbox
 exists to prevent. The same goes for a connection lost during DATA. Every attempt of a row carries the
-same Message-ID, so a manual resend can be deduplicated by the receiving side.
+same Message-ID, so a manual resend can be deduplicated by the receiving side: ``finsent outbox list``
+shows such rows and ``finsent outbox requeue ID`` (``requeue``) sends one again, an operator's decision
+after checking the mailbox.
 
 With no SMTP host configured, emails stay ``pending`` in the outbox and nothing is attempted.
 """
@@ -344,6 +346,44 @@ def deliver_outbox(
     report.failed = counts.get("failed", 0)
     report.unconfirmed = counts.get("unconfirmed", 0)
     return report
+
+
+class OutboxError(ValueError):
+    """An outbox request that cannot be done (unknown email, wrong status)."""
+
+
+def list_outbox(*, engine: Engine | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    """Return the outbox emails (optionally of one ``status``), oldest first, without their bodies."""
+    from pipeline.db import get_engine
+
+    with (engine or get_engine()).connect() as conn:
+        rows = store.outbox_emails(conn)
+    keep = ("id", "message_id", "transition", "subject", "status", "attempts", "next_attempt_at")
+    return [
+        {k: getattr(r, k) for k in (*keep, "sent_at", "last_error", "created_at")}
+        for r in rows
+        if status is None or r.status == status
+    ]
+
+
+def requeue(outbox_id: int, *, engine: Engine | None = None, now: datetime | None = None) -> str:
+    """Send a ``failed`` or ``unconfirmed`` email again at the next delivery; return its former status.
+
+    The same Message-ID goes out, so a receiving side that already has it can drop the copy.
+    """
+    from pipeline.db import get_engine
+
+    with (engine or get_engine()).begin() as conn:
+        old = store.requeue_email(conn, outbox_id, now or datetime.now(UTC))
+        if old is None:
+            known = {r.id: r.status for r in store.outbox_emails(conn)}
+            if outbox_id not in known:
+                raise OutboxError(f"no outbox email {outbox_id}")
+            raise OutboxError(
+                f"outbox email {outbox_id} is {known[outbox_id]}: "
+                "only failed or unconfirmed emails can be requeued"
+            )
+    return old
 
 
 def _deliver_one(engine: Engine, row: Any, settings: Settings, now: datetime, report: DeliveryReport) -> None:

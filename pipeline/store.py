@@ -968,6 +968,24 @@ def outbox_emails(conn: Connection) -> list[sa.Row[Any]]:
     return list(rows)
 
 
+def requeue_email(conn: Connection, outbox_id: int, now: datetime) -> str | None:
+    """Put a ``failed`` or ``unconfirmed`` email back to ``pending``, attempts reset; return its old status.
+
+    Returns None (and changes nothing) when the email does not exist or is in any other status.
+    """
+    return conn.execute(
+        sa.text(
+            "UPDATE alert_outbox AS o SET status = 'pending', attempts = 0, next_attempt_at = :now,"
+            " claimed_at = NULL,"
+            " last_error = COALESCE(o.last_error || '; ', '') || 'requeued by an operator at ' || :now_text"
+            " FROM (SELECT id, status FROM alert_outbox WHERE id = :id FOR UPDATE) AS old"
+            " WHERE o.id = old.id AND old.status IN ('failed', 'unconfirmed')"
+            " RETURNING old.status"
+        ),
+        {"id": outbox_id, "now": now, "now_text": now.isoformat(timespec="seconds")},
+    ).scalar_one_or_none()
+
+
 def add_silence(
     conn: Connection,
     *,

@@ -96,6 +96,17 @@ def test_alerts_without_smtp_keep_the_email_waiting(seeded: Engine) -> None:
     assert "1 waiting" in result.output
 
 
+def test_outbox_list_shows_the_waiting_email_and_requeue_refuses_it(seeded: Engine) -> None:
+    runner.invoke(app, ["alerts", "--now", (STORM + H).isoformat()])
+    runner.invoke(app, ["alerts", "--now", (STORM + 2 * H).isoformat()])
+    (email,) = _last_json(runner.invoke(app, ["outbox", "list", "--json"]).output)
+    assert email["status"] == "pending" and "FIRING critical: ticker ACME" in email["subject"]
+    listed = runner.invoke(app, ["outbox", "list", "--status", "unconfirmed"])
+    assert listed.exit_code == 0 and "no unconfirmed emails" in listed.output
+    refused = runner.invoke(app, ["outbox", "requeue", str(email["id"])])
+    assert refused.exit_code != 0 and "only failed or unconfirmed" in refused.output
+
+
 def test_backtest_lists_what_would_have_fired_without_touching_live_state(seeded: Engine) -> None:
     result = runner.invoke(
         app,

@@ -179,6 +179,33 @@ def test_connection_lost_after_data_is_not_resent(engine: Engine, smtp_catcher: 
     assert row.status == "unconfirmed" and "during DATA" in row.last_error
 
 
+def test_an_unconfirmed_email_goes_out_again_only_when_an_operator_requeues_it(
+    engine: Engine, smtp_catcher: SmtpCatcher
+) -> None:
+    smtp_catcher.drop_after_data = True
+    outbox_id = _queue(engine)
+    settings = _settings(smtp_catcher)
+    deliver_outbox(engine=engine, settings=settings, now=AT)
+    smtp_catcher.drop_after_data = False
+    assert [r["status"] for r in notify.list_outbox(engine=engine, status="unconfirmed")] == ["unconfirmed"]
+
+    assert notify.requeue(outbox_id, engine=engine, now=AT + timedelta(hours=1)) == "unconfirmed"
+    requeued = _row(engine, outbox_id)
+    assert requeued.status == "pending" and requeued.attempts == 0
+    assert "during DATA" in requeued.last_error and "requeued by an operator" in requeued.last_error
+    report = deliver_outbox(engine=engine, settings=settings, now=AT + timedelta(hours=1))
+    assert report.sent == 1 and report.unconfirmed == 0
+    first, second = smtp_catcher.messages()
+    assert first["Message-ID"] == second["Message-ID"]  # the receiving side can drop the copy
+    row = _row(engine, outbox_id)
+    assert row.status == "sent" and row.attempts == 1
+
+    with pytest.raises(notify.OutboxError, match="is sent"):
+        notify.requeue(outbox_id, engine=engine)
+    with pytest.raises(notify.OutboxError, match="no outbox email"):
+        notify.requeue(outbox_id + 1000, engine=engine)
+
+
 def test_smtp_down_is_retried_later_and_not_lost(engine: Engine) -> None:
     catcher = SmtpCatcher("127.0.0.1", free_port())  # nothing listens there yet
     settings = _settings(catcher)
