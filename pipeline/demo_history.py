@@ -4,7 +4,9 @@ The history is our own synthetic but realistic set of headlines about fictional 
 outlets: about 70 stories a weekday with quiet nights and weekends, a steady mix of good, neutral and bad
 news, syndicated copies of some stories, and in the last nine hours a storm of negative stories about one
 company (Northwind Energy, NWND). It is stored once, through the same article store the ingest uses,
-anchored at the hour the demo first ran; later demo runs reuse it, so reruns send nothing twice.
+ending at the last ``END_HOUR`` o'clock UTC before the demo first ran, so the storm always falls in the
+same market hours and the demo's outcome does not depend on the time of day it runs; later demo runs
+reuse it, so reruns send nothing twice.
 
 ``step_seed_history`` stores it (before scoring); ``step_alerts`` scores anything still unscored, replays
 hourly alert evaluation over its last two days with the live alert state, delivers the emails to a local
@@ -34,6 +36,7 @@ DAYS = 21
 STORM_HOURS = 9
 GUID_PREFIX = "demo-history:"
 STORM_TICKER = "NWND"
+END_HOUR = 20  # UTC: the storm runs from 11:00 to 20:00, the European afternoon and the US session
 
 COMPANIES: dict[str, str] = {
     "NWND": "Northwind Energy",
@@ -218,6 +221,12 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
+def history_end(now: datetime) -> datetime:
+    """Return the last ``END_HOUR`` o'clock UTC at or before ``now``: where a new history ends."""
+    end = now.astimezone(UTC).replace(hour=END_HOUR, minute=0, second=0, microsecond=0)
+    return end if end <= now else end - timedelta(days=1)
+
+
 def seed_history(engine: Engine, now: datetime | None = None) -> dict[str, Any]:
     """Store the history (once: a stored history is reused); return its end, article and story counts."""
     with engine.connect() as conn:
@@ -225,7 +234,7 @@ def seed_history(engine: Engine, now: datetime | None = None) -> dict[str, Any]:
     if stored_end is not None:
         end = stored_end.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + HOUR
         return {"end": end, "new": 0, "reused": True}
-    end = (now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    end = history_end(now or datetime.now(UTC))
     articles = history_articles(end)
     with engine.begin() as conn:
         sources = store.upsert_sources(

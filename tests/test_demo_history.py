@@ -21,7 +21,7 @@ from pipeline import demo_history, rollups, store
 from pipeline.config import Settings
 from pipeline.demo_history import STORM_HOURS, STORM_TICKER, history_articles, seed_history
 
-END = datetime(2026, 11, 20, 18, tzinfo=UTC)
+END = datetime(2026, 11, 20, demo_history.END_HOUR, tzinfo=UTC)
 
 
 def test_history_is_calm_then_storms_for_one_ticker() -> None:
@@ -67,8 +67,14 @@ def _oracle_scores(engine: Engine, version: str) -> None:
     rollups.rebuild_rollups(engine, version)
 
 
+def test_history_ends_at_the_last_end_hour() -> None:
+    assert demo_history.history_end(END + timedelta(hours=3, minutes=25)) == END
+    assert demo_history.history_end(END) == END
+    assert demo_history.history_end(END - timedelta(minutes=1)) == END - timedelta(days=1)
+
+
 def test_seed_history_stores_once_and_is_reused(engine: Engine) -> None:
-    first = seed_history(engine, END + timedelta(minutes=25))
+    first = seed_history(engine, END + timedelta(hours=5, minutes=25))
     assert first["end"] == END and first["new"] == len(history_articles(END)) and not first["reused"]
     again = seed_history(engine, END + timedelta(days=3))
     assert again == {"end": END, "new": 0, "reused": True}
@@ -128,3 +134,19 @@ def test_calm_part_of_the_history_fires_nothing_for_tickers(engine: Engine, hour
         calm_end - timedelta(hours=hours_before_end), calm_end, engine=engine, rules=load_rules()
     )
     assert [e for e in report.episodes if e.dimension == "ticker"] == []
+
+
+def test_the_shipped_model_catches_the_storm_and_nothing_else(engine: Engine, tmp_path: Any) -> None:
+    """The demo as users run it: the shipped model scores the history, the default rules judge it."""
+    from pipeline.scoring import score_pending
+
+    seed_history(engine, END)
+    report = score_pending(engine)
+    assert report.scored == len(history_articles(END))
+    ctx = _Ctx(Settings(home=tmp_path), Console(file=io.StringIO(), width=160), engine)
+    ctx.results["history"] = {"end": END, "reused": False}
+    demo_history.step_alerts(ctx)
+    fired = ctx.results["alerts"]["fired"]
+    assert {value for _, rule, value in fired if rule.startswith("ticker-")} == {STORM_TICKER}
+    first_fire = min(datetime.fromisoformat(at) for at, _, value in fired if value == STORM_TICKER)
+    assert first_fire <= END - timedelta(hours=STORM_HOURS) + timedelta(hours=6)
