@@ -168,12 +168,16 @@ def self_train(
     unlabeled_dir: Path,
     log: Callable[[str], None] = print,
     max_minutes: float | None = None,
+    student_weight: float = 0.0,
 ) -> dict:
     """Return a summary after fitting the teacher, pseudo-labeling unlabeled text and distilling it.
 
     The teacher sees only the part of ``examples`` that fine-tuning fits on (the same seeded hold-out
-    is left out), and the held-out scores after distillation are logged to measure this stage.
+    is left out), and the held-out scores after distillation are logged to measure this stage. With
+    ``student_weight`` > 0 the targets mix in that share of ``bundle``'s own predictions (a later
+    self-training round, after the student was fine-tuned on the same fit split).
     """
+    from models.inference import batched_probabilities
     from models.train import default_device, heldout_scores
 
     spec = recipe.distill
@@ -186,9 +190,16 @@ def self_train(
         raise FileNotFoundError(f"distill files {missing} not in {unlabeled_dir}")
     texts = sample_unlabeled([by_name[name] for name in spec.files], spec.lines, recipe.seed)
     topic_q, sent_q = teacher.probabilities(texts)
+    if student_weight > 0:
+        bundle.model.eval()
+        seqs = encode_for_classification(bundle.tokenizer, texts, spec.max_length)
+        topic_s, sent_s = batched_probabilities(bundle.model, seqs, bundle.pad_id, 256, default_device())
+        topic_q = (1 - student_weight) * topic_q + student_weight * topic_s
+        sent_q = (1 - student_weight) * sent_q + student_weight * sent_s
     log(f"teacher fit and {len(texts):,} unlabeled lines pseudo-labeled in {time.monotonic() - t0:.0f}s")
     summary = distill(bundle, texts, topic_q, sent_q, spec, recipe.seed, log, max_minutes)
     summary["lines"] = len(texts)
+    summary["student_weight"] = student_weight
     summary["heldout"] = heldout_scores(bundle, held, default_device())
     log(f"held-out after distillation: {json.dumps(summary['heldout'])}")
     return summary

@@ -63,7 +63,11 @@ class FinetuneSpec:
 @dataclass(frozen=True)
 class DistillSpec:
     """Self-training before fine-tuning: a TF-IDF teacher fit on the labeled train split soft-labels
-    unlabeled headlines for both heads, and the GPT learns those targets; ``lines: 0`` skips it."""
+    unlabeled headlines for both heads, and the GPT learns those targets; ``lines: 0`` skips it.
+
+    With ``rounds`` > 1 the fine-tuned student joins the teacher (noisy-student style): each later
+    round averages the TF-IDF probabilities with the student's own (``student_weight``), distils
+    those into the student and fine-tunes it again."""
 
     lines: int = 0  # unlabeled lines to pseudo-label, spread evenly over ``files``
     files: tuple[str, ...] = (
@@ -81,9 +85,16 @@ class DistillSpec:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     max_length: int = 64
+    rounds: int = 1
+    student_weight: float = 0.4  # the student's share of the teacher from round 2 on
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", tuple(self.files))  # YAML gives a list
+        if self.rounds < 1 or not 0.0 <= self.student_weight <= 1.0:
+            raise ValueError(
+                "distill.rounds must be >= 1 and student_weight in [0, 1], "
+                f"got {self.rounds} and {self.student_weight}"
+            )
 
 
 @dataclass(frozen=True)

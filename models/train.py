@@ -25,6 +25,7 @@ from models.network import (
     classifier_from_language_model,
     count_parameters,
     load_base,
+    load_bundle,
     new_language_model,
     save_bundle,
 )
@@ -97,6 +98,7 @@ def default_device() -> torch.device:
 
 def append_log(directory: Path, record: dict) -> None:
     """Append one JSON record to the training log of ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
     with (directory / LOG_FILE).open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
 
@@ -588,15 +590,47 @@ def train_model(
     bundle = ModelBundle(classifier, tok, max_length=recipe.finetune.max_length, version=model_version(lm))
     lm_head = lm.get_output_embeddings() if recipe.finetune.lm_loss_weight > 0 else None
     examples = load_train_examples(data_dir)
-    distilled = None
-    if recipe.distill.lines > 0:
-        from models.distill import self_train  # it reuses this module's training helpers
+    if recipe.distill.lines > 0 and unlabeled_dir is None:
+        raise ValueError("distillation needs an unlabeled-text directory")
+    rounds = recipe.distill.rounds if recipe.distill.lines > 0 else 1
+    work_dir = Path(checkpoint_dir if checkpoint_dir is not None else out_dir)
+    round_summaries: list[dict] = []
+    for r in range(1, rounds + 1):
+        round_dir = work_dir / f"round{r}"
+        if r < rounds and (round_dir / "training_summary.json").is_file():
+            # A finished earlier round (its student and summary) resumes a multi-round run.
+            classifier.load_state_dict(load_bundle(round_dir).model.state_dict())
+            done = json.loads((round_dir / "training_summary.json").read_text(encoding="utf-8"))
+            round_summaries.append({"round": r, "resumed_from": done.get("version"), **done.get("round", {})})
+            log(f"round {r}/{rounds}: resumed from the student saved in {round_dir.name}/")
+            continue
+        distilled = None
+        if recipe.distill.lines > 0:
+            from models.distill import self_train  # it reuses this module's training helpers
 
-        if unlabeled_dir is None:
-            raise ValueError("distillation needs an unlabeled-text directory")
-        distilled = self_train(bundle, examples, recipe, unlabeled_dir, log, distill_minutes)
-    log(f"fine-tuning {count_parameters(classifier):,} parameters on {len(examples):,} train examples")
-    result = finetune(bundle, examples, recipe.finetune, recipe.seed, lm_head, log, finetune_minutes)
+            weight = recipe.distill.student_weight if r > 1 else 0.0
+            distilled = self_train(bundle, examples, recipe, unlabeled_dir, log, distill_minutes, weight)
+        log(f"fine-tuning {count_parameters(classifier):,} parameters on {len(examples):,} train examples")
+        result = finetune(bundle, examples, recipe.finetune, recipe.seed, lm_head, log, finetune_minutes)
+        append_log(Path(out_dir), {"stage": "finetune", "round": r, "history": result.history})
+        round_summary = {
+            "round": r,
+            "distill": distilled,
+            "finetune": {
+                "best": result.best,
+                "epochs_run": result.epochs_run,
+                "seconds": round(result.seconds),
+                "max_minutes": finetune_minutes,
+            },
+        }
+        round_summaries.append(round_summary)
+        if r < rounds:
+            bundle.version = model_version(lm)
+            save_bundle(bundle, round_dir)
+            (round_dir / "training_summary.json").write_text(
+                json.dumps({"version": bundle.version, "round": round_summary}, indent=2) + "\n",
+                encoding="utf-8",
+            )
     bundle.version = model_version(lm)  # stamped when the weights are final
     save_bundle(bundle, out_dir)
     summary = {
@@ -605,17 +639,12 @@ def train_model(
         # A local base is named by its directory, not by a path on the training machine.
         "base": Path(base).name if Path(base).is_dir() else str(base),
         "pretrain_tokens": None if pretrain_state is None else pretrain_state.tokens,
-        "distill": distilled,
-        "finetune": {
-            "best": result.best,
-            "epochs_run": result.epochs_run,
-            "seconds": round(result.seconds),
-            "max_minutes": finetune_minutes,
-        },
+        "distill": round_summaries[-1]["distill"],
+        "finetune": round_summaries[-1]["finetune"],
+        "rounds": round_summaries,
         "recipe": recipe.to_dict(),
     }
     (Path(out_dir) / "training_summary.json").write_text(
         json.dumps(summary, indent=2) + "\n", encoding="utf-8"
     )
-    append_log(Path(out_dir), {"stage": "finetune", "history": result.history})
     return summary

@@ -12,7 +12,7 @@ import torch
 from models.data import iter_unlabeled, load_train_examples, unlabeled_files
 from models.distill import distill, fit_teacher, sample_unlabeled, soft_cross_entropy
 from models.inference import batched_probabilities
-from models.network import ModelBundle, classifier_from_language_model, load_base
+from models.network import ModelBundle, classifier_from_language_model, load_base, load_bundle
 from models.recipe import recipe_from_dict
 from models.tokenizer import encode_for_classification
 from models.train import train_model
@@ -104,3 +104,42 @@ def test_distillation_names_a_missing_unlabeled_file(
             base=tiny_gpt2_dir,
             log=lambda _: None,
         )
+
+
+def test_second_round_mixes_the_student_into_the_teacher_and_resumes(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
+) -> None:
+    data = tiny_recipe_dict()
+    data["distill"] = {
+        "lines": 40,
+        "files": TINY_FILES,
+        "batch_size": 16,
+        "max_length": 32,
+        "rounds": 2,
+        "student_weight": 0.5,
+    }
+    recipe = recipe_from_dict(data)
+    out = tmp_path / "model"
+    run = lambda: train_model(  # noqa: E731
+        recipe,
+        tiny_data_dir,
+        out,
+        unlabeled_dir=tiny_data_dir / "unlabeled",
+        base=tiny_gpt2_dir,
+        log=lambda _: None,
+    )
+    first = run()
+    assert [r["round"] for r in first["rounds"]] == [1, 2]
+    assert [r["distill"]["student_weight"] for r in first["rounds"]] == [0.0, 0.5]
+    assert first["finetune"] == first["rounds"][1]["finetune"]
+    round1 = out / "round1"
+    assert (round1 / "model.safetensors").is_file() and (round1 / "training_summary.json").is_file()
+    # A rerun starts from the saved first-round student instead of training it again.
+    again = run()
+    assert again["rounds"][0]["resumed_from"] == load_bundle(round1).version
+    assert again["rounds"][0]["finetune"] == first["rounds"][0]["finetune"]
+
+
+def test_recipe_rejects_zero_rounds() -> None:
+    with pytest.raises(ValueError, match="rounds"):
+        recipe_from_dict({"distill": {"lines": 10, "rounds": 0}})
