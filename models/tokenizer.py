@@ -78,4 +78,4 @@ def encode_for_classification(tok: Tokenizer, texts: list[str], max_length: int)
     """
     eos, _ = special_ids(tok)
     encoded = tok.encode_batch([clean_text(t) for t in texts], add_special_tokens=False)
-    return [[*e.ids[:max_length - 1], eos] for e in encoded]
+    return [[*e.ids[: max_length - 1], eos] for e in encoded]
