@@ -68,9 +68,18 @@ def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
 
 @torch.inference_mode()
 def batched_probabilities(
-    model: GPTClassifier, seqs: list[list[int]], pad_id: int, batch_size: int, device: torch.device
+    model: GPTClassifier,
+    seqs: list[list[int]],
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    temperatures: tuple[float, float] = (1.0, 1.0),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(topic probs (N, n_topics), sentiment probs (N, n_sentiments))`` in the order of ``seqs``."""
+    """Return ``(topic probs (N, n_topics), sentiment probs (N, n_sentiments))`` in the order of ``seqs``.
+
+    Each head's logits are divided by its temperature (``temperatures``: topic, sentiment) first.
+    """
+    t_topic, t_sent = temperatures
     n_topics, n_sent = model.topic_head.out_features, model.sentiment_head.out_features
     topic = np.zeros((len(seqs), n_topics), dtype=np.float32)
     sent = np.zeros((len(seqs), n_sent), dtype=np.float32)
@@ -79,8 +88,8 @@ def batched_probabilities(
         ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
             t_logits, s_logits = model(ids.to(device), mask.to(device))
-        topic[idx] = torch.softmax(t_logits.float(), dim=-1).cpu().numpy()
-        sent[idx] = torch.softmax(s_logits.float(), dim=-1).cpu().numpy()
+        topic[idx] = torch.softmax(t_logits.float() / t_topic, dim=-1).cpu().numpy()
+        sent[idx] = torch.softmax(s_logits.float() / t_sent, dim=-1).cpu().numpy()
     return topic, sent
 
 
@@ -117,7 +126,9 @@ class Classifier:
             return []
         b = self.bundle
         seqs = encode_for_classification(b.tokenizer, [title_and_lead(t) for t in texts], b.max_length)
-        topic_p, sent_p = batched_probabilities(self.model, seqs, b.pad_id, batch_size, self.device)
+        topic_p, sent_p = batched_probabilities(
+            self.model, seqs, b.pad_id, batch_size, self.device, b.temperatures
+        )
         i_neg, i_pos = b.sentiments.index("negative"), b.sentiments.index("positive")
         out = []
         for tp, sp in zip(topic_p, sent_p, strict=True):

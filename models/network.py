@@ -99,6 +99,7 @@ class ModelBundle:
     sentiments: tuple[str, ...] = SENTIMENT_NAMES
     max_length: int = 64
     version: str = "finsent-gpt-untrained"
+    temperatures: tuple[float, float] = (1.0, 1.0)  # (topic, sentiment) logit divisors: models.calibrate
 
     @property
     def pad_id(self) -> int:
@@ -138,6 +139,7 @@ def save_bundle(bundle: ModelBundle, directory: Path, dtype: torch.dtype = torch
         "topics": list(bundle.topics),
         "sentiments": list(bundle.sentiments),
         "max_length": bundle.max_length,
+        "temperatures": {"topic": bundle.temperatures[0], "sentiment": bundle.temperatures[1]},
         "dropout": model.dropout.p,
         "trunk": model.trunk.config.to_dict(),
     }
@@ -174,6 +176,7 @@ def load_bundle(directory: Path) -> ModelBundle:
     if missing or unexpected:
         raise ModelDirError(f"{directory / WEIGHTS_FILE}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.eval()
+    temps = config.get("temperatures", {})  # absent in models saved before calibration existed
     return ModelBundle(
         model=model,
         tokenizer=load_tokenizer(directory),
@@ -181,6 +184,7 @@ def load_bundle(directory: Path) -> ModelBundle:
         sentiments=tuple(config["sentiments"]),
         max_length=int(config["max_length"]),
         version=str(config["version"]),
+        temperatures=(float(temps.get("topic", 1.0)), float(temps.get("sentiment", 1.0))),
     )
 
 

@@ -58,6 +58,7 @@ class FinetuneSpec:
     max_length: int = 64
     lm_loss_weight: float = 0.0  # >0 keeps a causal-LM loss on the labeled text while fine-tuning
     evals_per_epoch: int = 1
+    calibrate: bool = True  # fit a softmax temperature per head on the hold-out afterwards
 
 
 @dataclass(frozen=True)

@@ -631,6 +631,11 @@ def train_model(
                 json.dumps({"version": bundle.version, "round": round_summary}, indent=2) + "\n",
                 encoding="utf-8",
             )
+    calibration = None
+    if recipe.finetune.calibrate:
+        from models.calibrate import calibrate
+
+        calibration = calibrate(bundle, examples, recipe.finetune.holdout_fraction, recipe.seed, log)
     bundle.version = model_version(lm)  # stamped when the weights are final
     save_bundle(bundle, out_dir)
     summary = {
@@ -642,6 +647,7 @@ def train_model(
         "distill": round_summaries[-1]["distill"],
         "finetune": round_summaries[-1]["finetune"],
         "rounds": round_summaries,
+        "calibration": calibration,
         "recipe": recipe.to_dict(),
     }
     (Path(out_dir) / "training_summary.json").write_text(

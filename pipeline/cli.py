@@ -177,6 +177,16 @@ def train_command(
     typer.echo(json.dumps({"out": str(out_dir), **{k: summary[k] for k in keys}}, sort_keys=True))
 
 
+@app.command("calibrate")
+def calibrate_command(model: ShippedModelOption = None, data: DataDirOption = None) -> None:
+    """Re-fit a model's softmax temperatures on the held-out part of train (weights unchanged)."""
+    from models.calibrate import calibrate_model_dir
+    from models.inference import DEFAULT_MODEL_DIR
+
+    report = calibrate_model_dir(model or DEFAULT_MODEL_DIR, _data_dir_or_fail(data), log=typer.echo)
+    typer.echo(json.dumps(report, sort_keys=True))
+
+
 @app.command("eval")
 def eval_command(
     model: ShippedModelOption = None,

@@ -67,3 +67,17 @@ def test_train_from_scratch_with_a_recipe_then_rerun_resumes(tiny_data_dir: Path
     assert "pre-training already at" in again.stdout
     classified = runner.invoke(app, ["classify", "--model", str(tmp_path / "model"), "--json", "Fed holds"])
     assert json.loads(classified.stdout.splitlines()[-1])["model_version"] == summary["version"]
+
+
+def test_calibrate_rewrites_the_temperatures_of_a_model_dir(
+    tiny_trained_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_trained_dir, model)
+    result = runner.invoke(app, ["calibrate", "--model", str(model), "--data", str(tiny_data_dir)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.splitlines()[-1])
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    assert config["temperatures"] == {t: report[t]["temperature"] for t in ("topic", "sentiment")}
