@@ -88,6 +88,7 @@ class DistillSpec:
     max_length: int = 64
     rounds: int = 1
     student_weight: float = 0.4  # the student's share of the teacher from round 2 on
+    later_finetune_lr: float | None = None  # fine-tuning lr from round 2 on (None: finetune.lr)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", tuple(self.files))  # YAML gives a list

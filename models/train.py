@@ -8,7 +8,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -551,6 +551,35 @@ def model_version(lm: PreTrainedModel, when: datetime | None = None) -> str:
     return f"finsent-{kind}-{cfg.num_hidden_layers}x{cfg.hidden_size}-{stamp}"
 
 
+def _distilled_round(
+    bundle: ModelBundle,
+    examples: list[Example],
+    recipe: Recipe,
+    unlabeled_dir: Path,
+    r: int,
+    work_dir: Path,
+    log: Callable[[str], None],
+    max_minutes: float | None,
+) -> dict:
+    """Return the summary of round ``r``'s distillation, run now or resumed from ``round{r}-distilled/``.
+
+    The distilled student is saved before fine-tuning, so fine-tuning can be rerun without the
+    pseudo-labeling and distillation that precede it (most of a round's time).
+    """
+    from models.distill import self_train  # it reuses this module's training helpers
+
+    saved = work_dir / f"round{r}-distilled"
+    if (saved / "distill_summary.json").is_file():
+        bundle.model.load_state_dict(load_bundle(saved).model.state_dict())
+        log(f"round {r}: resumed the distilled student from {saved.name}/")
+        return json.loads((saved / "distill_summary.json").read_text(encoding="utf-8"))
+    weight = recipe.distill.student_weight if r > 1 else 0.0
+    summary = self_train(bundle, examples, recipe, unlabeled_dir, log, max_minutes, weight)
+    save_bundle(bundle, saved)
+    (saved / "distill_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
 def train_model(
     recipe: Recipe,
     data_dir: Path,
@@ -606,12 +635,14 @@ def train_model(
             continue
         distilled = None
         if recipe.distill.lines > 0:
-            from models.distill import self_train  # it reuses this module's training helpers
-
-            weight = recipe.distill.student_weight if r > 1 else 0.0
-            distilled = self_train(bundle, examples, recipe, unlabeled_dir, log, distill_minutes, weight)
+            distilled = _distilled_round(
+                bundle, examples, recipe, Path(unlabeled_dir or ""), r, work_dir, log, distill_minutes
+            )
+        spec = recipe.finetune
+        if r > 1 and recipe.distill.later_finetune_lr is not None:
+            spec = replace(spec, lr=recipe.distill.later_finetune_lr)
         log(f"fine-tuning {count_parameters(classifier):,} parameters on {len(examples):,} train examples")
-        result = finetune(bundle, examples, recipe.finetune, recipe.seed, lm_head, log, finetune_minutes)
+        result = finetune(bundle, examples, spec, recipe.seed, lm_head, log, finetune_minutes)
         append_log(Path(out_dir), {"stage": "finetune", "round": r, "history": result.history})
         round_summary = {
             "round": r,

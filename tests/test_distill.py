@@ -117,6 +117,7 @@ def test_second_round_mixes_the_student_into_the_teacher_and_resumes(
         "max_length": 32,
         "rounds": 2,
         "student_weight": 0.5,
+        "later_finetune_lr": 1e-4,
     }
     recipe = recipe_from_dict(data)
     out = tmp_path / "model"
@@ -134,10 +135,13 @@ def test_second_round_mixes_the_student_into_the_teacher_and_resumes(
     assert first["finetune"] == first["rounds"][1]["finetune"]
     round1 = out / "round1"
     assert (round1 / "model.safetensors").is_file() and (round1 / "training_summary.json").is_file()
-    # A rerun starts from the saved first-round student instead of training it again.
+    assert (out / "round2-distilled" / "distill_summary.json").is_file()
+    # A rerun starts from the saved first-round student, and from the second round's distilled
+    # student, instead of training them again; only the last fine-tuning runs again.
     again = run()
     assert again["rounds"][0]["resumed_from"] == load_bundle(round1).version
     assert again["rounds"][0]["finetune"] == first["rounds"][0]["finetune"]
+    assert again["rounds"][1]["distill"] == first["rounds"][1]["distill"]
 
 
 def test_recipe_rejects_zero_rounds() -> None:
