@@ -313,7 +313,10 @@ def _state_row(state: AlertState) -> dict[str, Any]:
 def _counts(conn: Connection, version: str, rule: Rule, now: datetime) -> dict[str, Counts]:
     end = window_end(now)
     win_start = end - rule.window
-    rows = store.window_counts(conn, version, rule.dimension, win_start - rule.baseline, win_start, end)
+    base_end = win_start - rule.baseline_gap
+    rows = store.window_counts(
+        conn, version, rule.dimension, base_end - rule.baseline, base_end, win_start, end
+    )
     return {r.value: Counts(r.stories, r.neg_stories, r.base_stories, r.base_neg) for r in rows}
 
 
@@ -421,9 +424,9 @@ def evaluate(
         silences = [dict(row._mapping) for row in store.active_silences(conn, now)]
         recorded: list[tuple[Transition, int]] = []
         changed_all: dict[str, AlertState] = {}
-        counts_cache: dict[tuple[str, timedelta, timedelta], dict[str, Counts]] = {}
+        counts_cache: dict[tuple[str, timedelta, timedelta, timedelta], dict[str, Counts]] = {}
         for rule in rules:
-            key = (rule.dimension, rule.window, rule.baseline)
+            key = (rule.dimension, rule.window, rule.baseline, rule.baseline_gap)
             if key not in counts_cache:
                 counts_cache[key] = _counts(conn, version, rule, now) if version else {}
             changed, transitions = step_rule(rule, observe(rule, counts_cache[key]), states, now, silences)

@@ -121,6 +121,7 @@ def _observations(
     end = int((t - series.start) / HOUR)
     win = int(rule.window / HOUR)
     base = int(rule.baseline / HOUR)
+    gap = int(rule.baseline_gap / HOUR)
 
     def span(cum: np.ndarray, a: int, b: int) -> np.ndarray:
         a, b = max(a, 0), max(min(b, cum.shape[1] - 1), 0)
@@ -128,8 +129,8 @@ def _observations(
 
     n = span(cum_s, end - win, end)
     k = span(cum_n, end - win, end)
-    n0 = span(cum_s, end - win - base, end - win)
-    k0 = span(cum_n, end - win - base, end - win)
+    n0 = span(cum_s, end - win - gap - base, end - win - gap)
+    k0 = span(cum_n, end - win - gap - base, end - win - gap)
     pooled_n, pooled_k = n0.sum(), k0.sum()
     prior = pooled_k / pooled_n if pooled_n else DEFAULT_PRIOR_SHARE
     base_share = (k0 + prior * rule.prior_stories) / (n0 + rule.prior_stories)
@@ -249,7 +250,7 @@ def backtest(
     report = BacktestReport(start.isoformat(), end.isoformat(), len(times), version)
     if version is None or not times or not rules:
         return report
-    lookback = max(rule.window + rule.baseline for rule in rules)
+    lookback = max(rule.window + rule.baseline_gap + rule.baseline for rule in rules)
     first = times[0] - lookback
     series = load_series(engine, version, sorted({r.dimension for r in rules}), first, times[-1])
     report.episodes = replay(rules, series, times)

@@ -45,6 +45,9 @@ class Rule(BaseModel):
     dimension: Dimension
     window: timedelta
     baseline: timedelta = timedelta(days=14)
+    # The baseline ends this long before the window starts, so a storm that has run for hours does not
+    # raise its own baseline and mask itself (Prometheus users write ``offset 1d``).
+    baseline_gap: timedelta = timedelta(hours=24)
     test: Literal["binomial", "beta_binomial", "z"] = "beta_binomial"
     alpha: float = Field(default=0.001, gt=0, lt=1)
     min_stories: int = Field(default=5, ge=1)
@@ -59,7 +62,9 @@ class Rule(BaseModel):
     # Optional glob patterns: only these dimension values are watched (default: every value).
     values: tuple[str, ...] = ()
 
-    @field_validator("window", "baseline", "for_", "keep_firing_for", "cooldown", mode="before")
+    @field_validator(
+        "window", "baseline", "baseline_gap", "for_", "keep_firing_for", "cooldown", mode="before"
+    )
     @classmethod
     def _duration(cls, value: Any) -> timedelta:
         return parse_duration(value)
@@ -75,6 +80,8 @@ class Rule(BaseModel):
         for label, span in (("window", self.window), ("baseline", self.baseline)):
             if span <= timedelta(0) or span % timedelta(hours=1):
                 raise ValueError(f"{label} must be a positive whole number of hours, got {span}")
+        if self.baseline_gap < timedelta(0) or self.baseline_gap % timedelta(hours=1):
+            raise ValueError(f"baseline_gap must be zero or a whole number of hours, got {self.baseline_gap}")
         return self
 
 

@@ -678,24 +678,37 @@ def alert_model_version(conn: Connection) -> str | None:
 
 
 def window_counts(
-    conn: Connection, version: str, dimension: str, base_start: datetime, win_start: datetime, end: datetime
+    conn: Connection,
+    version: str,
+    dimension: str,
+    base_start: datetime,
+    base_end: datetime,
+    win_start: datetime,
+    end: datetime,
 ) -> list[sa.Row[Any]]:
     """Return per value of ``dimension``: stories and neg_stories in [win_start, end) and in the baseline
-    [base_start, win_start) as ``stories, neg_stories, base_stories, base_neg``."""
+    [base_start, base_end) as ``stories, neg_stories, base_stories, base_neg`` (a gap between is skipped)."""
     rows = conn.execute(
         sa.text(
             "SELECT value,"
             " COALESCE(sum(stories) FILTER (WHERE bucket >= :win_start), 0)::int AS stories,"
             " COALESCE(sum(neg_stories) FILTER (WHERE bucket >= :win_start), 0)::int AS neg_stories,"
-            " COALESCE(sum(stories) FILTER (WHERE bucket < :win_start), 0)::int AS base_stories,"
-            " COALESCE(sum(neg_stories) FILTER (WHERE bucket < :win_start), 0)::int AS base_neg"
+            " COALESCE(sum(stories) FILTER (WHERE bucket < :base_end), 0)::int AS base_stories,"
+            " COALESCE(sum(neg_stories) FILTER (WHERE bucket < :base_end), 0)::int AS base_neg"
             " FROM rollups_hourly"
             " WHERE model_version = :version AND dimension = :dimension"
             "   AND bucket >= :base_start AND bucket < :end"
+            "   AND (bucket < :base_end OR bucket >= :win_start)"
             " GROUP BY value"
         ),
-        {"version": version, "dimension": dimension, "base_start": base_start, "win_start": win_start,
-         "end": end},
+        {
+            "version": version,
+            "dimension": dimension,
+            "base_start": base_start,
+            "base_end": base_end,
+            "win_start": win_start,
+            "end": end,
+        },
     )
     return list(rows)
 

@@ -85,6 +85,16 @@ def test_window_end_rounds_up_to_the_hour() -> None:
     assert window_end(datetime(2026, 10, 1, 13, tzinfo=UTC)) == datetime(2026, 10, 1, 13, tzinfo=UTC)
 
 
+def test_a_long_storm_does_not_raise_its_own_baseline(calm_db: Engine) -> None:
+    _storm(calm_db, "ACME", _hours(STORM, STORM + 12 * H))
+    (gapped,) = evaluate(STORM + 12 * H, engine=calm_db, rules=[RULE]).alerts
+    assert (gapped.value, gapped.status, gapped.baseline) == ("ACME", "pending", pytest.approx(0.25))
+    # Without the gap, eleven storm hours sit in the trailing baseline (~45% negative): the twelfth
+    # hour's 8 of 8 negative stories are no longer significant, and the storm has masked itself.
+    no_gap = RULE.model_copy(update={"name": "ticker-1h-no-gap", "baseline_gap": timedelta(0)})
+    assert evaluate(STORM + 12 * H, engine=calm_db, rules=[no_gap]).alerts == []
+
+
 def test_pending_sends_nothing_and_firing_queues_exactly_one_email(calm_db: Engine) -> None:
     _storm(calm_db, "ACME", [STORM, STORM + H, STORM + 2 * H])
 
@@ -103,8 +113,8 @@ def test_pending_sends_nothing_and_firing_queues_exactly_one_email(calm_db: Engi
         "firing",
     )
     assert alert.neg_share == 1.0
-    # The trailing baseline now includes the first storm hour: a little above the calm 25%.
-    assert 0.25 < alert.baseline < 0.28
+    # The baseline ends a day before the window (baseline_gap): the storm's first hour is not in it.
+    assert alert.baseline == pytest.approx(0.25)
     assert alert.stories == 8
     (email,) = _outbox(calm_db)
     assert email.transition == "firing" and email.status == "pending"

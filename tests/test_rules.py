@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Settings
-from pipeline.rules import DEFAULT_RULES, RulesError, load_rules, parse_duration, rules_from_data
+from pipeline.rules import DEFAULT_RULES, Rule, RulesError, load_rules, parse_duration, rules_from_data
 
 
 def test_durations_parse_with_units() -> None:
@@ -61,6 +61,16 @@ def test_invalid_rule_names_the_file_and_rule(tmp_path: Path) -> None:
 def test_windows_must_be_whole_hours() -> None:
     with pytest.raises(RulesError, match="whole number of hours"):
         rules_from_data({"rules": [{"name": "x", "dimension": "all", "window": "90m"}]})
+
+
+def test_baseline_gap_defaults_to_a_day_and_must_be_whole_hours() -> None:
+    rule = Rule.model_validate({"name": "r", "dimension": "all", "window": "1h"})
+    assert rule.baseline_gap == timedelta(hours=24)
+    assert Rule.model_validate(
+        {"name": "r", "dimension": "all", "window": "1h", "baseline_gap": "0h"}
+    ).baseline_gap == timedelta(0)
+    with pytest.raises(ValueError, match="baseline_gap"):
+        Rule.model_validate({"name": "r", "dimension": "all", "window": "1h", "baseline_gap": "90m"})
 
 
 def test_unknown_keys_and_duplicate_names_are_rejected() -> None:
