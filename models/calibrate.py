@@ -84,11 +84,13 @@ def calibrate_model_dir(
     """Re-fit the temperatures of the model saved in ``directory`` and save them into its config.
 
     The hold-out fraction and seed come from the recipe in its ``training_summary.json`` (the split its
-    fine-tuning held out); without one, the recipe defaults. The weights are left as they are.
+    fine-tuning held out); without one, the recipe defaults. The weights are left as they are; the
+    version is stamped anew, because scores are keyed by version and the probabilities change.
     """
     from models.data import load_train_examples
     from models.network import load_bundle, save_bundle
     from models.recipe import recipe_from_dict
+    from models.train import model_version
 
     directory = Path(directory)
     summary_file = directory / "training_summary.json"
@@ -98,8 +100,10 @@ def calibrate_model_dir(
     report = calibrate(
         bundle, load_train_examples(data_dir), recipe.finetune.holdout_fraction, recipe.seed, log
     )
+    bundle.version = model_version(bundle.model.trunk)
     save_bundle(bundle, directory)
     if summary:
         summary["calibration"] = report
+        summary["version"] = bundle.version
         summary_file.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return report
