@@ -87,11 +87,6 @@ def test_shipped_model_beats_the_baseline_on_topics(shipped_report: dict) -> Non
     assert shipped_report["topic"]["accuracy"] > shipped_report["baseline"]["topic"]["accuracy"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open gap of the model issue: sentiment weighted-F1 0.827 vs 0.828 for the baseline "
-    "(remove this mark when a retrained model passes)",
-)
 def test_shipped_model_beats_the_baseline_on_sentiment(shipped_report: dict) -> None:
     assert shipped_report["sentiment"]["weighted_f1"] > shipped_report["baseline"]["sentiment"]["weighted_f1"]
 
