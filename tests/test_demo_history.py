@@ -47,6 +47,13 @@ def test_history_is_deterministic() -> None:
     assert history_articles(END) == history_articles(END)
 
 
+def test_history_is_the_same_whichever_day_it_ends() -> None:
+    def shape(end: datetime) -> list[tuple[str, timedelta, str]]:
+        return [(a.title, a.published_at - end, a.outlet) for a in history_articles(end)]
+
+    assert shape(END + timedelta(days=3)) == shape(END) == shape(END - timedelta(days=1))
+
+
 def _oracle_scores(engine: Engine, version: str) -> None:
     """Score every stored article with the tone it was written with."""
     tones = {f"{demo_history.GUID_PREFIX}{END:%Y%m%d%H}:{a.key}": a.tone for a in history_articles(END)}
