@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data import Example, holdout_split
+from models.data import Example, holdout_split, load_train_examples
 from models.evaluate import expected_calibration_error
-from models.network import ModelBundle
+from models.inference import batched_probabilities
+from models.network import ModelBundle, load_bundle, save_bundle
+from models.recipe import recipe_from_dict
 from models.tokenizer import encode_for_classification
+from models.train import model_version
 
 # Candidate temperatures: a log-spaced grid is enough for one scalar and cannot diverge.
 GRID = np.exp(np.linspace(np.log(0.25), np.log(8.0), 161))
@@ -52,16 +55,11 @@ def calibrate(
 
     The hold-out is the one fine-tuning used for early stopping (same fraction and seed), never valid.
     """
-    import torch
-
-    from models.inference import batched_probabilities
-
     _, held = holdout_split(examples, holdout_fraction, seed)
     bundle.model.eval()
     device = next(bundle.model.parameters()).device
     seqs = encode_for_classification(bundle.tokenizer, [e.text for e in held], bundle.max_length)
-    with torch.inference_mode():
-        topic_p, sent_p = batched_probabilities(bundle.model, seqs, bundle.pad_id, 128, device)
+    topic_p, sent_p = batched_probabilities(bundle.model, seqs, bundle.pad_id, 128, device)
     report: dict[str, dict[str, float]] = {}
     for task, probs in (("topic", topic_p), ("sentiment", sent_p)):
         idx = [i for i, e in enumerate(held) if getattr(e, task) is not None]
@@ -87,11 +85,6 @@ def calibrate_model_dir(
     fine-tuning held out); without one, the recipe defaults. The weights are left as they are; the
     version is stamped anew, because scores are keyed by version and the probabilities change.
     """
-    from models.data import load_train_examples
-    from models.network import load_bundle, save_bundle
-    from models.recipe import recipe_from_dict
-    from models.train import model_version
-
     directory = Path(directory)
     summary_file = directory / "training_summary.json"
     summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}

@@ -619,9 +619,12 @@ def train_model(
     bundle = ModelBundle(classifier, tok, max_length=recipe.finetune.max_length, version=model_version(lm))
     lm_head = lm.get_output_embeddings() if recipe.finetune.lm_loss_weight > 0 else None
     examples = load_train_examples(data_dir)
-    if recipe.distill.lines > 0 and unlabeled_dir is None:
-        raise ValueError("distillation needs an unlabeled-text directory")
-    rounds = recipe.distill.rounds if recipe.distill.lines > 0 else 1
+    distill_dir: Path | None = None
+    if recipe.distill.lines > 0:
+        if unlabeled_dir is None:
+            raise ValueError("distillation needs an unlabeled-text directory")
+        distill_dir = Path(unlabeled_dir)
+    rounds = recipe.distill.rounds if distill_dir is not None else 1
     work_dir = Path(checkpoint_dir if checkpoint_dir is not None else out_dir)
     round_summaries: list[dict] = []
     for r in range(1, rounds + 1):
@@ -634,9 +637,9 @@ def train_model(
             log(f"round {r}/{rounds}: resumed from the student saved in {round_dir.name}/")
             continue
         distilled = None
-        if recipe.distill.lines > 0:
+        if distill_dir is not None:
             distilled = _distilled_round(
-                bundle, examples, recipe, Path(unlabeled_dir or ""), r, work_dir, log, distill_minutes
+                bundle, examples, recipe, distill_dir, r, work_dir, log, distill_minutes
             )
         spec = recipe.finetune
         if r > 1 and recipe.distill.later_finetune_lr is not None:

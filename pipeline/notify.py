@@ -352,18 +352,29 @@ class OutboxError(ValueError):
     """An outbox request that cannot be done (unknown email, wrong status)."""
 
 
+# What `finsent outbox list` shows of an email: its delivery state, not its bodies.
+_LISTED = (
+    "id",
+    "message_id",
+    "transition",
+    "subject",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "sent_at",
+    "last_error",
+    "created_at",
+)
+_REQUEUEABLE = ("failed", "unconfirmed")
+
+
 def list_outbox(*, engine: Engine | None = None, status: str | None = None) -> list[dict[str, Any]]:
     """Return the outbox emails (optionally of one ``status``), oldest first, without their bodies."""
     from pipeline.db import get_engine
 
     with (engine or get_engine()).connect() as conn:
-        rows = store.outbox_emails(conn)
-    keep = ("id", "message_id", "transition", "subject", "status", "attempts", "next_attempt_at")
-    return [
-        {k: getattr(r, k) for k in (*keep, "sent_at", "last_error", "created_at")}
-        for r in rows
-        if status is None or r.status == status
-    ]
+        rows = store.outbox_emails(conn, status)
+    return [{k: getattr(r, k) for k in _LISTED} for r in rows]
 
 
 def requeue(outbox_id: int, *, engine: Engine | None = None, now: datetime | None = None) -> str:
@@ -375,14 +386,12 @@ def requeue(outbox_id: int, *, engine: Engine | None = None, now: datetime | Non
 
     with (engine or get_engine()).begin() as conn:
         old = store.requeue_email(conn, outbox_id, now or datetime.now(UTC))
-        if old is None:
-            known = {r.id: r.status for r in store.outbox_emails(conn)}
-            if outbox_id not in known:
-                raise OutboxError(f"no outbox email {outbox_id}")
-            raise OutboxError(
-                f"outbox email {outbox_id} is {known[outbox_id]}: "
-                "only failed or unconfirmed emails can be requeued"
-            )
+    if old is None:
+        raise OutboxError(f"no outbox email {outbox_id}")
+    if old not in _REQUEUEABLE:
+        raise OutboxError(
+            f"outbox email {outbox_id} is {old}: only failed or unconfirmed emails can be requeued"
+        )
     return old
 
 

@@ -969,31 +969,31 @@ def outbox_counts(conn: Connection) -> dict[str, int]:
     return {status: int(n) for status, n in rows}
 
 
-def outbox_emails(conn: Connection) -> list[sa.Row[Any]]:
-    """Return every outbox email with its delivery bookkeeping, oldest first."""
+def outbox_emails(conn: Connection, status: str | None = None) -> list[sa.Row[Any]]:
+    """Return every outbox email (or those in ``status``) with its delivery bookkeeping, oldest first."""
     rows = conn.execute(
         sa.text(
             "SELECT id, group_key, message_id, transition, recipients, subject, body_text, body_html, status,"
             " attempts, next_attempt_at, claimed_at, sent_at, last_error, created_at"
-            " FROM alert_outbox ORDER BY id"
-        )
+            " FROM alert_outbox WHERE CAST(:status AS text) IS NULL OR status = :status ORDER BY id"
+        ),
+        {"status": status},
     )
     return list(rows)
 
 
 def requeue_email(conn: Connection, outbox_id: int, now: datetime) -> str | None:
-    """Put a ``failed`` or ``unconfirmed`` email back to ``pending``, attempts reset; return its old status.
-
-    Returns None (and changes nothing) when the email does not exist or is in any other status.
-    """
+    """Return the status email ``outbox_id`` had (None: no such email); a ``failed`` or ``unconfirmed``
+    one goes back to ``pending`` with its attempts reset, any other is left as it is."""
     return conn.execute(
         sa.text(
-            "UPDATE alert_outbox AS o SET status = 'pending', attempts = 0, next_attempt_at = :now,"
-            " claimed_at = NULL,"
-            " last_error = COALESCE(o.last_error || '; ', '') || 'requeued by an operator at ' || :now_text"
-            " FROM (SELECT id, status FROM alert_outbox WHERE id = :id FOR UPDATE) AS old"
-            " WHERE o.id = old.id AND old.status IN ('failed', 'unconfirmed')"
-            " RETURNING old.status"
+            "WITH old AS (SELECT id, status FROM alert_outbox WHERE id = :id FOR UPDATE),"
+            " requeued AS ("
+            "   UPDATE alert_outbox AS o SET status = 'pending', attempts = 0, next_attempt_at = :now,"
+            "   claimed_at = NULL,"
+            "   last_error = COALESCE(o.last_error || '; ', '') || 'requeued by an operator at ' || :now_text"
+            "   FROM old WHERE o.id = old.id AND old.status IN ('failed', 'unconfirmed') RETURNING o.id)"
+            " SELECT status FROM old"
         ),
         {"id": outbox_id, "now": now, "now_text": now.isoformat(timespec="seconds")},
     ).scalar_one_or_none()
