@@ -8,6 +8,7 @@ minus the fine-tuning hold-out, so model selection stays honest.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import random
@@ -28,6 +29,35 @@ from models.inference import pad_batch
 from models.network import ModelBundle
 from models.recipe import DistillSpec, Recipe
 from models.tokenizer import clean_text, encode_for_classification
+
+PSEUDO_TEXTS = "pseudo_labels.jsonl.gz"
+PSEUDO_TARGETS = "pseudo_labels.npz"
+
+
+@dataclass
+class PseudoLabels:
+    """Unlabeled lines and the teacher's soft targets for them, one row per line."""
+
+    texts: list[str]
+    topic: np.ndarray  # (N, 20)
+    sentiment: np.ndarray  # (N, 3)
+
+    def save(self, directory: Path) -> None:
+        """Write the lines (JSON strings, so any character survives) and the targets into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        with gzip.open(directory / PSEUDO_TEXTS, "wt", encoding="utf-8") as f:
+            f.writelines(json.dumps(t) + "\n" for t in self.texts)
+        np.savez_compressed(directory / PSEUDO_TARGETS, topic=self.topic, sentiment=self.sentiment)
+
+    @classmethod
+    def load(cls, directory: Path) -> PseudoLabels | None:
+        """Return the pseudo-labels saved in ``directory``, or None when there are none."""
+        if not (directory / PSEUDO_TEXTS).is_file() or not (directory / PSEUDO_TARGETS).is_file():
+            return None
+        with gzip.open(directory / PSEUDO_TEXTS, "rt", encoding="utf-8") as f:
+            texts = [json.loads(line) for line in f]
+        with np.load(directory / PSEUDO_TARGETS) as targets:
+            return cls(texts, targets["topic"], targets["sentiment"])
 
 
 @dataclass
@@ -161,27 +191,26 @@ def distill(
     return summary
 
 
-def self_train(
+def pseudo_label(
     bundle: ModelBundle,
     examples: list[Example],
     recipe: Recipe,
     unlabeled_dir: Path,
-    log: Callable[[str], None] = print,
-    max_minutes: float | None = None,
     student_weight: float = 0.0,
-) -> dict:
-    """Return a summary after fitting the teacher, pseudo-labeling unlabeled text and distilling it.
+    log: Callable[[str], None] = print,
+) -> PseudoLabels:
+    """Return soft targets for a sample of unlabeled lines from the TF-IDF teacher (and the student).
 
     The teacher sees only the part of ``examples`` that fine-tuning fits on (the same seeded hold-out
-    is left out), and the held-out scores after distillation are logged to measure this stage. With
-    ``student_weight`` > 0 the targets mix in that share of ``bundle``'s own predictions (a later
-    self-training round, after the student was fine-tuned on the same fit split).
+    is left out), so model selection stays honest. With ``student_weight`` > 0 the targets mix in that
+    share of ``bundle``'s own predictions (a later round, after the student was fine-tuned on that split),
+    temperature-scaled first when the recipe says ``calibrate_student``.
     """
     from models.inference import batched_probabilities
-    from models.train import default_device, heldout_scores
+    from models.train import default_device
 
     spec = recipe.distill
-    fit, held = holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)
+    fit, _ = holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)
     t0 = time.monotonic()
     teacher = fit_teacher(fit, spec.teacher_c, recipe.seed)
     by_name = {p.name: p for p in unlabeled_files(unlabeled_dir)}
@@ -191,15 +220,54 @@ def self_train(
     texts = sample_unlabeled([by_name[name] for name in spec.files], spec.lines, recipe.seed)
     topic_q, sent_q = teacher.probabilities(texts)
     if student_weight > 0:
+        temperatures = (1.0, 1.0)
+        if spec.calibrate_student:
+            from models.calibrate import calibrate  # it imports models.train, which imports this module
+
+            calibrate(bundle, examples, recipe.finetune.holdout_fraction, recipe.seed, log)
+            temperatures, bundle.temperatures = bundle.temperatures, (1.0, 1.0)
         bundle.model.eval()
         seqs = encode_for_classification(bundle.tokenizer, texts, spec.max_length)
-        topic_s, sent_s = batched_probabilities(bundle.model, seqs, bundle.pad_id, 256, default_device())
+        topic_s, sent_s = batched_probabilities(
+            bundle.model, seqs, bundle.pad_id, 256, default_device(), temperatures
+        )
         topic_q = (1 - student_weight) * topic_q + student_weight * topic_s
         sent_q = (1 - student_weight) * sent_q + student_weight * sent_s
     log(f"teacher fit and {len(texts):,} unlabeled lines pseudo-labeled in {time.monotonic() - t0:.0f}s")
-    summary = distill(bundle, texts, topic_q, sent_q, spec, recipe.seed, log, max_minutes)
-    summary["lines"] = len(texts)
+    return PseudoLabels(texts, topic_q, sent_q)
+
+
+def self_train(
+    bundle: ModelBundle,
+    examples: list[Example],
+    recipe: Recipe,
+    unlabeled_dir: Path,
+    log: Callable[[str], None] = print,
+    max_minutes: float | None = None,
+    student_weight: float = 0.0,
+    cache_dir: Path | None = None,
+) -> tuple[dict, PseudoLabels]:
+    """Return a summary and the pseudo-labels after distilling teacher-labeled unlabeled text into ``bundle``.
+
+    Pseudo-labeling takes minutes (TF-IDF features of ~300k lines, and the student's own pass); with
+    ``cache_dir`` the labels are saved there and a rerun reads them back instead. The held-out scores
+    after distillation are logged to measure this stage.
+    """
+    from models.train import default_device, heldout_scores
+
+    labels = None if cache_dir is None else PseudoLabels.load(cache_dir)
+    if labels is not None:
+        log(f"read {len(labels.texts):,} pseudo-labeled lines from {cache_dir.name}/")
+    else:
+        labels = pseudo_label(bundle, examples, recipe, unlabeled_dir, student_weight, log)
+        if cache_dir is not None:
+            labels.save(cache_dir)
+    summary = distill(
+        bundle, labels.texts, labels.topic, labels.sentiment, recipe.distill, recipe.seed, log, max_minutes
+    )
+    summary["lines"] = len(labels.texts)
     summary["student_weight"] = student_weight
+    _, held = holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)
     summary["heldout"] = heldout_scores(bundle, held, default_device())
     log(f"held-out after distillation: {json.dumps(summary['heldout'])}")
-    return summary
+    return summary, labels

@@ -59,6 +59,9 @@ class FinetuneSpec:
     lm_loss_weight: float = 0.0  # >0 keeps a causal-LM loss on the labeled text while fine-tuning
     evals_per_epoch: int = 1
     calibrate: bool = True  # fit a softmax temperature per head on the hold-out afterwards
+    # >0 (with distillation): each step also learns a batch of the round's teacher-labeled lines, its
+    # loss scaled by this, so a few thousand tweets do not pull the trunk away from what it distilled.
+    distill_mix: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class DistillSpec:
     rounds: int = 1
     student_weight: float = 0.4  # the student's share of the teacher from round 2 on
     later_finetune_lr: float | None = None  # fine-tuning lr from round 2 on (None: finetune.lr)
+    # Temperature-scale the student (on the hold-out) before it joins the teacher: a fine-tuned student
+    # is over-confident and would otherwise outvote the TF-IDF share.
+    calibrate_student: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", tuple(self.files))  # YAML gives a list

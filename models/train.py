@@ -19,6 +19,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from models.data import Example, holdout_split, iter_unlabeled, load_train_examples, unlabeled_files
+from models.distill import PseudoLabels, soft_cross_entropy
 from models.inference import pad_batch
 from models.network import (
     ModelBundle,
@@ -441,12 +442,18 @@ def finetune(
     lm_head: torch.nn.Module | None = None,
     log: Callable[[str], None] = print,
     max_minutes: float | None = None,
+    pool: PseudoLabels | None = None,
 ) -> FinetuneResult:
     """Return the history of jointly fine-tuning ``bundle.model`` in place, left at its best held-out state.
 
     A seeded part of ``examples`` (train data only) is held out for early stopping and model selection.
-    ``max_minutes`` stops early (at the next evaluation past it), keeping the best state so far.
+    ``max_minutes`` stops early (at the next evaluation past it), keeping the best state so far. With
+    ``spec.distill_mix`` > 0, each step also learns a random batch of ``pool``'s soft targets.
     """
+    if spec.distill_mix > 0 and pool is None:
+        raise ValueError(
+            "finetune.distill_mix needs pseudo-labeled lines: enable distillation (distill.lines)"
+        )
     seed_everything(seed)
     device = default_device()
     model = bundle.model.to(device)
@@ -464,6 +471,13 @@ def finetune(
     trained = torch.nn.ModuleList([model] if lm_head is None else [model, lm_head])
     opt = make_optimizer(trained, spec.lr, spec.weight_decay)
     rng = random.Random(seed)
+    mix = None
+    if spec.distill_mix > 0 and pool is not None:
+        mix = (
+            encode_for_classification(bundle.tokenizer, pool.texts, spec.max_length),
+            torch.from_numpy(np.asarray(pool.topic, dtype=np.float32)),
+            torch.from_numpy(np.asarray(pool.sentiment, dtype=np.float32)),
+        )
     steps_per_epoch = math.ceil(len(fit) / spec.batch_size)
     total = steps_per_epoch * spec.epochs
     warmup = max(1, int(total * spec.warmup_ratio))
@@ -505,6 +519,10 @@ def finetune(
                         ignore_index=IGNORE,
                     )
                     loss = loss + spec.lm_loss_weight * lm_loss
+                if mix is not None:
+                    loss = loss + spec.distill_mix * _pool_loss(
+                        model, mix, spec.batch_size, rng, bundle.pad_id, device
+                    )
             loss_avg = running_loss(loss_avg, optimizer_step(opt, loss, model.parameters(), spec.grad_clip))
             step += 1
             seen += len(idx)
@@ -536,6 +554,24 @@ def finetune(
     return FinetuneResult(history, best, step / steps_per_epoch, time.monotonic() - start)
 
 
+def _pool_loss(
+    model: torch.nn.Module,
+    pool: tuple[list[list[int]], torch.Tensor, torch.Tensor],
+    batch_size: int,
+    rng: random.Random,
+    pad_id: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Return the soft cross-entropy of both heads on a random batch of pseudo-labeled lines."""
+    seqs, topic_q, sent_q = pool
+    idx = rng.sample(range(len(seqs)), min(batch_size, len(seqs)))
+    ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
+    t_logits, s_logits = model(ids.to(device), mask.to(device))
+    return soft_cross_entropy(t_logits, topic_q[idx].to(device), 1.0) + soft_cross_entropy(
+        s_logits, sent_q[idx].to(device), 1.0
+    )
+
+
 # --- the whole recipe -------------------------------------------------------------------------
 
 
@@ -560,11 +596,11 @@ def _distilled_round(
     work_dir: Path,
     log: Callable[[str], None],
     max_minutes: float | None,
-) -> dict:
-    """Return the summary of round ``r``'s distillation, run now or resumed from ``round{r}-distilled/``.
+) -> tuple[dict, PseudoLabels | None]:
+    """Return the summary and pseudo-labels of round ``r``'s distillation, run now or resumed.
 
-    The distilled student is saved before fine-tuning, so fine-tuning can be rerun without the
-    pseudo-labeling and distillation that precede it (most of a round's time).
+    The pseudo-labels and then the distilled student are saved in ``round{r}-distilled/``, so a rerun
+    skips the pseudo-labeling and distillation that precede fine-tuning (most of a round's time).
     """
     from models.distill import self_train  # it reuses this module's training helpers
 
@@ -572,12 +608,18 @@ def _distilled_round(
     if (saved / "distill_summary.json").is_file():
         bundle.model.load_state_dict(load_bundle(saved).model.state_dict())
         log(f"round {r}: resumed the distilled student from {saved.name}/")
-        return json.loads((saved / "distill_summary.json").read_text(encoding="utf-8"))
+        summary = json.loads((saved / "distill_summary.json").read_text(encoding="utf-8"))
+        labels = PseudoLabels.load(saved)
+        if labels is None and recipe.finetune.distill_mix > 0:
+            raise ValueError(
+                f"{saved.name}/ holds no pseudo-labels for finetune.distill_mix; remove it to distil anew"
+            )
+        return summary, labels
     weight = recipe.distill.student_weight if r > 1 else 0.0
-    summary = self_train(bundle, examples, recipe, unlabeled_dir, log, max_minutes, weight)
+    summary, labels = self_train(bundle, examples, recipe, unlabeled_dir, log, max_minutes, weight, saved)
     save_bundle(bundle, saved)
     (saved / "distill_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+    return summary, labels
 
 
 def train_model(
@@ -636,16 +678,16 @@ def train_model(
             round_summaries.append({"round": r, "resumed_from": done.get("version"), **done.get("round", {})})
             log(f"round {r}/{rounds}: resumed from the student saved in {round_dir.name}/")
             continue
-        distilled = None
+        distilled, pool = None, None
         if distill_dir is not None:
-            distilled = _distilled_round(
+            distilled, pool = _distilled_round(
                 bundle, examples, recipe, distill_dir, r, work_dir, log, distill_minutes
             )
         spec = recipe.finetune
         if r > 1 and recipe.distill.later_finetune_lr is not None:
             spec = replace(spec, lr=recipe.distill.later_finetune_lr)
         log(f"fine-tuning {count_parameters(classifier):,} parameters on {len(examples):,} train examples")
-        result = finetune(bundle, examples, spec, recipe.seed, lm_head, log, finetune_minutes)
+        result = finetune(bundle, examples, spec, recipe.seed, lm_head, log, finetune_minutes, pool)
         append_log(Path(out_dir), {"stage": "finetune", "round": r, "history": result.history})
         round_summary = {
             "round": r,

@@ -10,12 +10,20 @@ import pytest
 import torch
 
 from models.data import iter_unlabeled, load_train_examples, unlabeled_files
-from models.distill import distill, fit_teacher, sample_unlabeled, soft_cross_entropy
+from models.distill import (
+    PseudoLabels,
+    distill,
+    fit_teacher,
+    pseudo_label,
+    sample_unlabeled,
+    self_train,
+    soft_cross_entropy,
+)
 from models.inference import batched_probabilities
 from models.network import ModelBundle, classifier_from_language_model, load_base, load_bundle
 from models.recipe import recipe_from_dict
 from models.tokenizer import encode_for_classification
-from models.train import train_model
+from models.train import finetune, train_model
 from tests.fixtures.models import NEGATIVE, POSITIVE, tiny_recipe_dict
 
 TINY_FILES = ["financial_news_headlines_2017_2020.txt.gz", "press_release_titles_2007_2015.txt.gz"]
@@ -119,6 +127,7 @@ def test_second_round_mixes_the_student_into_the_teacher_and_resumes(
         "student_weight": 0.5,
         "later_finetune_lr": 1e-4,
     }
+    data["finetune"]["distill_mix"] = 0.5  # fine-tuning also reads each round's pseudo-labels
     recipe = recipe_from_dict(data)
     out = tmp_path / "model"
     run = lambda: train_model(  # noqa: E731
@@ -142,8 +151,94 @@ def test_second_round_mixes_the_student_into_the_teacher_and_resumes(
     assert again["rounds"][0]["resumed_from"] == load_bundle(round1).version
     assert again["rounds"][0]["finetune"] == first["rounds"][0]["finetune"]
     assert again["rounds"][1]["distill"] == first["rounds"][1]["distill"]
+    # Same pseudo-labels, read back; the distilled student was saved in fp16, so the loss moves a hair.
+    assert again["finetune"]["best"] == pytest.approx(first["finetune"]["best"], rel=1e-3)
 
 
 def test_recipe_rejects_zero_rounds() -> None:
     with pytest.raises(ValueError, match="rounds"):
         recipe_from_dict({"distill": {"lines": 10, "rounds": 0}})
+
+
+def test_pseudo_labels_survive_a_save_and_load_with_any_characters(tmp_path: Path) -> None:
+    texts = ["plain headline", "line\nbreak and\r return", "Ünïcode 📉 \u2028 separator", ""]
+    labels = PseudoLabels(
+        texts, np.random.rand(4, 20).astype(np.float32), np.random.rand(4, 3).astype(np.float32)
+    )
+    assert PseudoLabels.load(tmp_path) is None
+    labels.save(tmp_path)
+    back = PseudoLabels.load(tmp_path)
+    assert back is not None and back.texts == texts
+    assert np.array_equal(back.topic, labels.topic) and np.array_equal(back.sentiment, labels.sentiment)
+
+
+def _tiny_bundle(tiny_gpt2_dir: Path) -> ModelBundle:
+    torch.manual_seed(0)
+    lm, tok = load_base(tiny_gpt2_dir)
+    return ModelBundle(classifier_from_language_model(lm, 0.0), tok, max_length=32)
+
+
+def test_self_train_reads_its_cached_pseudo_labels_on_a_rerun(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
+) -> None:
+    data = tiny_recipe_dict()
+    data["distill"] = {"lines": 30, "files": TINY_FILES, "batch_size": 16, "max_length": 32}
+    recipe = recipe_from_dict(data)
+    examples = load_train_examples(tiny_data_dir)
+    unlabeled = tiny_data_dir / "unlabeled"
+    cache = tmp_path / "round1-distilled"
+    _, first = self_train(
+        _tiny_bundle(tiny_gpt2_dir), examples, recipe, unlabeled, lambda _: None, cache_dir=cache
+    )
+    assert len(first.texts) == 30 and (cache / "pseudo_labels.npz").is_file()
+    # The rerun must not need the unlabeled text at all: it reads the labels back.
+    lines: list[str] = []
+    _, again = self_train(
+        _tiny_bundle(tiny_gpt2_dir), examples, recipe, tmp_path / "nowhere", lines.append, cache_dir=cache
+    )
+    assert again.texts == first.texts and np.array_equal(again.sentiment, first.sentiment)
+    assert any("read 30 pseudo-labeled lines" in line for line in lines)
+
+
+def test_a_calibrated_student_joins_the_teacher_softer_and_leaves_the_bundle_uncalibrated(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path
+) -> None:
+    data = tiny_recipe_dict()
+    data["distill"] = {"lines": 30, "files": TINY_FILES, "max_length": 32}
+    examples = load_train_examples(tiny_data_dir)
+    unlabeled = tiny_data_dir / "unlabeled"
+    bundle = _tiny_bundle(tiny_gpt2_dir)
+    # An over-confident student: scaled-up head weights, as after fine-tuning to a near-zero loss.
+    with torch.no_grad():
+        bundle.model.sentiment_head.weight.mul_(50.0)
+        bundle.model.topic_head.weight.mul_(50.0)
+    raw = pseudo_label(bundle, examples, recipe_from_dict(data), unlabeled, 1.0, lambda _: None)
+    data["distill"]["calibrate_student"] = True
+    calibrated = pseudo_label(bundle, examples, recipe_from_dict(data), unlabeled, 1.0, lambda _: None)
+    entropy = lambda p: float(-(p * np.log(p + 1e-12)).sum(1).mean())  # noqa: E731
+    assert entropy(calibrated.sentiment) > entropy(raw.sentiment)
+    assert bundle.temperatures == (1.0, 1.0)
+
+
+def test_fine_tuning_with_a_distill_mix_learns_the_pool_too(tiny_data_dir: Path, tiny_gpt2_dir: Path) -> None:
+    examples = load_train_examples(tiny_data_dir)
+    texts = sample_unlabeled(unlabeled_files(tiny_data_dir / "unlabeled"), 60, seed=0)
+    # Pool targets no labeled example has: every line is "positive" and topic 5.
+    pool = PseudoLabels(texts, np.eye(20, dtype=np.float32)[[5] * 60], np.eye(3, dtype=np.float32)[[2] * 60])
+    seqs = encode_for_classification(_tiny_bundle(tiny_gpt2_dir).tokenizer, texts, 32)
+    spec = dataclasses.replace(
+        recipe_from_dict({}).finetune, epochs=4, batch_size=16, lr=3e-3, max_length=32, evals_per_epoch=1
+    )
+
+    def positive_share(mix: float) -> float:
+        bundle = _tiny_bundle(tiny_gpt2_dir)
+        finetune(
+            bundle, examples, dataclasses.replace(spec, distill_mix=mix), 0, log=lambda _: None, pool=pool
+        )
+        _, sent = batched_probabilities(bundle.model, seqs, bundle.pad_id, 64, torch.device("cpu"))
+        return float((sent.argmax(1) == 2).mean())
+
+    mixed = positive_share(1.0)
+    assert mixed > 0.8 and mixed > positive_share(0.0)
+    with pytest.raises(ValueError, match="distill_mix"):
+        finetune(_tiny_bundle(tiny_gpt2_dir), examples, dataclasses.replace(spec, distill_mix=1.0), 0)
