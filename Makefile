@@ -27,6 +27,7 @@ demo: $(STAMP)
 ## test: install, make sure the services the tests use run, then pytest.
 test: $(STAMP) services browser
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 ## services: start the local PostgreSQL and Redis if this machine has them and they are down.
@@ -56,6 +57,7 @@ dashboard: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## bench: every benchmark, each printing JSON (the dashboard one at 1M rows; add `--rows 1000000,10000000` by hand).
 bench: $(STAMP)

@@ -32,8 +32,6 @@ H = timedelta(hours=1)
 VERSION = "bench"
 
 
-
-
 def dimension_values(total: int) -> list[tuple[str, str]]:
     """Return ``total`` (dimension, value) pairs: all, 20 topics, 5% sources, the rest tickers."""
     topics = min(20, max(0, total - 1))

@@ -33,8 +33,6 @@ from scratch_db import drop_database, fresh_database
 GOAL_P95_MS = 100.0
 
 
-
-
 def page_queries(version: str, now: datetime) -> dict[str, dict[str, Callable[[Any], Any]]]:
     """Return ``{page: {query: fn(conn)}}``: what each page runs on a load with its default filters
     (plus the common filtered variants)."""
@@ -45,48 +43,70 @@ def page_queries(version: str, now: datetime) -> dict[str, dict[str, Callable[[A
     week = day - timedelta(days=6)
     end = now + timedelta(minutes=1)
     storm_start = now - timedelta(hours=8)
-    top_topics = ("Company | Product News", "Earnings", "Stock Movement", "Markets", "General News | Opinion",
-                  "Stock Commentary")
+    top_topics = (
+        "Company | Product News",
+        "Earnings",
+        "Stock Movement",
+        "Markets",
+        "General News | Opinion",
+        "Stock Commentary",
+    )
     return {
         "overview": {
             "filter_values_30d": lambda c: store.dashboard_filter_values(
-                c, version, now - timedelta(days=30)),
+                c, version, now - timedelta(days=30)
+            ),
             "metric_row": lambda c: store.headline_figures(
-                c, version, day, now - timedelta(hours=24), now - timedelta(days=15), now),
+                c, version, day, now - timedelta(hours=24), now - timedelta(days=15), now
+            ),
             "firing_alerts": store.alert_status_counts,
             "index_top_topics_14d": lambda c: store.rollup_series(
-                c, version, "topic", top_topics, two_weeks, end, "day"),
+                c, version, "topic", top_topics, two_weeks, end, "day"
+            ),
             "heatmap_topics_14d": lambda c: store.rollup_series(
-                c, version, "topic", None, two_weeks, end, "day"),
+                c, version, "topic", None, two_weeks, end, "day"
+            ),
             "volume_all_14d": lambda c: store.rollup_series(c, version, "all", None, two_weeks, end, "day"),
             "index_tickers_14d": lambda c: store.rollup_series(
-                c, version, "ticker", ("NVDA", "AAPL"), two_weeks, end, "day"),
+                c, version, "ticker", ("NVDA", "AAPL"), two_weeks, end, "day"
+            ),
             "volume_sources_14d": lambda c: store.rollup_series(
-                c, version, "source", ("wsj-markets", "cnbc-earnings"), two_weeks, end, "day"),
+                c, version, "source", ("wsj-markets", "cnbc-earnings"), two_weeks, end, "day"
+            ),
             "heatmap_topics_90d": lambda c: store.rollup_series(
-                c, version, "topic", None, day - timedelta(days=89), end, "day"),
+                c, version, "topic", None, day - timedelta(days=89), end, "day"
+            ),
         },
         "alerts": {
             "timeline_14d": lambda c: store.alert_timeline(c, two_weeks, end),
             "evidence_chart": lambda c: store.rollup_series(
-                c, version, "ticker", ("NVDA",), storm_start - timedelta(hours=48), end, "hour"),
+                c, version, "ticker", ("NVDA",), storm_start - timedelta(hours=48), end, "hour"
+            ),
             "top_stories_ticker_6h": lambda c: store.negative_headlines(
-                c, version, "ticker", "NVDA", now - timedelta(hours=6), end, 10),
+                c, version, "ticker", "NVDA", now - timedelta(hours=6), end, 10
+            ),
             "top_stories_all_1h": lambda c: store.negative_headlines(
-                c, version, "all", "*", now - timedelta(hours=2), now - timedelta(hours=1), 10),
+                c, version, "all", "*", now - timedelta(hours=2), now - timedelta(hours=1), 10
+            ),
             "silences": lambda c: store.silences(c, now, False),
         },
         "explorer": {
             "latest_7d": lambda c: store.search_stories(c, version, start=week, end=end),
             "text_7d": lambda c: store.search_stories(c, version, start=week, end=end, text="profit warning"),
             "ticker_negative_7d": lambda c: store.search_stories(
-                c, version, start=week, end=end, tickers=["AAPL"], sentiments=["negative"]),
+                c, version, start=week, end=end, tickers=["AAPL"], sentiments=["negative"]
+            ),
             "topic_positive_30d": lambda c: store.search_stories(
-                c, version, start=day - timedelta(days=29), end=end, topics=["Dividend"],
-                sentiments=["positive"]),
+                c,
+                version,
+                start=day - timedelta(days=29),
+                end=end,
+                topics=["Dividend"],
+                sentiments=["positive"],
+            ),
             "text_source_365d": lambda c: store.search_stories(
-                c, version, start=day - timedelta(days=364), end=end, text="buyback",
-                sources=["wsj-markets"]),
+                c, version, start=day - timedelta(days=364), end=end, text="buyback", sources=["wsj-markets"]
+            ),
         },
         "model": {
             "version_history": store.model_version_history,
@@ -123,8 +143,10 @@ def time_pages(engine: Any, version: str, now: datetime, repeat: int) -> dict[st
     result: dict[str, Any] = {}
     for page, queries in samples.items():
         result[page] = {
-            "page_load_ms": {"p50": round(statistics.median(page_totals[page]), 1),
-                             "p95": round(_percentile(page_totals[page], 0.95), 1)},
+            "page_load_ms": {
+                "p50": round(statistics.median(page_totals[page]), 1),
+                "p95": round(_percentile(page_totals[page], 0.95), 1),
+            },
             "queries": {
                 name: {"p50": round(statistics.median(s), 2), "p95": round(_percentile(s, 0.95), 2)}
                 for name, s in queries.items()
@@ -157,9 +179,16 @@ def run_size(rows: int, days: int, repeat: int, url: str | None, workdir: Path, 
         read_only.dispose()
         slowest = max(q["p95"] for page in timings.values() for q in page["queries"].values())
         return {
-            "rows": rows, "articles": report.articles, "days": days, "rollup_rows": rollup_rows,
-            "database_mb": round(size / 2**20), "seed_s": round(seed_s, 1), "repeat": repeat,
-            "pages": timings, "slowest_query_p95_ms": slowest, "goal_met": slowest <= GOAL_P95_MS,
+            "rows": rows,
+            "articles": report.articles,
+            "days": days,
+            "rollup_rows": rollup_rows,
+            "database_mb": round(size / 2**20),
+            "seed_s": round(seed_s, 1),
+            "repeat": repeat,
+            "pages": timings,
+            "slowest_query_p95_ms": slowest,
+            "goal_met": slowest <= GOAL_P95_MS,
         }
     finally:
         db.dispose_engines()
@@ -190,16 +219,25 @@ def time_existing(url: str, repeat: int) -> dict[str, Any]:
     timings = time_pages(read_only, version, now, repeat)
     read_only.dispose()
     slowest = max(q["p95"] for page in timings.values() for q in page["queries"].values())
-    return {"rows": articles, "articles": articles, "repeat": repeat, "pages": timings,
-            "slowest_query_p95_ms": slowest, "goal_met": slowest <= GOAL_P95_MS}
+    return {
+        "rows": articles,
+        "articles": articles,
+        "repeat": repeat,
+        "pages": timings,
+        "slowest_query_p95_ms": slowest,
+        "goal_met": slowest <= GOAL_P95_MS,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", default="1000000,10000000",
-                        help="comma-separated scored-article counts, one database each (default 1M,10M)")
+    parser.add_argument(
+        "--rows",
+        default="1000000,10000000",
+        help="comma-separated scored-article counts, one database each (default 1M,10M)",
+    )
     parser.add_argument("--days", type=int, default=365, help="days of history the articles spread over")
     parser.add_argument("--repeat", type=int, default=20, help="timed page loads per size")
     parser.add_argument("--database-url", help="server to create the databases on (default: embedded)")
@@ -212,13 +250,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results = [time_existing(args.existing, args.repeat)]
     else:
         with tempfile.TemporaryDirectory(prefix="finsent-bench-") as workdir:
-            results = [run_size(n, args.days, args.repeat, args.database_url, Path(workdir), args.keep)
-                       for n in sizes]
+            results = [
+                run_size(n, args.days, args.repeat, args.database_url, Path(workdir), args.keep)
+                for n in sizes
+            ]
     result = {"benchmark": "dashboard", "goal_p95_ms": GOAL_P95_MS, "cpus": os.cpu_count(), "sizes": results}
     if not args.json:
         for size in results:
-            print(f"{size['rows']:>11,} articles: slowest query p95 {size['slowest_query_p95_ms']} ms",
-                  file=sys.stderr)
+            print(
+                f"{size['rows']:>11,} articles: slowest query p95 {size['slowest_query_p95_ms']} ms",
+                file=sys.stderr,
+            )
     print(json.dumps(result))
     return result
 

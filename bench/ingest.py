@@ -33,22 +33,154 @@ from pipeline.demo_feeds import FeedItem, rss_document
 from pipeline.feedserver import FeedServer
 
 WORDS = [
-    "bank", "bond", "yield", "equity", "stock", "share", "market", "index", "rate", "inflation", "growth",
-    "earnings", "revenue", "profit", "loss", "guidance", "outlook", "forecast", "quarter", "dividend",
-    "buyback", "merger", "acquisition", "deal", "stake", "investor", "analyst", "trader", "fund", "hedge",
-    "pension", "treasury", "credit", "spread", "default", "rating", "upgrade", "downgrade", "currency",
-    "dollar", "euro", "yen", "sterling", "oil", "gas", "copper", "gold", "silver", "wheat", "supply",
-    "demand", "tariff", "export", "import", "factory", "retail", "consumer", "spending", "wage", "jobs",
-    "payroll", "unemployment", "housing", "mortgage", "lender", "deposit", "liquidity", "capital",
-    "reserve", "regulator", "filing", "lawsuit", "settlement", "probe", "fine", "chip", "software", "cloud",
-    "data", "center", "airline", "shipping", "freight", "rail", "auto", "battery", "electric", "solar",
-    "wind", "utility", "telecom", "media", "pharma", "drug", "trial", "approval", "vaccine", "insurer",
-    "premium", "claim", "bankruptcy", "restructuring", "layoffs", "hiring", "ceo", "cfo", "board", "vote",
-    "proxy", "activist", "ipo", "listing", "debut", "shares", "surge", "slump", "rally", "slide", "jump",
-    "fall", "rise", "climb", "drop", "steady", "volatile", "record", "high", "low", "weekly", "monthly",
-    "annual", "fiscal", "budget", "deficit", "stimulus", "policy", "hawkish", "dovish", "minutes",
-    "statement", "speech", "testimony", "committee", "governor", "president", "minister", "election",
-    "sanction"
+    "bank",
+    "bond",
+    "yield",
+    "equity",
+    "stock",
+    "share",
+    "market",
+    "index",
+    "rate",
+    "inflation",
+    "growth",
+    "earnings",
+    "revenue",
+    "profit",
+    "loss",
+    "guidance",
+    "outlook",
+    "forecast",
+    "quarter",
+    "dividend",
+    "buyback",
+    "merger",
+    "acquisition",
+    "deal",
+    "stake",
+    "investor",
+    "analyst",
+    "trader",
+    "fund",
+    "hedge",
+    "pension",
+    "treasury",
+    "credit",
+    "spread",
+    "default",
+    "rating",
+    "upgrade",
+    "downgrade",
+    "currency",
+    "dollar",
+    "euro",
+    "yen",
+    "sterling",
+    "oil",
+    "gas",
+    "copper",
+    "gold",
+    "silver",
+    "wheat",
+    "supply",
+    "demand",
+    "tariff",
+    "export",
+    "import",
+    "factory",
+    "retail",
+    "consumer",
+    "spending",
+    "wage",
+    "jobs",
+    "payroll",
+    "unemployment",
+    "housing",
+    "mortgage",
+    "lender",
+    "deposit",
+    "liquidity",
+    "capital",
+    "reserve",
+    "regulator",
+    "filing",
+    "lawsuit",
+    "settlement",
+    "probe",
+    "fine",
+    "chip",
+    "software",
+    "cloud",
+    "data",
+    "center",
+    "airline",
+    "shipping",
+    "freight",
+    "rail",
+    "auto",
+    "battery",
+    "electric",
+    "solar",
+    "wind",
+    "utility",
+    "telecom",
+    "media",
+    "pharma",
+    "drug",
+    "trial",
+    "approval",
+    "vaccine",
+    "insurer",
+    "premium",
+    "claim",
+    "bankruptcy",
+    "restructuring",
+    "layoffs",
+    "hiring",
+    "ceo",
+    "cfo",
+    "board",
+    "vote",
+    "proxy",
+    "activist",
+    "ipo",
+    "listing",
+    "debut",
+    "shares",
+    "surge",
+    "slump",
+    "rally",
+    "slide",
+    "jump",
+    "fall",
+    "rise",
+    "climb",
+    "drop",
+    "steady",
+    "volatile",
+    "record",
+    "high",
+    "low",
+    "weekly",
+    "monthly",
+    "annual",
+    "fiscal",
+    "budget",
+    "deficit",
+    "stimulus",
+    "policy",
+    "hawkish",
+    "dovish",
+    "minutes",
+    "statement",
+    "speech",
+    "testimony",
+    "committee",
+    "governor",
+    "president",
+    "minister",
+    "election",
+    "sanction",
 ]
 
 
@@ -57,8 +189,15 @@ class _CountingFeedServer(FeedServer):
 
     header_bytes = 0
 
-    def respond(self, handler: BaseHTTPRequestHandler, path: str, status: int, headers: dict[str, str],
-                body: bytes, send_body: bool = True) -> None:
+    def respond(
+        self,
+        handler: BaseHTTPRequestHandler,
+        path: str,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        send_body: bool = True,
+    ) -> None:
         # Status line, Server and Date (added by send_response), our headers, Content-Length, blank line.
         size = len(f"HTTP/1.1 {status} OK\r\nServer: x\r\nDate: Sat, 28 Nov 2026 00:00:00 GMT\r\n")
         size += sum(len(k) + len(v) + 4 for k, v in headers.items()) + 2
@@ -96,11 +235,13 @@ def _serve(conn: Connection, feeds: int, items: int, hosts: int, latency: float)
     while True:
         command = conn.recv()
         if command == "stats":
-            conn.send({
-                "body_bytes": sum(s.total_bytes_sent for s in servers),
-                "header_bytes": sum(s.header_bytes for s in servers),
-                "requests": sum(s.total_requests for s in servers),
-            })
+            conn.send(
+                {
+                    "body_bytes": sum(s.total_bytes_sent for s in servers),
+                    "header_bytes": sum(s.header_bytes for s in servers),
+                    "requests": sum(s.total_requests for s in servers),
+                }
+            )
         elif command == "reset":
             for s in servers:
                 s.reset_stats()
@@ -111,7 +252,6 @@ def _serve(conn: Connection, feeds: int, items: int, hosts: int, latency: float)
                 s.stop()
             conn.send("stopped")
             return
-
 
 
 def _cpu_seconds() -> float:
@@ -128,16 +268,20 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--items", type=int, default=50)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds each request waits")
     parser.add_argument("--hosts", type=int, default=32, help="loopback ports the feeds are spread over")
-    parser.add_argument("--database-url", default=None, help="server to create a fresh database on "
-                                                              "(default: a new embedded PostgreSQL)")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="server to create a fresh database on (default: a new embedded PostgreSQL)",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args(argv)
 
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     parent, child = context.Pipe()
-    feeder = context.Process(target=_serve, args=(child, args.feeds, args.items, args.hosts, args.latency),
-                             daemon=True)
+    feeder = context.Process(
+        target=_serve, args=(child, args.feeds, args.items, args.hosts, args.latency), daemon=True
+    )
     feeder.start()
     urls: list[str] = parent.recv()
 
@@ -199,7 +343,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "unchanged_poll_wire_bytes": unchanged_stats["body_bytes"] + unchanged_stats["header_bytes"],
         "unchanged_share_of_full": round(
             (unchanged_stats["body_bytes"] + unchanged_stats["header_bytes"])
-            / max(1, full_bytes + full_stats["header_bytes"]), 5
+            / max(1, full_bytes + full_stats["header_bytes"]),
+            5,
         ),
         "requests_full": full_stats["requests"],
         "requests_unchanged": unchanged_stats["requests"],

@@ -26,8 +26,12 @@ def safe_link(url: str | None) -> str | None:
     if not url or urlsplit(url).scheme.lower() not in _SAFE_SCHEMES:
         return None
     # Characters that would end the link target or start markup are percent-encoded.
-    return url.replace("(", "%28").replace(")", "%29").replace(" ", "%20").replace("<", "%3C").replace(
-        ">", "%3E"
+    return (
+        url.replace("(", "%28")
+        .replace(")", "%29")
+        .replace(" ", "%20")
+        .replace("<", "%3C")
+        .replace(">", "%3E")
     )
 
 

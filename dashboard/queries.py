@@ -82,8 +82,17 @@ def series(
         rows = store.rollup_series(conn, version, dimension, values, start, end, grain)
     frame = pd.DataFrame(
         rows,
-        columns=["value", "period", "articles", "stories", "negative", "neutral", "positive", "neg_stories",
-                 "score_sum"],
+        columns=[
+            "value",
+            "period",
+            "articles",
+            "stories",
+            "negative",
+            "neutral",
+            "positive",
+            "neg_stories",
+            "score_sum",
+        ],
     )
     frame["sentiment_index"] = frame["score_sum"] / frame["articles"].where(frame["articles"] > 0)
     frame["negative_share"] = frame["neg_stories"] / frame["stories"].where(frame["stories"] > 0)
@@ -113,8 +122,23 @@ def alert_timeline(url: str, start: datetime, end: datetime) -> pd.DataFrame:
         rows = store.alert_timeline(conn, start, end)
     return pd.DataFrame(
         rows,
-        columns=["fingerprint", "rule", "dimension", "value", "severity", "fired_at", "resolved_at", "status",
-                 "neg_share", "baseline", "stories", "neg_stories", "base_stories", "p_value", "silenced"],
+        columns=[
+            "fingerprint",
+            "rule",
+            "dimension",
+            "value",
+            "severity",
+            "fired_at",
+            "resolved_at",
+            "status",
+            "neg_share",
+            "baseline",
+            "stories",
+            "neg_stories",
+            "base_stories",
+            "p_value",
+            "silenced",
+        ],
     )
 
 
@@ -138,8 +162,18 @@ def silences(url: str, now: datetime) -> pd.DataFrame:
         rows = store.silences(conn, now, include_expired=False)
     return pd.DataFrame(
         [dict(r._mapping) for r in rows],
-        columns=["id", "rule", "dimension", "value", "starts_at", "ends_at", "comment", "created_by",
-                 "created_at", "expired_at"],
+        columns=[
+            "id",
+            "rule",
+            "dimension",
+            "value",
+            "starts_at",
+            "ends_at",
+            "comment",
+            "created_by",
+            "created_at",
+            "expired_at",
+        ],
     )
 
 
@@ -159,13 +193,31 @@ def search_stories(
     """Return the scored articles matching the Explorer's filters, newest first."""
     with read_only_engine(url).connect() as conn:
         rows = store.search_stories(
-            conn, version, start=start, end=end, text=text, tickers=tickers, topics=topics,
-            sentiments=sentiments, sources=sources, limit=limit,
+            conn,
+            version,
+            start=start,
+            end=end,
+            text=text,
+            tickers=tickers,
+            topics=topics,
+            sentiments=sentiments,
+            sources=sources,
+            limit=limit,
         )
     frame = pd.DataFrame(
         rows,
-        columns=["id", "story_id", "published_at", "source", "title", "url", "tickers", "topic", "sentiment",
-                 "score"],
+        columns=[
+            "id",
+            "story_id",
+            "published_at",
+            "source",
+            "title",
+            "url",
+            "tickers",
+            "topic",
+            "sentiment",
+            "score",
+        ],
     )
     frame["tickers"] = frame["tickers"].map(lambda t: " ".join(t or []))
     return frame
@@ -178,8 +230,17 @@ def model_versions(url: str) -> pd.DataFrame:
         rows = store.model_version_history(conn)
     return pd.DataFrame(
         rows,
-        columns=["version", "name", "path", "metrics", "created_at", "active", "articles", "first_bucket",
-                 "last_bucket"],
+        columns=[
+            "version",
+            "name",
+            "path",
+            "metrics",
+            "created_at",
+            "active",
+            "articles",
+            "first_bucket",
+            "last_bucket",
+        ],
     )
 
 

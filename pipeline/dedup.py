@@ -212,8 +212,11 @@ class StoryIndex:
             for key in self._lsh.query(_lean(sig)):
                 member = self._members[key]
                 # Recurring boilerplate ("Your first trade for Tuesday") is not a copy of last week's.
-                if (published_at is not None and member.published_at is not None
-                        and abs(member.published_at - published_at) > NEAR_WINDOW):
+                if (
+                    published_at is not None
+                    and member.published_at is not None
+                    and abs(member.published_at - published_at) > NEAR_WINDOW
+                ):
                     continue
                 # LSH returns candidates; the estimate weeds out band collisions below the threshold.
                 if similarity(sig, member.signature) >= self.threshold:

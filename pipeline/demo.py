@@ -69,8 +69,14 @@ def step_show_articles(ctx: DemoContext) -> None:
         table.add_column(column, overflow="fold")
     for row in latest:
         published = f"{row['published_at']:%m-%d %H:%M}"
-        table.add_row(str(row["id"]), str(row["story_id"]), row["source"], published,
-                      " ".join(row["tickers"]), row["title"])
+        table.add_row(
+            str(row["id"]),
+            str(row["story_id"]),
+            row["source"],
+            published,
+            " ".join(row["tickers"]),
+            row["title"],
+        )
     ctx.console.print(table)
     ctx.results["articles"] = {"articles": articles, "stories": stories}
 

@@ -57,7 +57,7 @@ def atom_document(title: str, link: str, items: list[FeedItem], now: datetime) -
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     parts = [
         '<?xml version="1.0" encoding="ISO-8859-1"?>\n<feed xmlns="http://www.w3.org/2005/Atom">\n',
-        f"<title>{escape(title)}</title>\n<link rel=\"alternate\" href=\"{escape(link)}\"/>\n",
+        f'<title>{escape(title)}</title>\n<link rel="alternate" href="{escape(link)}"/>\n',
         f"<id>{escape(link)}</id>\n<updated>{stamp}</updated>\n",
     ]
     for item in items:
@@ -235,8 +235,9 @@ def demo_documents(now: datetime) -> dict[str, tuple[bytes, str]]:
     """Return ``{path: (body, content type)}`` of the recorded feed set dated back from ``now``."""
     return {
         "/centralbank/press.xml": (
-            rss_document("Demo Central Bank: press releases", "https://demo-centralbank.example/",
-                         CENTRAL_BANK, now),
+            rss_document(
+                "Demo Central Bank: press releases", "https://demo-centralbank.example/", CENTRAL_BANK, now
+            ),
             "application/rss+xml; charset=utf-8",
         ),
         "/wire/business.rss": (

@@ -216,8 +216,10 @@ class FeedServer:
         inm = handler.headers.get("If-None-Match")
         ims = handler.headers.get("If-Modified-Since")
         # If-None-Match wins over If-Modified-Since when both are sent (RFC 9110 13.2.2).
-        unchanged = _etag_matches(inm, route.etag) if inm else bool(ims) and _not_modified_since(
-            ims, route.last_modified
+        unchanged = (
+            _etag_matches(inm, route.etag)
+            if inm
+            else bool(ims) and _not_modified_since(ims, route.last_modified)
         )
         if route.status == 200 and unchanged:
             self.respond(handler, path, 304, headers, b"", send_body)

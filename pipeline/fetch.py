@@ -103,7 +103,10 @@ class TransientFailure(FetchFailure):
     """A failure worth retrying: a 5xx or 429 answer, a timeout or a dropped connection."""
 
     def __init__(
-        self, kind: ErrorKind, message: str, http_status: int | None = None,
+        self,
+        kind: ErrorKind,
+        message: str,
+        http_status: int | None = None,
         retry_after_s: float | None = None,
     ) -> None:
         super().__init__(kind, message, http_status)
@@ -221,7 +224,9 @@ class Fetcher:
             httpx.AsyncClient(
                 headers={"User-Agent": s.user_agent},
                 timeout=httpx.Timeout(
-                    connect=s.connect_timeout_s, read=s.read_timeout_s, write=s.read_timeout_s,
+                    connect=s.connect_timeout_s,
+                    read=s.read_timeout_s,
+                    write=s.read_timeout_s,
                     pool=s.source_deadline_s,
                 ),
                 limits=httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client),
@@ -271,18 +276,29 @@ class Fetcher:
 
         def result(status: Literal["ok", "not_modified", "error"], **kw: object) -> FetchResult:
             fields: dict[str, object] = {
-                "http_status": None, "body": b"", "content_type": None, "final_url": None,
-                "validators": validators, "bytes": 0, "error": None, "error_kind": None,
+                "http_status": None,
+                "body": b"",
+                "content_type": None,
+                "final_url": None,
+                "validators": validators,
+                "bytes": 0,
+                "error": None,
+                "error_kind": None,
             }
             fields.update(kw)
             return FetchResult(
-                source=source, url=url, status=status, duration_s=time.monotonic() - started,
-                attempts=max(attempts, 1), **fields,  # type: ignore[arg-type]
+                source=source,
+                url=url,
+                status=status,
+                duration_s=time.monotonic() - started,
+                attempts=max(attempts, 1),
+                **fields,  # type: ignore[arg-type]
             )
 
         def failed(kind: str, message: str, http_status: int | None = None) -> FetchResult:
-            return result("error", error=f"{source.name}: {url}: {message}", error_kind=kind,
-                          http_status=http_status)
+            return result(
+                "error", error=f"{source.name}: {url}: {message}", error_kind=kind, http_status=http_status
+            )
 
         try:
             async with asyncio.timeout(s.source_deadline_s):
@@ -297,8 +313,11 @@ class Fetcher:
                         attempts += 1
                         response = await self._get_following_redirects(url, validators, accept)
         except TimeoutError:
-            return failed("deadline", f"no complete answer within the {s.source_deadline_s:g} s deadline "
-                                      f"(after {attempts} attempt(s))")
+            return failed(
+                "deadline",
+                f"no complete answer within the {s.source_deadline_s:g} s deadline "
+                f"(after {attempts} attempt(s))",
+            )
         except FetchFailure as exc:
             suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
             return failed(exc.kind, f"{exc}{suffix}", exc.http_status)
@@ -309,12 +328,19 @@ class Fetcher:
         )
         if response.status == 304:
             # A 304 may repeat or refresh the validators; keep the old ones where it says nothing.
-            kept = Validators(new_validators.etag or validators.etag,
-                              new_validators.last_modified or validators.last_modified)
+            kept = Validators(
+                new_validators.etag or validators.etag,
+                new_validators.last_modified or validators.last_modified,
+            )
             return result("not_modified", http_status=304, final_url=response.final_url, validators=kept)
         return result(
-            "ok", http_status=response.status, body=response.body, content_type=response.content_type,
-            final_url=response.final_url, validators=new_validators, bytes=len(response.body),
+            "ok",
+            http_status=response.status,
+            body=response.body,
+            content_type=response.content_type,
+            final_url=response.final_url,
+            validators=new_validators,
+            bytes=len(response.body),
         )
 
     # --- one attempt: redirects, guard, robots, size cap --------------------------------------------
@@ -339,8 +365,9 @@ class Fetcher:
             if response.status in REDIRECT_CODES:
                 location = response.headers.get("Location")
                 if not location:
-                    raise FetchFailure("http_status", f"HTTP {response.status} without a Location header",
-                                       response.status)
+                    raise FetchFailure(
+                        "http_status", f"HTTP {response.status} without a Location header", response.status
+                    )
                 target = urljoin(current, location)
                 if target in seen:
                     raise FetchFailure("redirects", f"redirect loop: {current} -> {target}")
@@ -348,8 +375,9 @@ class Fetcher:
                 continue
             if response.status >= 500 or response.status == 429:
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-                raise TransientFailure("http_status", f"HTTP {response.status} from {current}",
-                                       response.status, retry_after)
+                raise TransientFailure(
+                    "http_status", f"HTTP {response.status} from {current}", response.status, retry_after
+                )
             if response.status >= 400:
                 raise FetchFailure("http_status", f"HTTP {response.status} from {current}", response.status)
             return response
@@ -380,8 +408,9 @@ class Fetcher:
                 # cannot go back to the pool, and a new connection per poll is slow.
                 status = response.status_code
                 body = await _read_capped(response, max_bytes, truncate)
-                return _Response(status, body, response.headers.get("Content-Type"), str(response.url),
-                                 response.headers)
+                return _Response(
+                    status, body, response.headers.get("Content-Type"), str(response.url), response.headers
+                )
         except httpx.TimeoutException as exc:
             raise TransientFailure("timeout", f"{type(exc).__name__} talking to {url}") from exc
         except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError) as exc:
@@ -435,8 +464,11 @@ async def _read_capped(response: httpx.Response, max_bytes: int, truncate: bool)
     """
     declared = response.headers.get("Content-Length", "")
     if not truncate and declared.isdigit() and int(declared) > max_bytes:
-        raise FetchFailure("too_large", f"body of {int(declared):,} bytes is over the {max_bytes:,}-byte cap "
-                                        f"({response.url})", response.status_code)
+        raise FetchFailure(
+            "too_large",
+            f"body of {int(declared):,} bytes is over the {max_bytes:,}-byte cap ({response.url})",
+            response.status_code,
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
@@ -444,8 +476,9 @@ async def _read_capped(response: httpx.Response, max_bytes: int, truncate: bool)
             if truncate:
                 chunks.append(chunk[: max_bytes - size])
                 break
-            raise FetchFailure("too_large", f"body passed the {max_bytes:,}-byte cap ({response.url})",
-                               response.status_code)
+            raise FetchFailure(
+                "too_large", f"body passed the {max_bytes:,}-byte cap ({response.url})", response.status_code
+            )
         size += len(chunk)
         chunks.append(chunk)
     return b"".join(chunks)

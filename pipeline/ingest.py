@@ -200,8 +200,9 @@ def prepare_feed(
 ) -> PreparedFeed:
     """Return a fetched feed parsed, filtered, ticker-tagged and keyed for dedup (``error`` if broken)."""
     try:
-        parsed = parse_feed(body, source_name=source_name, url=url, fetched_at=fetched_at,
-                            content_type=content_type)
+        parsed = parse_feed(
+            body, source_name=source_name, url=url, fetched_at=fetched_at, content_type=content_type
+        )
     except FeedError as exc:
         return PreparedFeed(error=str(exc))
     tagger = tagger_for(watchlist)
@@ -226,8 +227,14 @@ def prepare_feed(
 def _prepare_job(args: tuple[bytes, str, str, str | None, datetime, str]) -> PreparedFeed:
     body, name, url, content_type, fetched_at, watchlist = args
     try:
-        return prepare_feed(body, source_name=name, url=url, content_type=content_type,
-                            fetched_at=fetched_at, watchlist=watchlist)
+        return prepare_feed(
+            body,
+            source_name=name,
+            url=url,
+            content_type=content_type,
+            fetched_at=fetched_at,
+            watchlist=watchlist,
+        )
     except Exception as exc:  # a parser bug on one hostile document must not end the whole run
         log.exception("%s: %s: parsing failed", name, url)
         return PreparedFeed(error=f"{name}: {url}: parsing failed: {type(exc).__name__}: {exc}")
@@ -246,8 +253,10 @@ def prepare_all(
     results: Sequence[FetchResult], fetched_at: datetime, watchlist: Path | str
 ) -> Iterator[tuple[FetchResult, PreparedFeed]]:
     """Yield each fetched feed with its prepared entries, in order, parsing in parallel when worth it."""
-    jobs = [(r.body, r.source.name, r.final_url or r.url, r.content_type, fetched_at, str(watchlist))
-            for r in results]
+    jobs = [
+        (r.body, r.source.name, r.final_url or r.url, r.content_type, fetched_at, str(watchlist))
+        for r in results
+    ]
     workers = _parse_processes(len(jobs))
     if not workers:
         for result, job in zip(results, jobs, strict=True):
@@ -255,8 +264,14 @@ def prepare_all(
         return
     # Load the language model and watchlist once here so forked workers inherit them ready.
     tagger_for(str(watchlist))
-    prepare_feed(_WARM_UP_FEED, source_name="warm-up", url="http://localhost/", content_type=None,
-                 fetched_at=fetched_at, watchlist=str(watchlist))
+    prepare_feed(
+        _WARM_UP_FEED,
+        source_name="warm-up",
+        url="http://localhost/",
+        content_type=None,
+        fetched_at=fetched_at,
+        watchlist=str(watchlist),
+    )
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -321,8 +336,13 @@ class _Run:
             recent = store.recent_articles(conn, now - STORY_WINDOW)
             for art in recent:
                 title_key = art.title_hash if dedup.title_is_distinctive(art.title) else None
-                index.add(art.id, art.story_id, dedup.signature(art.title, art.summary),
-                          title_key=title_key, published_at=art.published_at)
+                index.add(
+                    art.id,
+                    art.story_id,
+                    dedup.signature(art.title, art.summary),
+                    title_key=title_key,
+                    published_at=art.published_at,
+                )
             self._index = index
         return self._index
 
@@ -335,7 +355,8 @@ class _Run:
         entries = feed.entries
         distinctive = [p.keys.title_hash for p in entries if p.keys.distinctive_title]
         existing = store.existing_keys(
-            conn, source_id,
+            conn,
+            source_id,
             canonical_urls=[p.keys.canonical_url for p in entries if p.keys.canonical_url],
             guids=[p.keys.guid for p in entries if p.keys.guid],
             title_hashes=distinctive,
@@ -377,16 +398,28 @@ class _Run:
             story_id = story if story is not None else article_id
             rows.append(
                 store.NewArticle(
-                    id=article_id, source_id=source_id, guid=entry.guid, url=entry.url,
-                    canonical_url=entry.canonical_url, title=entry.title, summary=entry.summary,
-                    body=entry.body, published_at=entry.published_at, date_missing=entry.date_missing,
-                    fetched_at=fetched_at, language=entry.language, content_hash=keys.content_hash,
-                    title_hash=keys.title_hash, story_id=story_id, tickers=prepared.tickers,
+                    id=article_id,
+                    source_id=source_id,
+                    guid=entry.guid,
+                    url=entry.url,
+                    canonical_url=entry.canonical_url,
+                    title=entry.title,
+                    summary=entry.summary,
+                    body=entry.body,
+                    published_at=entry.published_at,
+                    date_missing=entry.date_missing,
+                    fetched_at=fetched_at,
+                    language=entry.language,
+                    content_hash=keys.content_hash,
+                    title_hash=keys.title_hash,
+                    story_id=story_id,
+                    tickers=prepared.tickers,
                 )
             )
             # Added now so later copies in this same batch find the story too.
-            index.add(article_id, story_id, prepared.signature, title_key=title_key,
-                      published_at=entry.published_at)
+            index.add(
+                article_id, story_id, prepared.signature, title_key=title_key, published_at=entry.published_at
+            )
             added.append((article_id, title_key))
         stored = store.insert_articles(conn, rows)
         # Rows skipped by ON CONFLICT were stored meanwhile by a concurrent run: duplicates, not stories.
@@ -405,16 +438,23 @@ def _log_row(
     run_id: str, source_id: int | None, started_at: datetime, report: SourceReport
 ) -> store.FetchLogRow:
     return store.FetchLogRow(
-        run_id=run_id, source_id=source_id, started_at=started_at, status=report.status,
-        http_status=report.http_status, bytes=report.bytes, items_seen=report.items_seen,
-        items_new=report.items_new, duplicates=report.duplicates, invalid=report.invalid,
-        filtered=report.filtered, duration_ms=report.duration_ms, error=report.error,
+        run_id=run_id,
+        source_id=source_id,
+        started_at=started_at,
+        status=report.status,
+        http_status=report.http_status,
+        bytes=report.bytes,
+        items_seen=report.items_seen,
+        items_new=report.items_new,
+        duplicates=report.duplicates,
+        invalid=report.invalid,
+        filtered=report.filtered,
+        duration_ms=report.duration_ms,
+        error=report.error,
     )
 
 
-async def _fetch_pages(
-    wanted: list[tuple[str, list[PreparedEntry]]], settings: Settings
-) -> dict[str, int]:
+async def _fetch_pages(wanted: list[tuple[str, list[PreparedEntry]]], settings: Settings) -> dict[str, int]:
     """Fill in ``entry.body`` for each wanted entry's page; return page bytes fetched per source."""
     page_bytes: dict[str, int] = {}
     async with Fetcher(settings) as fetcher:
@@ -476,8 +516,14 @@ def _ingest_run(run: _Run, sources: list[Source], settings: Settings) -> IngestR
 
     changed: list[FetchResult] = []
     for result in results:
-        rep = SourceReport(name=result.source.name, url=result.source.url, status=result.status,
-                           http_status=result.http_status, bytes=result.bytes, error=result.error)
+        rep = SourceReport(
+            name=result.source.name,
+            url=result.source.url,
+            status=result.status,
+            http_status=result.http_status,
+            bytes=result.bytes,
+            error=result.error,
+        )
         if result.status == "ok":
             changed.append(result)
         else:
@@ -488,8 +534,14 @@ def _ingest_run(run: _Run, sources: list[Source], settings: Settings) -> IngestR
         t0 = time.monotonic()
         source = result.source
         source_id = states[source.name].id
-        rep = SourceReport(name=source.name, url=source.url, status="ok", http_status=result.http_status,
-                           bytes=result.bytes, warning=feed.warning)
+        rep = SourceReport(
+            name=source.name,
+            url=source.url,
+            status="ok",
+            http_status=result.http_status,
+            bytes=result.bytes,
+            warning=feed.warning,
+        )
         if feed.error:
             rep.status, rep.error = "error", feed.error
             finish(result, rep)
@@ -546,8 +598,9 @@ def _store_batch(
             rep.items_new = stored
             rep.duplicates += len(new) - stored
             # Validators go in the same transaction as the articles: a 304 later can only mean "stored".
-            store.update_source_validators(conn, source_id, result.validators.etag,
-                                           result.validators.last_modified, fetched_at)
+            store.update_source_validators(
+                conn, source_id, result.validators.etag, result.validators.last_modified, fetched_at
+            )
             rep.duration_ms += _ms(time.monotonic() - t0)
             finish(result, rep, conn)
     except sa.exc.SQLAlchemyError as exc:
@@ -555,9 +608,16 @@ def _store_batch(
         detail = getattr(exc, "orig", None) or exc
         log.error("%s: %s: storing the batch failed: %s", rep.name, rep.url, detail)
         failed = SourceReport(
-            name=rep.name, url=rep.url, status="error", http_status=rep.http_status, bytes=rep.bytes,
-            items_seen=rep.items_seen, invalid=rep.invalid, filtered=rep.filtered,
-            duration_ms=rep.duration_ms, error=f"{rep.name}: {rep.url}: storing the batch failed: {detail}",
+            name=rep.name,
+            url=rep.url,
+            status="error",
+            http_status=rep.http_status,
+            bytes=rep.bytes,
+            items_seen=rep.items_seen,
+            invalid=rep.invalid,
+            filtered=rep.filtered,
+            duration_ms=rep.duration_ms,
+            error=f"{rep.name}: {rep.url}: storing the batch failed: {detail}",
         )
         finish(result, failed)
 

@@ -16,9 +16,35 @@ from py3langid.langid import MODEL_FILE, LanguageIdentifier
 # Query parameters that only say where a click came from; dropping them makes copies of a link equal.
 TRACKING_PARAMS = frozenset(
     {
-        "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "twclid", "igshid", "mc_cid",
-        "mc_eid", "_ga", "_gl", "_hsenc", "_hsmi", "mkt_tok", "oly_anon_id", "oly_enc_id", "vero_id",
-        "spm", "cmpid", "ncid", "sr_share", "ref_src", "ref_url", "smid", "cid", "xtor", "taid",
+        "fbclid",
+        "gclid",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "twclid",
+        "igshid",
+        "mc_cid",
+        "mc_eid",
+        "_ga",
+        "_gl",
+        "_hsenc",
+        "_hsmi",
+        "mkt_tok",
+        "oly_anon_id",
+        "oly_enc_id",
+        "vero_id",
+        "spm",
+        "cmpid",
+        "ncid",
+        "sr_share",
+        "ref_src",
+        "ref_url",
+        "smid",
+        "cid",
+        "xtor",
+        "taid",
     }
 )
 TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "hsa_")

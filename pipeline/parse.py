@@ -73,9 +73,13 @@ def decode_feed(body: bytes, content_type: str | None) -> tuple[str, str | None]
     decl = _XML_DECL.match(body)
     xml_codec = _codec(decl.group(3).decode("ascii")) if decl else None
     if body.startswith(_BOMS):
-        for bom, codec in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-                           (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
-                           (codecs.BOM_UTF16_BE, "utf-16")):
+        for bom, codec in (
+            (codecs.BOM_UTF32_LE, "utf-32"),
+            (codecs.BOM_UTF32_BE, "utf-32"),
+            (codecs.BOM_UTF8, "utf-8-sig"),
+            (codecs.BOM_UTF16_LE, "utf-16"),
+            (codecs.BOM_UTF16_BE, "utf-16"),
+        ):
             if body.startswith(bom):
                 return body.decode(codec, errors="replace"), None
     # UTF-16 without a BOM (XML spec, appendix F): "<?" as two-byte units.
@@ -197,8 +201,10 @@ def parse_feed(
         reason = parsed.get("bozo_exception") or "no RSS, Atom or RDF root element"
         raise FeedError(f"{where}: not a recognisable RSS/Atom/RDF feed: {reason}")
     if parsed.bozo and not parsed.entries:
-        raise FeedError(f"{where}: feed is not well-formed and no items could be recovered: "
-                        f"{parsed.get('bozo_exception')}")
+        raise FeedError(
+            f"{where}: feed is not well-formed and no items could be recovered: "
+            f"{parsed.get('bozo_exception')}"
+        )
     if parsed.bozo and not isinstance(parsed.get("bozo_exception"), feedparser.CharacterEncodingOverride):
         note = f"not well-formed ({parsed.get('bozo_exception')}); {len(parsed.entries)} items recovered"
         warning = f"{warning}; {note}" if warning else note

@@ -40,9 +40,7 @@ HOURLY_WEIGHTS = np.array(
     [2, 2, 2, 2, 2, 3, 5, 7, 9, 10, 10, 10, 12, 14, 15, 15, 14, 12, 10, 8, 6, 4, 3, 2], dtype=float
 )
 # Topics are not equally common in financial news.
-TOPIC_WEIGHTS = np.array(
-    [5, 3, 9, 3, 2, 9, 4, 5, 3, 8, 3, 2, 4, 5, 6, 9, 3, 2, 7, 8], dtype=float
-)
+TOPIC_WEIGHTS = np.array([5, 3, 9, 3, 2, 9, 4, 5, 3, 8, 3, 2, 4, 5, 6, 9, 3, 2, 7, 8], dtype=float)
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "negative": (
@@ -171,8 +169,9 @@ def _published_times(rng: np.random.Generator, n: int, start: datetime, days: in
     return int(start.timestamp()) + day * 86400 + hour * 3600 + second
 
 
-def _rows(plan: SeedPlan, source_ids: Sequence[int], source_names: Sequence[str],
-          companies: Sequence[Company]) -> Iterator[tuple[list[Any], list[Any]]]:
+def _rows(
+    plan: SeedPlan, source_ids: Sequence[int], source_names: Sequence[str], companies: Sequence[Company]
+) -> Iterator[tuple[list[Any], list[Any]]]:
     """Yield (article row, score row) pairs in the column order of ``store.seed_columns``."""
     rng = np.random.default_rng(plan.seed)
     start = plan.end - timedelta(days=plan.days)
@@ -253,8 +252,19 @@ def _rows(plan: SeedPlan, source_ids: Sequence[int], source_names: Sequence[str]
         content_hash = hashlib.sha1(f"{title}|{article_id}".encode()).hexdigest()
         summary = f"{title}. Reported by {source_name}."
         article = [
-            article_id, source_ids[src], f"{source_name}-{article_id}", url, url, title, summary,
-            published.isoformat(), fetched.isoformat(), "en", content_hash, title_hash, story_id,
+            article_id,
+            source_ids[src],
+            f"{source_name}-{article_id}",
+            url,
+            url,
+            title,
+            summary,
+            published.isoformat(),
+            fetched.isoformat(),
+            "en",
+            content_hash,
+            title_hash,
+            story_id,
             "{" + ",".join(f'"{t}"' for t in tickers) + "}",
         ]
         label = SENTIMENT_NAMES[sentiment]
@@ -267,8 +277,14 @@ def _rows(plan: SeedPlan, source_ids: Sequence[int], source_names: Sequence[str]
         runner_up = TOPIC_NAMES[(topic + 1) % len(TOPIC_NAMES)]
         topic_probs = {TOPIC_NAMES[topic]: round(p_main, 4), runner_up: round(1 - p_main, 4)}
         score_row = [
-            article_id, plan.version, TOPIC_NAMES[topic], json.dumps(topic_probs), label,
-            json.dumps(sentiment_probs), round(score, 4), fetched.isoformat(),
+            article_id,
+            plan.version,
+            TOPIC_NAMES[topic],
+            json.dumps(topic_probs),
+            label,
+            json.dumps(sentiment_probs),
+            round(score, 4),
+            fetched.isoformat(),
         ]
         yield article, score_row
 

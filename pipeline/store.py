@@ -128,9 +128,7 @@ def update_source_validators(
 ) -> None:
     """Store the validators of a poll whose articles are committed in the same transaction."""
     conn.execute(
-        sa.text(
-            "UPDATE sources SET etag = :etag, last_modified = :lm, last_fetched_at = :at WHERE id = :id"
-        ),
+        sa.text("UPDATE sources SET etag = :etag, last_modified = :lm, last_fetched_at = :at WHERE id = :id"),
         {"etag": etag, "lm": last_modified, "at": fetched_at, "id": source_id},
     )
 
@@ -186,8 +184,13 @@ def existing_keys(
             " SELECT 'content', content_hash, id, story_id, source_id, published_at, title_hash, content_hash"
             " FROM articles WHERE source_id = :sid AND content_hash = ANY(CAST(:ch AS text[]))"
         ),
-        {"sid": source_id, "urls": list(canonical_urls), "guids": list(guids), "th": list(title_hashes),
-         "ch": list(content_hashes)},
+        {
+            "sid": source_id,
+            "urls": list(canonical_urls),
+            "guids": list(guids),
+            "th": list(title_hashes),
+            "ch": list(content_hashes),
+        },
     )
     urls: set[str] = set()
     seen_guids: set[str] = set()
@@ -263,12 +266,38 @@ class NewArticle:
 
 
 _ARTICLE_COLUMNS = (
-    "id", "source_id", "guid", "url", "canonical_url", "title", "summary", "body", "published_at",
-    "date_missing", "fetched_at", "language", "content_hash", "title_hash", "story_id",
+    "id",
+    "source_id",
+    "guid",
+    "url",
+    "canonical_url",
+    "title",
+    "summary",
+    "body",
+    "published_at",
+    "date_missing",
+    "fetched_at",
+    "language",
+    "content_hash",
+    "title_hash",
+    "story_id",
 )
 _ARTICLE_TYPES = (
-    "bigint", "int", "text", "text", "text", "text", "text", "text", "timestamptz",
-    "bool", "timestamptz", "text", "text", "text", "bigint",
+    "bigint",
+    "int",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "bool",
+    "timestamptz",
+    "text",
+    "text",
+    "text",
+    "bigint",
 )
 
 
@@ -276,9 +305,7 @@ def insert_articles(conn: Connection, articles: Sequence[NewArticle]) -> set[int
     """Insert ``articles`` in one statement, skipping any that conflict; return the ids actually stored."""
     if not articles:
         return set()
-    params: dict[str, list[object]] = {
-        col: [getattr(a, col) for a in articles] for col in _ARTICLE_COLUMNS
-    }
+    params: dict[str, list[object]] = {col: [getattr(a, col) for a in articles] for col in _ARTICLE_COLUMNS}
     # Tickers never contain spaces, so one space-joined string per row carries a ragged text[][].
     params["tickers"] = [" ".join(a.tickers) for a in articles]
     arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(_ARTICLE_COLUMNS, _ARTICLE_TYPES, strict=True))
@@ -400,7 +427,6 @@ def latest_articles(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-
 # --- model versions, scores, rollups (scoring) -----------------------------------------------
 
 # Arbitrary constant naming "rollup writes" for advisory locks (paired with the model version's hash).
@@ -483,8 +509,9 @@ def activate_model_version(conn: Connection, version: str) -> bool:
     # Two statements: the partial unique index is checked row by row, so one UPDATE flipping both rows
     # could briefly see two active versions.
     params = {"version": version}
-    conn.execute(sa.text("UPDATE model_versions SET active = false WHERE active AND version <> :version"),
-                 params)
+    conn.execute(
+        sa.text("UPDATE model_versions SET active = false WHERE active AND version <> :version"), params
+    )
     conn.execute(sa.text("UPDATE model_versions SET active = true WHERE version = :version"), params)
     return True
 
@@ -654,7 +681,6 @@ def rollup_versions(conn: Connection) -> list[str]:
     return list(rows.scalars())
 
 
-
 # --- alerts, silences, outbox (alerting) ------------------------------------------------------
 
 # Arbitrary constant naming "alert evaluation" for an advisory lock: one evaluator at a time.
@@ -791,16 +817,37 @@ def negative_headlines(
             "  ORDER BY f.story_id, f.score, a.published_at"
             ") AS per_story ORDER BY score, published_at DESC LIMIT :limit"
         ),
-        {"version": version, "dimension": dimension, "value": value, "start": start, "end": end,
-         "limit": limit},
+        {
+            "version": version,
+            "dimension": dimension,
+            "value": value,
+            "start": start,
+            "end": end,
+            "limit": limit,
+        },
     )
     return list(rows)
 
 
 _ALERT_STATE_COLUMNS = (
-    "fingerprint", "rule", "dimension", "value", "status", "severity", "pending_since", "firing_since",
-    "last_breach_at", "resolved_at", "notified", "neg_share", "baseline", "stories", "neg_stories",
-    "base_stories", "p_value", "evaluated_at",
+    "fingerprint",
+    "rule",
+    "dimension",
+    "value",
+    "status",
+    "severity",
+    "pending_since",
+    "firing_since",
+    "last_breach_at",
+    "resolved_at",
+    "notified",
+    "neg_share",
+    "baseline",
+    "stories",
+    "neg_stories",
+    "base_stories",
+    "p_value",
+    "evaluated_at",
 )
 
 
@@ -937,9 +984,7 @@ def mark_email_sent(conn: Connection, outbox_id: int, now: datetime) -> None:
     )
 
 
-def mark_email_unsent(
-    conn: Connection, outbox_id: int, error: str, next_attempt_at: datetime | None
-) -> None:
+def mark_email_unsent(conn: Connection, outbox_id: int, error: str, next_attempt_at: datetime | None) -> None:
     """Record an attempt that surely did not deliver: retry at ``next_attempt_at`` (None: give up)."""
     conn.execute(
         sa.text(
@@ -1018,8 +1063,15 @@ def add_silence(
                 " VALUES (:rule, :dimension, :value, :starts_at, :ends_at, :comment, :created_by)"
                 " RETURNING id"
             ),
-            {"rule": rule, "dimension": dimension, "value": value, "starts_at": starts_at,
-             "ends_at": ends_at, "comment": comment, "created_by": created_by},
+            {
+                "rule": rule,
+                "dimension": dimension,
+                "value": value,
+                "starts_at": starts_at,
+                "ends_at": ends_at,
+                "comment": comment,
+                "created_by": created_by,
+            },
         ).scalar_one()
     )
 
@@ -1242,14 +1294,24 @@ def rollup_series(
             "   AND (CAST(:values AS text[]) IS NULL OR value = ANY(CAST(:values AS text[])))"
             " GROUP BY value, period ORDER BY period, value"
         ),
-        {"grain": grain, "version": version, "dimension": dimension, "start": start, "end": end,
-         "values": None if values is None else list(values)},
+        {
+            "grain": grain,
+            "version": version,
+            "dimension": dimension,
+            "start": start,
+            "end": end,
+            "values": None if values is None else list(values),
+        },
     )
     return [dict(r._mapping) for r in rows]
 
 
 def headline_figures(
-    conn: Connection, version: str, day_start: datetime, window_start: datetime, base_start: datetime,
+    conn: Connection,
+    version: str,
+    day_start: datetime,
+    window_start: datetime,
+    base_start: datetime,
     end: datetime,
 ) -> dict[str, Any]:
     """Return the Overview's metric row from the ``all`` rollups.
@@ -1270,8 +1332,13 @@ def headline_figures(
             " WHERE model_version = :version AND dimension = 'all'"
             "   AND bucket >= LEAST(:base_start, :day_start) AND bucket < :end"
         ),
-        {"version": version, "day_start": day_start, "window_start": window_start, "base_start": base_start,
-         "end": end},
+        {
+            "version": version,
+            "day_start": day_start,
+            "window_start": window_start,
+            "base_start": base_start,
+            "end": end,
+        },
     ).one()
     return dict(row._mapping)
 
@@ -1421,10 +1488,32 @@ def score_histogram(conn: Connection, version: str, bins: int, max_rows: int) ->
 
 # Seeding synthetic history (tests, the dashboard benchmark): bulk loads through COPY.
 _COPY_TABLES = {
-    "articles": ("id", "source_id", "guid", "url", "canonical_url", "title", "summary", "published_at",
-                 "fetched_at", "language", "content_hash", "title_hash", "story_id", "tickers"),
-    "scores": ("article_id", "model_version", "topic", "topic_probs", "sentiment", "sentiment_probs",
-               "score", "scored_at"),
+    "articles": (
+        "id",
+        "source_id",
+        "guid",
+        "url",
+        "canonical_url",
+        "title",
+        "summary",
+        "published_at",
+        "fetched_at",
+        "language",
+        "content_hash",
+        "title_hash",
+        "story_id",
+        "tickers",
+    ),
+    "scores": (
+        "article_id",
+        "model_version",
+        "topic",
+        "topic_probs",
+        "sentiment",
+        "sentiment_probs",
+        "score",
+        "scored_at",
+    ),
 }
 
 

@@ -18,12 +18,18 @@ from pipeline.feedserver import FeedServer
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 ITEMS = [
-    FeedItem("Copper climbs to two-year high on supply disruptions in Chile",
-             "https://metals.example/copper-high", "Copper futures rose 2% as strikes hit two mines.",
-             timedelta(hours=1)),
-    FeedItem("Yen weakens past 155 per dollar as BOJ holds policy steady",
-             "https://metals.example/yen-boj", "The Bank of Japan kept rates unchanged on Friday.",
-             timedelta(hours=2)),
+    FeedItem(
+        "Copper climbs to two-year high on supply disruptions in Chile",
+        "https://metals.example/copper-high",
+        "Copper futures rose 2% as strikes hit two mines.",
+        timedelta(hours=1),
+    ),
+    FeedItem(
+        "Yen weakens past 155 per dollar as BOJ holds policy steady",
+        "https://metals.example/yen-boj",
+        "The Bank of Japan kept rates unchanged on Friday.",
+        timedelta(hours=2),
+    ),
 ]
 
 
@@ -45,8 +51,9 @@ def test_ingest_json_last_line_has_the_totals(private_hosts: None, engine: Engin
         good = server.add("/metals.rss", rss_document("Metals", "https://metals.example/", ITEMS, NOW))
         bad = server.add("/broken.rss", b"<html><title>Oops</title></html>", "text/html")
         path = tmp_path / "feeds.yaml"
-        path.write_text(f"- {{name: metals, url: '{good}', tags: [commodities]}}\n"
-                        f"- {{name: broken, url: '{bad}'}}\n")
+        path.write_text(
+            f"- {{name: metals, url: '{good}', tags: [commodities]}}\n- {{name: broken, url: '{bad}'}}\n"
+        )
         result = CliRunner().invoke(app, ["ingest", "--sources", str(path), "--json"])
 
     assert result.exit_code == 0, result.output

@@ -242,7 +242,9 @@ def test_ingest_score_and_alert_dags_store_articles_scores_and_email_the_storm(
 
     ingest = run_dag(dagbag.dags["finsent_ingest"], 240)
     assert _states(ingest) == {
-        "batches": ["success"], "ingest_batch": ["success", "success"], "announce_new_articles": ["success"]
+        "batches": ["success"],
+        "ingest_batch": ["success", "success"],
+        "announce_new_articles": ["success"],
     }
     assert _count(engine, "SELECT count(*) FROM articles") == total
     assert new_events("finsent_articles") == 1
@@ -309,7 +311,9 @@ def test_train_dag_trains_evaluates_and_promotes_a_candidate_that_does_not_regre
     )
 
     assert _states(run) == {
-        "train_candidate": ["success"], "evaluate_candidate": ["success"], "promote": ["success"]
+        "train_candidate": ["success"],
+        "evaluate_candidate": ["success"],
+        "promote": ["success"],
     }
     (candidate_dir,) = (tmp_path / "home" / "models").iterdir()
     assert (candidate_dir / "training_summary.json").is_file()

@@ -47,7 +47,8 @@ def test_overview_metrics_and_volume_equal_database_counts(seeded_dashboard: See
         seeded_dashboard,
         "SELECT count(*) FROM articles a JOIN scores s ON s.article_id = a.id AND s.model_version = :v"
         " WHERE a.published_at >= :today",
-        v=version, today=today,
+        v=version,
+        today=today,
     )
     assert metric(at, "Articles today (UTC)") == f"{articles_today:,}"
     firing = scalar(seeded_dashboard, "SELECT count(*) FROM alert_state WHERE status = 'firing'")
@@ -59,7 +60,9 @@ def test_overview_metrics_and_volume_equal_database_counts(seeded_dashboard: See
         seeded_dashboard,
         "SELECT sum(neg_stories)::float / sum(stories) FROM rollups_hourly"
         " WHERE model_version = :v AND dimension = 'all' AND bucket >= :since AND bucket < :now",
-        v=version, since=now - timedelta(hours=24), now=now,
+        v=version,
+        since=now - timedelta(hours=24),
+        now=now,
     )
     assert metric(at, "Negative share, last 24 h") == f"{share:.1%}"
 
@@ -69,7 +72,8 @@ def test_overview_metrics_and_volume_equal_database_counts(seeded_dashboard: See
         seeded_dashboard,
         "SELECT count(*) FROM articles a JOIN scores s ON s.article_id = a.id AND s.model_version = :v"
         " WHERE a.published_at >= :start",
-        v=version, start=start,
+        v=version,
+        start=start,
     )
     volume = at.dataframe[2].value
     assert int(volume[["negative", "neutral", "positive"]].to_numpy().sum()) == in_range
@@ -110,7 +114,8 @@ def test_overview_ticker_filter_draws_the_ticker_index_and_refreshes(
         seeded_dashboard,
         "SELECT count(*) FROM articles a JOIN scores s ON s.article_id = a.id AND s.model_version = :v"
         " WHERE 'NVDA' = ANY(a.tickers) AND a.published_at >= :start",
-        v=seeded_dashboard.plan.version, start=start,
+        v=seeded_dashboard.plan.version,
+        start=start,
     )
     assert int(index["articles"].sum()) == nvda
 
@@ -161,15 +166,17 @@ def test_explorer_text_and_ticker_search_matches_the_database(seeded_dashboard: 
     shown = at.dataframe[0].value
     start = datetime.combine(datetime.now(UTC).date() - timedelta(days=6), time(), UTC)
     with seeded_dashboard.engine.connect() as conn:
-        expected = set(conn.execute(
-            sa.text(
-                "SELECT a.canonical_url FROM articles a"
-                " JOIN scores s ON s.article_id = a.id AND s.model_version = :v"
-                " WHERE a.published_at >= :start AND a.tickers && ARRAY['AAPL', 'MSFT']"
-                " AND (a.title ILIKE '%buyback%' OR a.summary ILIKE '%buyback%')"
-            ),
-            {"v": seeded_dashboard.plan.version, "start": start},
-        ).scalars())
+        expected = set(
+            conn.execute(
+                sa.text(
+                    "SELECT a.canonical_url FROM articles a"
+                    " JOIN scores s ON s.article_id = a.id AND s.model_version = :v"
+                    " WHERE a.published_at >= :start AND a.tickers && ARRAY['AAPL', 'MSFT']"
+                    " AND (a.title ILIKE '%buyback%' OR a.summary ILIKE '%buyback%')"
+                ),
+                {"v": seeded_dashboard.plan.version, "start": start},
+            ).scalars()
+        )
     assert expected and set(shown["url"]) == expected
     assert all("buyback" in title.lower() for title in shown["title"])
     assert at.get("download_button")[0].label == "Download CSV"
@@ -189,7 +196,8 @@ def test_explorer_sentiment_filter_and_default_listing(seeded_dashboard: SeededD
         seeded_dashboard,
         "SELECT count(*) FROM articles a JOIN scores s ON s.article_id = a.id AND s.model_version = :v"
         " WHERE a.published_at >= :start AND s.sentiment = 'positive' AND s.topic = 'Earnings'",
-        v=seeded_dashboard.plan.version, start=start,
+        v=seeded_dashboard.plan.version,
+        start=start,
     )
     assert 0 < len(shown) == expected
     assert set(shown["sentiment"]) == {"positive"} and (shown["score"] > 0).all()
@@ -204,10 +212,12 @@ def test_model_page_shows_recorded_metrics_class_totals_and_history(
             sa.text("SELECT metrics FROM model_versions WHERE version = :v"),
             {"v": seeded_dashboard.plan.version},
         ).scalar_one()
-        classes = dict(conn.execute(
-            sa.text("SELECT sentiment, count(*) FROM scores WHERE model_version = :v GROUP BY sentiment"),
-            {"v": seeded_dashboard.plan.version},
-        ).all())
+        classes = dict(
+            conn.execute(
+                sa.text("SELECT sentiment, count(*) FROM scores WHERE model_version = :v GROUP BY sentiment"),
+                {"v": seeded_dashboard.plan.version},
+            ).all()
+        )
     assert metric(at, "sentiment.accuracy") == f"{recorded['sentiment']['accuracy']:.3f}"
     assert metric(at, "topic.macro_f1") == f"{recorded['topic']['macro_f1']:.3f}"
     gain = recorded["sentiment"]["accuracy"] - recorded["baseline"]["sentiment"]["accuracy"]

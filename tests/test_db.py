@@ -93,6 +93,7 @@ def test_concurrent_migrators_apply_each_migration_once(empty_db_url: str, tmp_p
     _write(tmp_path, "001_create.sql", "CREATE TABLE t (id int); SELECT pg_sleep(0.3);")
     engine = db.get_engine(empty_db_url)
     results: list[list[str]] = []
+
     def run() -> None:
         results.append(db.migrate(engine, tmp_path))
 

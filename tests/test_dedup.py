@@ -30,11 +30,15 @@ SAME_TOPIC_OTHER_STORY = (
 )
 
 
-def _keys(title: str, summary: str = "", url: str | None = None, guid: str | None = None,
-          when: datetime = T0) -> dedup.EntryKeys:
+def _keys(
+    title: str, summary: str = "", url: str | None = None, guid: str | None = None, when: datetime = T0
+) -> dedup.EntryKeys:
     return dedup.EntryKeys(
-        canonical_url=url, guid=guid, title_hash=dedup.title_hash(title),
-        content_hash=dedup.content_hash(title, summary), distinctive_title=dedup.title_is_distinctive(title),
+        canonical_url=url,
+        guid=guid,
+        title_hash=dedup.title_hash(title),
+        content_hash=dedup.content_hash(title, summary),
+        distinctive_title=dedup.title_is_distinctive(title),
         published_at=when,
     )
 
@@ -111,8 +115,15 @@ def test_exact_duplicates_by_url_guid_title_and_content() -> None:
 def test_templated_headlines_with_different_summaries_are_not_duplicates() -> None:
     taken = dedup.BatchKeys()
     filings = [
-        (i, _keys("4 - CARVANA CO. (0001690820) (Issuer)", f"Filed: 2025-12-12 AccNo: 0001690820-25-00{i}",
-                  url=f"https://sec.example/{i}", guid=f"acc-{i}"))
+        (
+            i,
+            _keys(
+                "4 - CARVANA CO. (0001690820) (Issuer)",
+                f"Filed: 2025-12-12 AccNo: 0001690820-25-00{i}",
+                url=f"https://sec.example/{i}",
+                guid=f"acc-{i}",
+            ),
+        )
         for i in range(3)
     ]
     new, dups = dedup.split_duplicates(1, filings, taken)
@@ -122,10 +133,14 @@ def test_templated_headlines_with_different_summaries_are_not_duplicates() -> No
 def test_guid_and_title_are_per_source_but_url_is_global() -> None:
     taken = dedup.BatchKeys()
     dedup.split_duplicates(1, [(0, _keys(*ORIGINAL, url="https://a.example/1", guid="g1"))], taken)
-    new, dups = dedup.split_duplicates(2, [
-        (0, _keys(*ORIGINAL, url="https://b.example/1", guid="g1")),
-        (1, _keys("Different headline for the same link", url="https://a.example/1", guid="x")),
-    ], taken)
+    new, dups = dedup.split_duplicates(
+        2,
+        [
+            (0, _keys(*ORIGINAL, url="https://b.example/1", guid="g1")),
+            (1, _keys("Different headline for the same link", url="https://a.example/1", guid="x")),
+        ],
+        taken,
+    )
     assert new == [0]
     assert dups == {1: "canonical url"}
 

@@ -22,16 +22,26 @@ def test_recorded_feeds_parse_except_the_outage_page() -> None:
     counts = {}
     for path, (body, content_type) in docs.items():
         try:
-            feed = parse_feed(body, source_name=path, url=f"http://127.0.0.1{path}", fetched_at=NOW,
-                              content_type=content_type)
+            feed = parse_feed(
+                body,
+                source_name=path,
+                url=f"http://127.0.0.1{path}",
+                fetched_at=NOW,
+                content_type=content_type,
+            )
         except FeedError:
             counts[path] = None
             continue
         counts[path] = len(feed.entries)
         assert not feed.invalid
         assert all(not e.date_missing and e.published_at < NOW for e in feed.entries)
-    assert counts == {"/centralbank/press.xml": 3, "/wire/business.rss": 8, "/markets/latest.rss": 5,
-                      "/filings/current.atom": 3, "/outage/feed.xml": None}
+    assert counts == {
+        "/centralbank/press.xml": 3,
+        "/wire/business.rss": 8,
+        "/markets/latest.rss": 5,
+        "/filings/current.atom": 3,
+        "/outage/feed.xml": None,
+    }
 
 
 def test_demo_ingests_the_recorded_feeds_and_clusters_syndicated_copies(engine: Engine) -> None:
@@ -46,9 +56,12 @@ def test_demo_ingests_the_recorded_feeds_and_clusters_syndicated_copies(engine: 
     assert results["second_poll"]["items_new"] == 0
     assert results["second_poll"]["not_modified"] == 4
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT s.name, a.title, a.story_id, a.id FROM articles a JOIN sources s ON s.id = a.source_id"
-        )).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT s.name, a.title, a.story_id, a.id"
+                " FROM articles a JOIN sources s ON s.id = a.source_id"
+            )
+        ).all()
     by_title = {r.title: r for r in rows}
     original = by_title["Apple shares slide after iPhone sales miss forecasts in China"]
     copy = by_title["Apple shares slide after iPhone sales miss forecasts in China - Demo Wire"]

@@ -26,8 +26,18 @@ def _settings() -> Settings:
 
 
 def _items(prefix: str, n: int) -> list[FeedItem]:
-    topics = ["bond yields", "copper mines", "retail sales", "chip exports", "airline fares", "crop prices",
-              "bank deposits", "car recalls", "shipping rates", "steel tariffs"]
+    topics = [
+        "bond yields",
+        "copper mines",
+        "retail sales",
+        "chip exports",
+        "airline fares",
+        "crop prices",
+        "bank deposits",
+        "car recalls",
+        "shipping rates",
+        "steel tariffs",
+    ]
     return [
         FeedItem(
             f"{prefix} report {i}: {topics[i % len(topics)]} move after surprise data number {i}",
@@ -53,12 +63,24 @@ def server() -> FeedServer:
 
 def test_broken_feeds_never_stop_the_others(engine: Engine, server: FeedServer) -> None:
     sources = [
-        Source(name="wire", url=server.add("/wire.rss", rss_document("Wire", "https://wire.example/",
-                                                                     _items("wire", 5), NOW))),
-        Source(name="filings", url=server.add("/filings.atom", atom_document(
-            "Filings", "https://filings.example/", _items("filings", 4), NOW), "application/atom+xml")),
-        Source(name="maintenance", url=server.add(
-            "/down.rss", b"<html><head><title>Down</title></head></html>", "text/html")),
+        Source(
+            name="wire",
+            url=server.add(
+                "/wire.rss", rss_document("Wire", "https://wire.example/", _items("wire", 5), NOW)
+            ),
+        ),
+        Source(
+            name="filings",
+            url=server.add(
+                "/filings.atom",
+                atom_document("Filings", "https://filings.example/", _items("filings", 4), NOW),
+                "application/atom+xml",
+            ),
+        ),
+        Source(
+            name="maintenance",
+            url=server.add("/down.rss", b"<html><head><title>Down</title></head></html>", "text/html"),
+        ),
         Source(name="gone", url=server.add("/gone.rss", b"", status=503)),
         Source(name="json", url=server.add("/api.rss", b'{"error": "rate limited"}', "application/json")),
     ]
@@ -67,9 +89,15 @@ def test_broken_feeds_never_stop_the_others(engine: Engine, server: FeedServer) 
     assert (report.sources_ok, report.sources_failed, report.items_new) == (2, 3, 9)
     assert _count(engine, "SELECT count(*) FROM articles") == 9
     with engine.connect() as conn:
-        errors = dict(conn.execute(sa.text(
-            "SELECT s.name, f.error FROM fetch_log f JOIN sources s ON s.id = f.source_id"
-            " WHERE f.run_id = CAST(:run AS uuid) AND f.status = 'error'"), {"run": report.run_id}).all())
+        errors = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT s.name, f.error FROM fetch_log f JOIN sources s ON s.id = f.source_id"
+                    " WHERE f.run_id = CAST(:run AS uuid) AND f.status = 'error'"
+                ),
+                {"run": report.run_id},
+            ).all()
+        )
     assert set(errors) == {"maintenance", "gone", "json"}
     for name in errors:
         source = next(s for s in sources if s.name == name)
@@ -82,8 +110,13 @@ def test_the_same_run_twice_adds_no_rows_and_the_second_poll_is_304s(
     engine: Engine, server: FeedServer
 ) -> None:
     sources = [
-        Source(name=f"feed{k}", url=server.add(f"/f{k}.rss", rss_document(
-            f"Feed {k}", f"https://feed{k}.example/", _items(f"feed{k}", 6), NOW)))
+        Source(
+            name=f"feed{k}",
+            url=server.add(
+                f"/f{k}.rss",
+                rss_document(f"Feed {k}", f"https://feed{k}.example/", _items(f"feed{k}", 6), NOW),
+            ),
+        )
         for k in range(3)
     ]
     first = run_ingest(sources, engine=engine, settings=_settings())
@@ -105,17 +138,26 @@ def test_changed_feed_stores_only_its_new_items(engine: Engine, server: FeedServ
     url = server.add("/desk.rss", rss_document("Desk", "https://desk.example/", items, NOW))
     source = Source(name="desk", url=url)
     run_ingest([source], engine=engine, settings=_settings())
-    extra = FeedItem("Desk exclusive: central bank weighs emergency liquidity line for brokers",
-                     "https://desk.example/story/exclusive?utm_source=rss",
-                     "Officials discussed a standing facility for broker-dealers, people said.", 0 * H)
+    extra = FeedItem(
+        "Desk exclusive: central bank weighs emergency liquidity line for brokers",
+        "https://desk.example/story/exclusive?utm_source=rss",
+        "Officials discussed a standing facility for broker-dealers, people said.",
+        0 * H,
+    )
     server.add("/desk.rss", rss_document("Desk", "https://desk.example/", [extra, *items], NOW))
 
     report = run_ingest([source], engine=engine, settings=_settings())
 
     row = report.sources[0]
     assert (row.status, row.items_seen, row.items_new, row.duplicates) == ("ok", 5, 1, 4)
-    assert _count(engine, "SELECT count(*) FROM articles WHERE canonical_url = :u",
-                  u="https://desk.example/story/exclusive") == 1
+    assert (
+        _count(
+            engine,
+            "SELECT count(*) FROM articles WHERE canonical_url = :u",
+            u="https://desk.example/story/exclusive",
+        )
+        == 1
+    )
 
 
 def test_every_entry_is_stored_or_counted_with_a_reason(engine: Engine, server: FeedServer) -> None:
@@ -139,28 +181,44 @@ def test_every_entry_is_stored_or_counted_with_a_reason(engine: Engine, server: 
     assert (row.items_seen, row.items_new, row.duplicates, row.invalid, row.filtered) == (5, 2, 1, 1, 1)
     assert row.items_seen == row.items_new + row.duplicates + row.invalid + row.filtered
     with engine.connect() as conn:
-        logged = conn.execute(sa.text(
-            "SELECT items_seen, items_new, duplicates, invalid, filtered FROM fetch_log"
-            " WHERE run_id = CAST(:r AS uuid)"), {"r": report.run_id}).one()
+        logged = conn.execute(
+            sa.text(
+                "SELECT items_seen, items_new, duplicates, invalid, filtered FROM fetch_log"
+                " WHERE run_id = CAST(:r AS uuid)"
+            ),
+            {"r": report.run_id},
+        ).one()
     assert tuple(logged) == (5, 2, 1, 1, 1)
 
 
 def test_syndicated_copies_share_a_story_across_sources_and_runs(engine: Engine, server: FeedServer) -> None:
-    wire = FeedItem("Regional bank shares tumble as deposit outflows accelerate",
-                    "https://wire.example/banks/deposits",
-                    "Shares of U.S. regional lenders dropped sharply after two banks disclosed larger-than-"
-                    "expected deposit outflows, rekindling memories of the 2023 banking turmoil.", 2 * H)
-    other = FeedItem("Oil falls as OPEC+ signals output increase next year", "https://wire.example/oil",
-                     "Brent crude fell below $70 a barrel after delegates said the group may unwind cuts.",
-                     3 * H)
-    copy = FeedItem("Regional bank stocks tumble as deposit outflows speed up",
-                    "https://desk.example/news/regional-banks?cmpid=rss",
-                    "Shares of U.S. regional lenders dropped sharply after two banks disclosed larger than "
-                    "expected deposit outflows, rekindling memories of the 2023 banking turmoil.", 1 * H)
-    wire_src = Source(name="wire", url=server.add("/wire.rss", rss_document("W", "https://wire.example/",
-                                                                            [wire, other], NOW)))
-    desk_src = Source(name="desk", url=server.add("/desk.rss", rss_document("D", "https://desk.example/",
-                                                                            [copy], NOW)))
+    wire = FeedItem(
+        "Regional bank shares tumble as deposit outflows accelerate",
+        "https://wire.example/banks/deposits",
+        "Shares of U.S. regional lenders dropped sharply after two banks disclosed larger-than-"
+        "expected deposit outflows, rekindling memories of the 2023 banking turmoil.",
+        2 * H,
+    )
+    other = FeedItem(
+        "Oil falls as OPEC+ signals output increase next year",
+        "https://wire.example/oil",
+        "Brent crude fell below $70 a barrel after delegates said the group may unwind cuts.",
+        3 * H,
+    )
+    copy = FeedItem(
+        "Regional bank stocks tumble as deposit outflows speed up",
+        "https://desk.example/news/regional-banks?cmpid=rss",
+        "Shares of U.S. regional lenders dropped sharply after two banks disclosed larger than "
+        "expected deposit outflows, rekindling memories of the 2023 banking turmoil.",
+        1 * H,
+    )
+    wire_src = Source(
+        name="wire",
+        url=server.add("/wire.rss", rss_document("W", "https://wire.example/", [wire, other], NOW)),
+    )
+    desk_src = Source(
+        name="desk", url=server.add("/desk.rss", rss_document("D", "https://desk.example/", [copy], NOW))
+    )
     run_ingest([wire_src], engine=engine, settings=_settings())
     # A later run, a different source: the copy must find the story through the stored articles.
     run_ingest([desk_src], engine=engine, settings=_settings())
@@ -174,15 +232,19 @@ def test_syndicated_copies_share_a_story_across_sources_and_runs(engine: Engine,
 
 
 def test_articles_carry_tickers_language_and_canonical_urls(engine: Engine, server: FeedServer) -> None:
-    item = FeedItem("Apple shares slide after iPhone sales miss; $NVDA and $BRK.B steady",
-                    "https://WIRE.example/markets/apple?utm_source=rss&id=7#comments",
-                    "Apple Inc shares fell 4% after the company reported weaker revenue in China.", H)
+    item = FeedItem(
+        "Apple shares slide after iPhone sales miss; $NVDA and $BRK.B steady",
+        "https://WIRE.example/markets/apple?utm_source=rss&id=7#comments",
+        "Apple Inc shares fell 4% after the company reported weaker revenue in China.",
+        H,
+    )
     feed = rss_document("W", "https://wire.example/", [item], NOW)
     source = Source(name="wire", url=server.add("/w.rss", feed))
     run_ingest([source], engine=engine, settings=_settings())
     with engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT canonical_url, tickers, language, date_missing, published_at"
-                                   " FROM articles")).one()
+        row = conn.execute(
+            sa.text("SELECT canonical_url, tickers, language, date_missing, published_at FROM articles")
+        ).one()
     assert row.canonical_url == "https://wire.example/markets/apple?id=7"
     assert row.tickers == ["AAPL", "BRK.B", "NVDA"]
     assert row.language == "en"
@@ -204,10 +266,10 @@ Wednesday, which could settle the debate about whether price pressures are cooli
 
 def test_fulltext_sources_store_the_article_text(engine: Engine, server: FeedServer) -> None:
     page_url = server.add("/articles/wrap.html", ARTICLE_PAGE.encode(), "text/html; charset=utf-8")
-    item = FeedItem("Stocks slip as investors weigh central bank signals", page_url,
-                    "Teaser only.", H)
-    source = Source(name="pages", url=server.add("/p.rss", rss_document("P", server.url, [item], NOW)),
-                    fulltext=True)
+    item = FeedItem("Stocks slip as investors weigh central bank signals", page_url, "Teaser only.", H)
+    source = Source(
+        name="pages", url=server.add("/p.rss", rss_document("P", server.url, [item], NOW)), fulltext=True
+    )
     report = run_ingest([source], engine=engine, settings=_settings())
     with engine.connect() as conn:
         row = conn.execute(sa.text("SELECT body, tickers FROM articles")).one()
@@ -234,8 +296,9 @@ def test_ingest_sources_runs_a_named_subset(engine: Engine, server: FeedServer, 
 
 
 def test_report_as_dict_has_the_totals_the_cli_prints(engine: Engine, server: FeedServer) -> None:
-    source = Source(name="one", url=server.add("/1.rss", rss_document("1", "https://one.example/",
-                                                                      _items("one", 3), NOW)))
+    source = Source(
+        name="one", url=server.add("/1.rss", rss_document("1", "https://one.example/", _items("one", 3), NOW))
+    )
     data = run_ingest([source], engine=engine, settings=_settings()).as_dict()
     assert {"sources_ok", "sources_failed", "items_seen", "items_new", "duplicates", "bytes"} <= set(data)
     assert data["per_source"][0]["name"] == "one"
@@ -243,8 +306,16 @@ def test_report_as_dict_has_the_totals_the_cli_prints(engine: Engine, server: Fe
 
 
 def test_far_future_and_empty_entries_are_filtered() -> None:
-    entry = ParsedEntry(guid=None, url="https://x.example/1", canonical_url="https://x.example/1", title="T",
-                        summary="", published_at=NOW + timedelta(days=3), date_missing=False, language=None)
+    entry = ParsedEntry(
+        guid=None,
+        url="https://x.example/1",
+        canonical_url="https://x.example/1",
+        title="T",
+        summary="",
+        published_at=NOW + timedelta(days=3),
+        date_missing=False,
+        language=None,
+    )
     assert "future" in (filter_reason(entry, NOW) or "")
     entry.published_at = NOW
     assert filter_reason(entry, NOW) is None
@@ -258,8 +329,10 @@ def _shared_feeds() -> list[Path]:
 
 def test_recorded_real_feeds_land_or_fail_per_source(engine: Engine, server: FeedServer) -> None:
     files = _shared_feeds()
-    sources = [Source(name=p.name, url=server.add(f"/real/{i}", p.read_bytes(), "application/xml"))
-               for i, p in enumerate(files)]
+    sources = [
+        Source(name=p.name, url=server.add(f"/real/{i}", p.read_bytes(), "application/xml"))
+        for i, p in enumerate(files)
+    ]
     report = run_ingest(sources, engine=engine, settings=_settings())
 
     assert len(report.sources) == len(files)
@@ -275,17 +348,30 @@ def test_recorded_real_feeds_land_or_fail_per_source(engine: Engine, server: Fee
 
 def test_a_batch_that_fails_to_store_is_fetched_again_next_time(engine: Engine, server: FeedServer) -> None:
     poison = FeedItem("POISON headline the database refuses", "https://bad.example/poison", "x y z", H)
-    good = Source(name="good", url=server.add("/good.rss", rss_document("G", "https://good.example/",
-                                                                        _items("good", 3), NOW)))
-    bad = Source(name="bad", url=server.add("/bad.rss", rss_document("B", "https://bad.example/",
-                                                                     [*_items("bad", 2), poison], NOW)))
+    good = Source(
+        name="good",
+        url=server.add("/good.rss", rss_document("G", "https://good.example/", _items("good", 3), NOW)),
+    )
+    bad = Source(
+        name="bad",
+        url=server.add(
+            "/bad.rss", rss_document("B", "https://bad.example/", [*_items("bad", 2), poison], NOW)
+        ),
+    )
     with engine.begin() as conn:
         # A real failure inside PostgreSQL for one batch: a trigger that rejects one row.
-        conn.execute(sa.text(
-            "CREATE FUNCTION reject_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " IF NEW.title LIKE 'POISON%' THEN RAISE EXCEPTION 'poisoned row'; END IF; RETURN NEW; END $$"))
-        conn.execute(sa.text("CREATE TRIGGER reject_poison BEFORE INSERT ON articles"
-                             " FOR EACH ROW EXECUTE FUNCTION reject_poison()"))
+        conn.execute(
+            sa.text(
+                "CREATE FUNCTION reject_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " IF NEW.title LIKE 'POISON%' THEN RAISE EXCEPTION 'poisoned row'; END IF; RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE TRIGGER reject_poison BEFORE INSERT ON articles"
+                " FOR EACH ROW EXECUTE FUNCTION reject_poison()"
+            )
+        )
 
     first = run_ingest([good, bad], engine=engine, settings=_settings())
 
@@ -295,8 +381,15 @@ def test_a_batch_that_fails_to_store_is_fetched_again_next_time(engine: Engine, 
     assert rows["bad"].url in (rows["bad"].error or "")
     with engine.begin() as conn:
         # The whole batch rolled back, validators included, so the next poll is a full fetch.
-        assert conn.execute(sa.text("SELECT count(*) FROM articles a JOIN sources s ON s.id = a.source_id"
-                                    " WHERE s.name = 'bad'")).scalar_one() == 0
+        assert (
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM articles a JOIN sources s ON s.id = a.source_id"
+                    " WHERE s.name = 'bad'"
+                )
+            ).scalar_one()
+            == 0
+        )
         assert conn.execute(sa.text("SELECT etag FROM sources WHERE name = 'bad'")).scalar_one() is None
         conn.execute(sa.text("DROP TRIGGER reject_poison ON articles"))
 

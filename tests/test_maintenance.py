@@ -24,8 +24,19 @@ def _count(engine: Engine, sql: str) -> int:
 
 def _log_fetch(engine: Engine, started_at) -> None:
     row = store.FetchLogRow(
-        run_id=str(uuid.uuid4()), source_id=None, started_at=started_at, status="ok", http_status=200,
-        bytes=10, items_seen=1, items_new=1, duplicates=0, invalid=0, filtered=0, duration_ms=5, error=None,
+        run_id=str(uuid.uuid4()),
+        source_id=None,
+        started_at=started_at,
+        status="ok",
+        http_status=200,
+        bytes=10,
+        items_seen=1,
+        items_new=1,
+        duplicates=0,
+        invalid=0,
+        filtered=0,
+        duration_ms=5,
+        error=None,
     )
     with engine.begin() as conn:
         store.insert_fetch_log(conn, row)
@@ -34,8 +45,13 @@ def _log_fetch(engine: Engine, started_at) -> None:
 def test_retention_deletes_old_articles_with_their_scores_and_old_fetch_log_only(
     engine: Engine, tiny_model_dir: Path
 ) -> None:
-    add_articles(engine, [ArticleSpec("Old story one", published_at=CLOCK - timedelta(days=40)),
-                                ArticleSpec("Old story two", published_at=CLOCK - timedelta(days=31))])
+    add_articles(
+        engine,
+        [
+            ArticleSpec("Old story one", published_at=CLOCK - timedelta(days=40)),
+            ArticleSpec("Old story two", published_at=CLOCK - timedelta(days=31)),
+        ],
+    )
     recent = add_articles(engine, [ArticleSpec("Recent story", published_at=CLOCK)])
     score_pending(engine, model_dir=tiny_model_dir)
     _log_fetch(engine, CLOCK - timedelta(days=45))
@@ -61,8 +77,10 @@ def test_rollup_check_passes_after_scoring_and_names_the_bucket_that_drifted(
 
     with engine.begin() as conn:
         bucket = conn.execute(
-            sa.text("UPDATE rollups_hourly SET negative = negative + 1 WHERE dimension = 'all'"
-                    " AND bucket = (SELECT min(bucket) FROM rollups_hourly) RETURNING bucket")
+            sa.text(
+                "UPDATE rollups_hourly SET negative = negative + 1 WHERE dimension = 'all'"
+                " AND bucket = (SELECT min(bucket) FROM rollups_hourly) RETURNING bucket"
+            )
         ).scalar_one()
 
     report = maintenance.check_rollups(engine, days=3, now=NOW)

@@ -132,7 +132,9 @@ def test_feed_truncated_before_its_items_is_a_feed_error() -> None:
 
 
 def test_feed_truncated_inside_an_item_keeps_what_was_read_and_warns() -> None:
-    feed = parse(b'<?xml version="1.0"?><rss version="2.0"><channel><title>x</title><item><title>Cut off</title><link>https://news.example/1')
+    feed = parse(
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>x</title><item><title>Cut off</title><link>https://news.example/1'
+    )
     assert [e.title for e in feed.entries] == ["Cut off"]
     assert feed.warning and "not well-formed" in feed.warning
 

@@ -72,7 +72,10 @@ def test_candidate_that_regresses_is_kept_back_and_scores_nothing(
     result = promotion.promote_if_no_regression(new, evaluation, tolerance=0.01, engine=engine)
 
     assert result == {
-        "candidate": "promo-new", "active": "promo-old", "tolerance": 0.01, "promoted": False,
+        "candidate": "promo-new",
+        "active": "promo-old",
+        "tolerance": 0.01,
+        "promoted": False,
         "regressions": ["sentiment.weighted_f1: 0.7800 -> 0.7000"],
     }
     assert _active(engine) == "promo-old"

@@ -16,9 +16,17 @@ def test_shipped_sources_are_forty_or_more_real_financial_feeds() -> None:
     assert len(sources) >= 40
     hosts = {urlsplit(s.url).hostname for s in sources}
     # Central banks, regulators, SEC EDGAR, exchanges and business news are all represented.
-    for host in ("www.federalreserve.gov", "www.ecb.europa.eu", "www.bankofengland.co.uk",
-                 "www.bankofcanada.ca", "www.boj.or.jp", "www.sec.gov", "www.cftc.gov", "www.fca.org.uk",
-                 "www.nasdaq.com"):
+    for host in (
+        "www.federalreserve.gov",
+        "www.ecb.europa.eu",
+        "www.bankofengland.co.uk",
+        "www.bankofcanada.ca",
+        "www.boj.or.jp",
+        "www.sec.gov",
+        "www.cftc.gov",
+        "www.fca.org.uk",
+        "www.nasdaq.com",
+    ):
         assert host in hosts, host
     assert any("finra" in (h or "") for h in hosts)
     assert any("action=getcurrent" in s.url and "output=atom" in s.url for s in sources)

@@ -43,8 +43,10 @@ def _source_id(engine: Engine, name: str = "wire") -> int:
 
 
 def test_upsert_sources_is_idempotent_and_returns_ids(engine: Engine) -> None:
-    sources = [Source(name="fed", url="https://fed.example/rss", tags=["central bank", "us"]),
-               Source(name="sec", url="https://sec.example/atom", fulltext=True)]
+    sources = [
+        Source(name="fed", url="https://fed.example/rss", tags=["central bank", "us"]),
+        Source(name="sec", url="https://sec.example/atom", fulltext=True),
+    ]
     with engine.begin() as conn:
         first = store.upsert_sources(conn, sources)
     with engine.begin() as conn:
@@ -85,13 +87,16 @@ def test_guid_is_unique_per_source_and_url_across_sources(engine: Engine) -> Non
     wire, other = _source_id(engine, "wire"), _source_id(engine, "other")
     with engine.begin() as conn:
         a, b, c = store.allocate_article_ids(conn, 3)
-        stored = store.insert_articles(conn, [
-            _article(a, wire, 1),
-            # Same GUID in another source is a different item...
-            _article(b, other, 2, guid="guid-1"),
-            # ...but the same canonical URL anywhere is the same article.
-            _article(c, other, 3, canonical_url="https://news.example.com/1"),
-        ])
+        stored = store.insert_articles(
+            conn,
+            [
+                _article(a, wire, 1),
+                # Same GUID in another source is a different item...
+                _article(b, other, 2, guid="guid-1"),
+                # ...but the same canonical URL anywhere is the same article.
+                _article(c, other, 3, canonical_url="https://news.example.com/1"),
+            ],
+        )
     assert stored == {a, b}
 
 
@@ -101,12 +106,16 @@ def test_existing_keys_reports_stored_urls_guids_and_title_matches(engine: Engin
         (a,) = store.allocate_article_ids(conn, 1)
         store.insert_articles(conn, [_article(a, wire, 1)])
         keys = store.existing_keys(
-            conn, other,
+            conn,
+            other,
             canonical_urls=["https://news.example.com/1", "https://news.example.com/9"],
-            guids=["guid-1"], title_hashes=["t1", "t9"], content_hashes=["c1"],
+            guids=["guid-1"],
+            title_hashes=["t1", "t9"],
+            content_hashes=["c1"],
         )
-        own = store.existing_keys(conn, wire, canonical_urls=[], guids=["guid-1"], title_hashes=[],
-                                  content_hashes=["c1"])
+        own = store.existing_keys(
+            conn, wire, canonical_urls=[], guids=["guid-1"], title_hashes=[], content_hashes=["c1"]
+        )
     assert keys.canonical_urls == {"https://news.example.com/1"}
     assert keys.guids == frozenset()  # GUIDs are only unique within a source
     assert own.guids == {"guid-1"}
@@ -120,10 +129,15 @@ def test_recent_articles_covers_the_window_only(engine: Engine) -> None:
     sid = _source_id(engine)
     with engine.begin() as conn:
         old, new = store.allocate_article_ids(conn, 2)
-        store.insert_articles(conn, [
-            _article(old, sid, 1, published_at=NOW - timedelta(days=10), fetched_at=NOW - timedelta(days=10)),
-            _article(new, sid, 2),
-        ])
+        store.insert_articles(
+            conn,
+            [
+                _article(
+                    old, sid, 1, published_at=NOW - timedelta(days=10), fetched_at=NOW - timedelta(days=10)
+                ),
+                _article(new, sid, 2),
+            ],
+        )
         recent = store.recent_articles(conn, NOW - timedelta(hours=72))
     assert [r.id for r in recent] == [new]
 
@@ -132,11 +146,24 @@ def test_fetch_log_rows_name_their_source(engine: Engine) -> None:
     sid = _source_id(engine, "boe")
     run_id = str(uuid.uuid4())
     with engine.begin() as conn:
-        store.insert_fetch_log(conn, store.FetchLogRow(
-            run_id=run_id, source_id=sid, started_at=NOW, status="error", http_status=503, bytes=0,
-            items_seen=0, items_new=0, duplicates=0, invalid=0, filtered=0, duration_ms=12,
-            error="boe: https://boe.example.com/rss: HTTP 503",
-        ))
+        store.insert_fetch_log(
+            conn,
+            store.FetchLogRow(
+                run_id=run_id,
+                source_id=sid,
+                started_at=NOW,
+                status="error",
+                http_status=503,
+                bytes=0,
+                items_seen=0,
+                items_new=0,
+                duplicates=0,
+                invalid=0,
+                filtered=0,
+                duration_ms=12,
+                error="boe: https://boe.example.com/rss: HTTP 503",
+            ),
+        )
         rows = store.fetch_log_for_run(conn, run_id)
     assert [(r["source"], r["url"], r["status"], r["http_status"]) for r in rows] == [
         ("boe", "https://boe.example.com/rss", "error", 503)

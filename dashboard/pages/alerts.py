@@ -26,8 +26,9 @@ st.title("Alerts")
 with st.sidebar:
     st.header("Filters")
     days = st.slider("Days shown", 1, 60, 14, key="alerts_days")
-    statuses = st.multiselect("Status", ["firing", "resolved"], default=["firing", "resolved"],
-                              key="alerts_status")
+    statuses = st.multiselect(
+        "Status", ["firing", "resolved"], default=["firing", "resolved"], key="alerts_status"
+    )
 start = datetime.combine(now.date() - timedelta(days=days - 1), time(), UTC)
 
 timeline = queries.alert_timeline(url, start, now + timedelta(minutes=1))
@@ -36,8 +37,11 @@ firing, resolved = (timeline["status"] == "firing").sum(), (timeline["status"] =
 first, second, third = st.columns(3)
 first.metric("Firing now", int(firing))
 second.metric(f"Resolved, last {days} days", int(resolved))
-third.metric("Silenced firings", int(timeline["silenced"].sum()),
-             help="Firings matched by a silence: recorded and shown, not emailed.")
+third.metric(
+    "Silenced firings",
+    int(timeline["silenced"].sum()),
+    help="Firings matched by a silence: recorded and shown, not emailed.",
+)
 
 if shown.empty:
     st.info("No alerts in this range.")
@@ -47,20 +51,45 @@ else:
         alert=shown["rule"] + " · " + shown["dimension"] + "=" + shown["value"],
     )
     st.altair_chart(
-        alt.Chart(bars).mark_bar(height=12).encode(
+        alt.Chart(bars)
+        .mark_bar(height=12)
+        .encode(
             x=alt.X("fired_at:T", title=None, scale=alt.Scale(domain=[start.isoformat(), now.isoformat()])),
             x2="until:T",
             y=alt.Y("alert:N", title=None, sort="-x", axis=alt.Axis(labelLimit=320)),
-            color=alt.Color("status:N", scale=alt.Scale(domain=["firing", "resolved"],
-                                                         range=["#d62728", "#9e9e9e"])),
-            tooltip=["alert", "status", "severity", "fired_at:T", "resolved_at:T",
-                     alt.Tooltip("neg_share:Q", format=".1%"), alt.Tooltip("baseline:Q", format=".1%")],
+            color=alt.Color(
+                "status:N", scale=alt.Scale(domain=["firing", "resolved"], range=["#d62728", "#9e9e9e"])
+            ),
+            tooltip=[
+                "alert",
+                "status",
+                "severity",
+                "fired_at:T",
+                "resolved_at:T",
+                alt.Tooltip("neg_share:Q", format=".1%"),
+                alt.Tooltip("baseline:Q", format=".1%"),
+            ],
         ),
         width="stretch",
     )
     st.dataframe(
-        shown[["rule", "dimension", "value", "status", "severity", "fired_at", "resolved_at", "neg_share",
-               "baseline", "stories", "neg_stories", "p_value", "silenced"]],
+        shown[
+            [
+                "rule",
+                "dimension",
+                "value",
+                "status",
+                "severity",
+                "fired_at",
+                "resolved_at",
+                "neg_share",
+                "baseline",
+                "stories",
+                "neg_stories",
+                "p_value",
+                "silenced",
+            ]
+        ],
         hide_index=True,
         column_config={
             "neg_share": st.column_config.NumberColumn("negative share", format="percent"),
@@ -87,8 +116,13 @@ def evidence(alert: pd.Series) -> None:
     window_start = alert_engine.window_end(fired) - window
     chart_end = min(until + timedelta(hours=6), now + timedelta(hours=1))
     hourly = queries.series(
-        url, version, alert["dimension"], (alert["value"],),
-        window_start - timedelta(hours=CONTEXT_HOURS), chart_end, "hour",
+        url,
+        version,
+        alert["dimension"],
+        (alert["value"],),
+        window_start - timedelta(hours=CONTEXT_HOURS),
+        chart_end,
+        "hour",
     )
     share = "n/a" if pd.isna(alert["neg_share"]) else f"{alert['neg_share']:.1%}"
     baseline = "n/a" if pd.isna(alert["baseline"]) else f"{alert['baseline']:.1%}"
@@ -105,10 +139,19 @@ def evidence(alert: pd.Series) -> None:
             st.info("No rollups for this value in the period.")
         else:
             shade = pd.DataFrame({"from": [window_start], "to": [alert_engine.window_end(fired)]})
-            line = alt.Chart(hourly).mark_line(point=True).encode(
-                x=alt.X("period:T", title=None),
-                y=alt.Y("negative_share:Q", title="negative share", scale=alt.Scale(domain=[0, 1])),
-                tooltip=["period:T", "stories", "neg_stories", alt.Tooltip("negative_share:Q", format=".1%")],
+            line = (
+                alt.Chart(hourly)
+                .mark_line(point=True)
+                .encode(
+                    x=alt.X("period:T", title=None),
+                    y=alt.Y("negative_share:Q", title="negative share", scale=alt.Scale(domain=[0, 1])),
+                    tooltip=[
+                        "period:T",
+                        "stories",
+                        "neg_stories",
+                        alt.Tooltip("negative_share:Q", format=".1%"),
+                    ],
+                )
             )
             band = alt.Chart(shade).mark_rect(opacity=0.15, color="#d62728").encode(x="from:T", x2="to:T")
             layers = [band, line]
@@ -121,7 +164,12 @@ def evidence(alert: pd.Series) -> None:
     with right:
         st.markdown("**Top negative stories**")
         stories = queries.negative_headlines(
-            url, version, alert["dimension"], alert["value"], window_start, until + timedelta(hours=1),
+            url,
+            version,
+            alert["dimension"],
+            alert["value"],
+            window_start,
+            until + timedelta(hours=1),
             TOP_STORIES,
         )
         if stories.empty:
@@ -129,7 +177,8 @@ def evidence(alert: pd.Series) -> None:
         else:
             lines = [
                 story_line(
-                    r.title, r.url,
+                    r.title,
+                    r.url,
                     f"{r.source}, {r.published_at:%m-%d %H:%M} UTC, score {r.score:+.2f}"
                     + (f", {r.copies} copies" if r.copies > 1 else ""),
                 )
@@ -144,9 +193,11 @@ def silence_form(alert: pd.Series | None) -> None:
         st.markdown("**Add a silence** — matching alerts are recorded but not emailed.")
         c1, c2, c3 = st.columns(3)
         rule = c1.text_input("Rule (glob, empty = any)", value="" if alert is None else alert["rule"])
-        dimension = c2.selectbox("Dimension", ["", "all", "topic", "ticker", "source"],
-                                 index=0 if alert is None else ["", "all", "topic", "ticker",
-                                                                "source"].index(alert["dimension"]))
+        dimension = c2.selectbox(
+            "Dimension",
+            ["", "all", "topic", "ticker", "source"],
+            index=0 if alert is None else ["", "all", "topic", "ticker", "source"].index(alert["dimension"]),
+        )
         value = c3.text_input("Value (glob, empty = any)", value="" if alert is None else alert["value"])
         c4, c5, c6 = st.columns(3)
         hours = c4.number_input("Duration (hours)", min_value=1, max_value=24 * 30, value=4, step=1)

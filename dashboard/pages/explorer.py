@@ -21,16 +21,20 @@ if version is None:
 today = now.date()
 options = queries.filter_values(url, version, now - timedelta(days=30))
 with st.form("explorer_filters"):
-    text = st.text_input("Search headlines and summaries",
-                         placeholder='e.g. profit warning, "share buyback", oil -gold', key="explorer_text")
+    text = st.text_input(
+        "Search headlines and summaries",
+        placeholder='e.g. profit warning, "share buyback", oil -gold',
+        key="explorer_text",
+    )
     c1, c2, c3 = st.columns(3)
     tickers = c1.multiselect("Tickers", options["ticker"], key="explorer_tickers")
     topics = c2.multiselect("Topics", options["topic"], key="explorer_topics")
     sources = c3.multiselect("Sources", options["source"], key="explorer_sources")
     c4, c5 = st.columns(2)
     sentiments = c4.multiselect("Sentiment", ["negative", "neutral", "positive"], key="explorer_sentiments")
-    picked = c5.date_input("Published (UTC)", value=(today - timedelta(days=6), today), max_value=today,
-                           key="explorer_dates")
+    picked = c5.date_input(
+        "Published (UTC)", value=(today - timedelta(days=6), today), max_value=today, key="explorer_dates"
+    )
     st.form_submit_button("Search")
 
 days = list(picked) if isinstance(picked, tuple | list) else [picked]

@@ -102,15 +102,19 @@ with numbers:
         st.info("No evaluation metrics recorded for this version.")
     else:
         headline = {
-            k: v for k, v in flat.items()
+            k: v
+            for k, v in flat.items()
             if k.rsplit(".", 1)[-1] in ("accuracy", "macro_f1") and not k.startswith("baseline.")
         }
         for column, (name, value) in zip(st.columns(max(len(headline), 1)), headline.items(), strict=False):
             base = flat.get(f"baseline.{name}")
             delta = None if base is None else f"{value - base:+.3f} vs baseline"
             column.metric(name, f"{value:.3f}", delta=delta)
-        st.dataframe(pd.DataFrame({"metric": list(flat), "value": list(flat.values())}), hide_index=True,
-                     key="model_metrics")
+        st.dataframe(
+            pd.DataFrame({"metric": list(flat), "value": list(flat.values())}),
+            hide_index=True,
+            key="model_metrics",
+        )
     for task, matrix in confusion_matrices(metrics).items():
         st.markdown(f"**Confusion matrix — {task}** (rows: true label, columns: predicted)")
         long = matrix.rename_axis("true").reset_index().melt("true", var_name="predicted", value_name="n")
@@ -133,12 +137,14 @@ for column, label in zip((c1, c2, c3), ("negative", "neutral", "positive"), stri
 c4.metric("Mean score", f"{totals['score_sum'] / articles:+.3f}" if articles else "n/a")
 histogram = queries.score_histogram(url, version, BINS, SAMPLE_ROWS)
 edges = [-1 + 2 * i / BINS for i in range(BINS)]
-bars = pd.DataFrame(
-    {"from": edges, "to": [e + 2 / BINS for e in edges], "articles": histogram["counts"]}
-)
+bars = pd.DataFrame({"from": edges, "to": [e + 2 / BINS for e in edges], "articles": histogram["counts"]})
 st.altair_chart(
-    alt.Chart(bars).mark_bar().encode(
-        x=alt.X("from:Q", bin="binned", title="score"), x2="to:Q", y="articles:Q",
+    alt.Chart(bars)
+    .mark_bar()
+    .encode(
+        x=alt.X("from:Q", bin="binned", title="score"),
+        x2="to:Q",
+        y="articles:Q",
         tooltip=[alt.Tooltip("from:Q", format="+.1f"), alt.Tooltip("to:Q", format="+.1f"), "articles"],
     ),
     width="stretch",

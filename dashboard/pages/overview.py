@@ -27,7 +27,9 @@ options = queries.filter_values(url, version, now - timedelta(days=30))
 with st.sidebar:
     st.header("Filters")
     picked = st.date_input(
-        "Date range (UTC)", value=(today - timedelta(days=BASELINE_DAYS - 1), today), max_value=today,
+        "Date range (UTC)",
+        value=(today - timedelta(days=BASELINE_DAYS - 1), today),
+        max_value=today,
         key="overview_dates",
     )
     topics = st.multiselect("Topics", options["topic"], key="overview_topics")
@@ -65,7 +67,8 @@ def metric_row(now: datetime) -> None:
     alerts = queries.alert_status_counts(url)
     first, second, third = st.columns(3)
     first.metric(
-        "Articles today (UTC)", f"{figures['articles_today']:,}",
+        "Articles today (UTC)",
+        f"{figures['articles_today']:,}",
         help=f"{figures['stories_today']:,} distinct stories since 00:00 UTC, model version {version}",
     )
     second.metric(
@@ -77,7 +80,8 @@ def metric_row(now: datetime) -> None:
         f"({'n/a' if base is None else f'{base:.1%}'}).",
     )
     third.metric(
-        "Firing alerts", f"{alerts.get('firing', 0)}",
+        "Firing alerts",
+        f"{alerts.get('firing', 0)}",
         help=f"{alerts.get('pending', 0)} more pending (breaching, waiting for their 'for' duration).",
     )
 
@@ -101,7 +105,9 @@ def charts() -> None:
         st.info("No scored articles in this range.")
     else:
         st.altair_chart(
-            alt.Chart(lines).mark_line(point=grain == "day").encode(
+            alt.Chart(lines)
+            .mark_line(point=grain == "day")
+            .encode(
                 x=alt.X("period:T", title=None),
                 y=alt.Y("sentiment_index:Q", title="sentiment index", scale=alt.Scale(domain=[-1, 1])),
                 color=alt.Color("value:N", title=what),
@@ -114,13 +120,21 @@ def charts() -> None:
     st.subheader("Negative share of stories, topic × day")
     if not heat.empty:
         st.altair_chart(
-            alt.Chart(heat).mark_rect().encode(
+            alt.Chart(heat)
+            .mark_rect()
+            .encode(
                 x=alt.X("yearmonthdate(period):O", title=None),
                 y=alt.Y("value:N", title=None),
-                color=alt.Color("negative_share:Q", title="negative share",
-                                scale=alt.Scale(scheme="reds", domain=[0, 1])),
-                tooltip=["value", "period:T", alt.Tooltip("negative_share:Q", format=".1%"), "stories",
-                         "neg_stories"],
+                color=alt.Color(
+                    "negative_share:Q", title="negative share", scale=alt.Scale(scheme="reds", domain=[0, 1])
+                ),
+                tooltip=[
+                    "value",
+                    "period:T",
+                    alt.Tooltip("negative_share:Q", format=".1%"),
+                    "stories",
+                    "neg_stories",
+                ],
             ),
             width="stretch",
         )
@@ -134,11 +148,15 @@ def charts() -> None:
     if not per_period.empty:
         long = per_period.reset_index().melt("period", var_name="sentiment", value_name="articles")
         st.altair_chart(
-            alt.Chart(long).mark_bar().encode(
+            alt.Chart(long)
+            .mark_bar()
+            .encode(
                 x=alt.X("period:T", title=None),
                 y=alt.Y("articles:Q", stack=True),
-                color=alt.Color("sentiment:N", scale=alt.Scale(domain=list(SENTIMENT_COLORS),
-                                                               range=list(SENTIMENT_COLORS.values()))),
+                color=alt.Color(
+                    "sentiment:N",
+                    scale=alt.Scale(domain=list(SENTIMENT_COLORS), range=list(SENTIMENT_COLORS.values())),
+                ),
                 tooltip=["period:T", "sentiment", "articles"],
             ),
             width="stretch",
@@ -146,10 +164,14 @@ def charts() -> None:
     with st.expander("Data behind the charts"):
         st.dataframe(
             lines[["value", "period", "articles", "stories", "neg_stories", "sentiment_index"]],
-            hide_index=True, key="overview_index_data",
+            hide_index=True,
+            key="overview_index_data",
         )
-        st.dataframe(heat[["value", "period", "stories", "neg_stories", "negative_share"]], hide_index=True,
-                     key="overview_heat_data")
+        st.dataframe(
+            heat[["value", "period", "stories", "neg_stories", "negative_share"]],
+            hide_index=True,
+            key="overview_heat_data",
+        )
         st.dataframe(pd.DataFrame(per_period).reset_index(), hide_index=True, key="overview_volume_data")
     st.caption(f"As of {now:%Y-%m-%d %H:%M} UTC" + (f", refreshing every {every // 60} min" if every else ""))
 
