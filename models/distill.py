@@ -25,44 +25,73 @@ from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
 from models.data import SENTIMENT_NAMES, TOPIC_NAMES, Example, holdout_split, iter_unlabeled, unlabeled_files
+from models.evaluate import tfidf_vectorizers
 from models.inference import pad_batch
 from models.network import ModelBundle
 from models.recipe import DistillSpec, Recipe
 from models.tokenizer import clean_text, encode_for_classification
 
-PSEUDO_TEXTS = "pseudo_labels.jsonl.gz"
-PSEUDO_TARGETS = "pseudo_labels.npz"
-
 
 @dataclass
 class PseudoLabels:
-    """Unlabeled lines and the teacher's soft targets for them, one row per line."""
+    """Texts and the teacher's soft targets for them, one row per text."""
 
     texts: list[str]
     topic: np.ndarray  # (N, 20)
     sentiment: np.ndarray  # (N, 3)
 
-    def save(self, directory: Path) -> None:
-        """Write the lines (JSON strings, so any character survives) and the targets into ``directory``."""
+    def save(self, directory: Path, stem: str = "pseudo_labels") -> None:
+        """Write the texts (JSON strings, so any character survives) and the targets into ``directory``."""
         directory.mkdir(parents=True, exist_ok=True)
-        with gzip.open(directory / PSEUDO_TEXTS, "wt", encoding="utf-8") as f:
+        with gzip.open(directory / f"{stem}.jsonl.gz", "wt", encoding="utf-8") as f:
             f.writelines(json.dumps(t) + "\n" for t in self.texts)
-        np.savez_compressed(directory / PSEUDO_TARGETS, topic=self.topic, sentiment=self.sentiment)
+        np.savez_compressed(directory / f"{stem}.npz", topic=self.topic, sentiment=self.sentiment)
 
     @classmethod
-    def load(cls, directory: Path) -> PseudoLabels | None:
-        """Return the pseudo-labels saved in ``directory``, or None when there are none."""
-        if not (directory / PSEUDO_TEXTS).is_file() or not (directory / PSEUDO_TARGETS).is_file():
+    def load(cls, directory: Path, stem: str = "pseudo_labels") -> PseudoLabels | None:
+        """Return the labels saved in ``directory`` under ``stem``, or None when there are none."""
+        texts_file, targets_file = directory / f"{stem}.jsonl.gz", directory / f"{stem}.npz"
+        if not texts_file.is_file() or not targets_file.is_file():
             return None
-        with gzip.open(directory / PSEUDO_TEXTS, "rt", encoding="utf-8") as f:
+        with gzip.open(texts_file, "rt", encoding="utf-8") as f:
             texts = [json.loads(line) for line in f]
-        with np.load(directory / PSEUDO_TARGETS) as targets:
+        with np.load(targets_file) as targets:
             return cls(texts, targets["topic"], targets["sentiment"])
 
 
 @dataclass
+class SoftTargets:
+    """A round's teacher targets: ``pool`` for unlabeled lines; ``cross`` for the labeled train texts
+    that lack one task's label (a topic tweet's sentiment, a sentiment tweet's topic)."""
+
+    pool: PseudoLabels
+    cross: PseudoLabels
+
+    def save(self, directory: Path) -> None:
+        self.pool.save(directory, "pseudo_labels")
+        self.cross.save(directory, "cross_labels")
+
+    @classmethod
+    def load(cls, directory: Path) -> SoftTargets | None:
+        pool, cross = (
+            PseudoLabels.load(directory, "pseudo_labels"),
+            PseudoLabels.load(directory, "cross_labels"),
+        )
+        return None if pool is None or cross is None else cls(pool, cross)
+
+
+def cross_texts(examples: list[Example]) -> list[str]:
+    """Return the distinct texts of ``examples`` that lack a topic or a sentiment label, in order."""
+    labels: dict[str, set[str]] = {}
+    for e in examples:
+        have = labels.setdefault(e.text, set())
+        have.update(task for task in ("topic", "sentiment") if getattr(e, task) is not None)
+    return [text for text, have in labels.items() if len(have) < 2]
+
+
+@dataclass
 class Teacher:
-    """Word 1-2-gram + character 2-5-gram TF-IDF features and one logistic regression per task."""
+    """The evaluation baseline's TF-IDF features and one logistic regression per task."""
 
     vectorizers: list[TfidfVectorizer]
     topic: LogisticRegression
@@ -85,10 +114,7 @@ class Teacher:
 
 def fit_teacher(examples: list[Example], c: float = 10.0, seed: int = 0) -> Teacher:
     """Return a teacher fit on ``examples`` (each with a topic or a sentiment label)."""
-    vectorizers = [
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
-        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
-    ]
+    vectorizers = tfidf_vectorizers()
     cleaned = [clean_text(e.text) for e in examples]
     for v in vectorizers:
         v.fit(cleaned)
@@ -198,13 +224,14 @@ def pseudo_label(
     unlabeled_dir: Path,
     student_weight: float = 0.0,
     log: Callable[[str], None] = print,
-) -> PseudoLabels:
-    """Return soft targets for a sample of unlabeled lines from the TF-IDF teacher (and the student).
+) -> SoftTargets:
+    """Return soft targets from the TF-IDF teacher (and the student) for unlabeled lines and cross-labels.
 
     The teacher sees only the part of ``examples`` that fine-tuning fits on (the same seeded hold-out
-    is left out), so model selection stays honest. With ``student_weight`` > 0 the targets mix in that
-    share of ``bundle``'s own predictions (a later round, after the student was fine-tuned on that split),
-    temperature-scaled first when the recipe says ``calibrate_student``.
+    is left out), so model selection stays honest; its cross-labels are for the head each fit text was
+    never trained on. With ``student_weight`` > 0 the targets mix in that share of ``bundle``'s own
+    predictions (a later round, after the student was fine-tuned on that split), temperature-scaled
+    first when the recipe says ``calibrate_student``.
     """
     from models.inference import batched_probabilities
     from models.train import default_device
@@ -218,7 +245,8 @@ def pseudo_label(
     if missing:
         raise FileNotFoundError(f"distill files {missing} not in {unlabeled_dir}")
     texts = sample_unlabeled([by_name[name] for name in spec.files], spec.lines, recipe.seed)
-    topic_q, sent_q = teacher.probabilities(texts)
+    cross = cross_texts(fit)
+    topic_q, sent_q = teacher.probabilities(texts + cross)
     if student_weight > 0:
         temperatures = (1.0, 1.0)
         if spec.calibrate_student:
@@ -227,14 +255,20 @@ def pseudo_label(
             calibrate(bundle, examples, recipe.finetune.holdout_fraction, recipe.seed, log)
             temperatures, bundle.temperatures = bundle.temperatures, (1.0, 1.0)
         bundle.model.eval()
-        seqs = encode_for_classification(bundle.tokenizer, texts, spec.max_length)
+        seqs = encode_for_classification(bundle.tokenizer, texts + cross, spec.max_length)
         topic_s, sent_s = batched_probabilities(
             bundle.model, seqs, bundle.pad_id, 256, default_device(), temperatures
         )
         topic_q = (1 - student_weight) * topic_q + student_weight * topic_s
         sent_q = (1 - student_weight) * sent_q + student_weight * sent_s
-    log(f"teacher fit and {len(texts):,} unlabeled lines pseudo-labeled in {time.monotonic() - t0:.0f}s")
-    return PseudoLabels(texts, topic_q, sent_q)
+    log(
+        f"teacher fit, {len(texts):,} unlabeled lines and {len(cross):,} train texts pseudo-labeled "
+        f"in {time.monotonic() - t0:.0f}s"
+    )
+    n = len(texts)
+    return SoftTargets(
+        PseudoLabels(texts, topic_q[:n], sent_q[:n]), PseudoLabels(cross, topic_q[n:], sent_q[n:])
+    )
 
 
 def self_train(
@@ -246,28 +280,29 @@ def self_train(
     max_minutes: float | None = None,
     student_weight: float = 0.0,
     cache_dir: Path | None = None,
-) -> tuple[dict, PseudoLabels]:
-    """Return a summary and the pseudo-labels after distilling teacher-labeled unlabeled text into ``bundle``.
+) -> tuple[dict, SoftTargets]:
+    """Return a summary and the soft targets after distilling teacher-labeled unlabeled text into ``bundle``.
 
     Pseudo-labeling takes minutes (TF-IDF features of ~300k lines, and the student's own pass); with
-    ``cache_dir`` the labels are saved there and a rerun reads them back instead. The held-out scores
+    ``cache_dir`` the targets are saved there and a rerun reads them back instead. The held-out scores
     after distillation are logged to measure this stage.
     """
     from models.train import default_device, heldout_scores
 
-    labels = None if cache_dir is None else PseudoLabels.load(cache_dir)
-    if labels is not None:
-        log(f"read {len(labels.texts):,} pseudo-labeled lines from {cache_dir.name}/")
+    targets = None if cache_dir is None else SoftTargets.load(cache_dir)
+    if targets is not None:
+        log(f"read {len(targets.pool.texts):,} pseudo-labeled lines from {cache_dir.name}/")
     else:
-        labels = pseudo_label(bundle, examples, recipe, unlabeled_dir, student_weight, log)
+        targets = pseudo_label(bundle, examples, recipe, unlabeled_dir, student_weight, log)
         if cache_dir is not None:
-            labels.save(cache_dir)
+            targets.save(cache_dir)
+    pool = targets.pool
     summary = distill(
-        bundle, labels.texts, labels.topic, labels.sentiment, recipe.distill, recipe.seed, log, max_minutes
+        bundle, pool.texts, pool.topic, pool.sentiment, recipe.distill, recipe.seed, log, max_minutes
     )
-    summary["lines"] = len(labels.texts)
+    summary["lines"] = len(pool.texts)
     summary["student_weight"] = student_weight
     _, held = holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)
     summary["heldout"] = heldout_scores(bundle, held, default_device())
     log(f"held-out after distillation: {json.dumps(summary['heldout'])}")
-    return summary, labels
+    return summary, targets

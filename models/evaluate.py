@@ -7,6 +7,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+from scipy.sparse import hstack
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
@@ -50,15 +51,30 @@ def labels_of(examples: list[Example], task: str) -> np.ndarray:
     return np.array([e.sentiment if task == "sentiment" else e.topic for e in examples], dtype=np.int64)
 
 
+def tfidf_vectorizers() -> list[TfidfVectorizer]:
+    """Return unfitted word 1-2-gram and character 2-5-gram TF-IDF vectorizers (the baseline's features).
+
+    Words alone leave ~0.015 sentiment weighted-F1 on the table (0.828 vs 0.842 on valid); a baseline
+    that flatters the model would hide that, so the baseline and the distillation teacher share these.
+    """
+    return [
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2),
+    ]
+
+
 def baseline_probabilities(train: list[Example], test: list[Example], task: str, seed: int = 0) -> np.ndarray:
-    """Return test class probabilities of TF-IDF (word 1-2 grams) + logistic regression fit on ``train``."""
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
-    x_train = vec.fit_transform([clean_text(e.text) for e in train])
-    clf = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
+    """Return test class probabilities of word + char TF-IDF and logistic regression fit on ``train``."""
+    vectorizers = tfidf_vectorizers()
+    train_text = [clean_text(e.text) for e in train]
+    test_text = [clean_text(e.text) for e in test]
+    x_train = hstack([v.fit_transform(train_text) for v in vectorizers]).tocsr()
+    x_test = hstack([v.transform(test_text) for v in vectorizers]).tocsr()
+    clf = LogisticRegression(C=10.0, max_iter=3000, random_state=seed)
     clf.fit(x_train, labels_of(train, task))
     n_classes = len(SENTIMENT_NAMES if task == "sentiment" else TOPIC_NAMES)
     probs = np.zeros((len(test), n_classes))
-    probs[:, clf.classes_] = clf.predict_proba(vec.transform([clean_text(e.text) for e in test]))
+    probs[:, clf.classes_] = clf.predict_proba(x_test)
     return probs
 
 

@@ -62,6 +62,9 @@ class FinetuneSpec:
     # >0 (with distillation): each step also learns a batch of the round's teacher-labeled lines, its
     # loss scaled by this, so a few thousand tweets do not pull the trunk away from what it distilled.
     distill_mix: float = 0.0
+    # >0 (with distillation): a text labeled for one task also learns the teacher's soft target for the
+    # other (a topic tweet's sentiment), its loss scaled by this: in-domain signal for both heads.
+    cross_labels: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from models.data import Example, holdout_split, iter_unlabeled, load_train_examples, unlabeled_files
-from models.distill import PseudoLabels, soft_cross_entropy
+from models.distill import SoftTargets, soft_cross_entropy
 from models.inference import pad_batch
 from models.network import (
     ModelBundle,
@@ -442,17 +442,19 @@ def finetune(
     lm_head: torch.nn.Module | None = None,
     log: Callable[[str], None] = print,
     max_minutes: float | None = None,
-    pool: PseudoLabels | None = None,
+    targets: SoftTargets | None = None,
 ) -> FinetuneResult:
     """Return the history of jointly fine-tuning ``bundle.model`` in place, left at its best held-out state.
 
     A seeded part of ``examples`` (train data only) is held out for early stopping and model selection.
     ``max_minutes`` stops early (at the next evaluation past it), keeping the best state so far. With
-    ``spec.distill_mix`` > 0, each step also learns a random batch of ``pool``'s soft targets.
+    ``spec.distill_mix`` > 0, each step also learns a random batch of the teacher-labeled unlabeled lines
+    in ``targets``; with ``spec.cross_labels`` > 0, each text also learns the teacher's targets for the
+    head it has no label for.
     """
-    if spec.distill_mix > 0 and pool is None:
+    if (spec.distill_mix > 0 or spec.cross_labels > 0) and targets is None:
         raise ValueError(
-            "finetune.distill_mix needs pseudo-labeled lines: enable distillation (distill.lines)"
+            "finetune.distill_mix and finetune.cross_labels need teacher targets: enable distillation"
         )
     seed_everything(seed)
     device = default_device()
@@ -472,12 +474,13 @@ def finetune(
     opt = make_optimizer(trained, spec.lr, spec.weight_decay)
     rng = random.Random(seed)
     mix = None
-    if spec.distill_mix > 0 and pool is not None:
+    if spec.distill_mix > 0 and targets is not None:
         mix = (
-            encode_for_classification(bundle.tokenizer, pool.texts, spec.max_length),
-            torch.from_numpy(np.asarray(pool.topic, dtype=np.float32)),
-            torch.from_numpy(np.asarray(pool.sentiment, dtype=np.float32)),
+            encode_for_classification(bundle.tokenizer, targets.pool.texts, spec.max_length),
+            torch.from_numpy(np.asarray(targets.pool.topic, dtype=np.float32)),
+            torch.from_numpy(np.asarray(targets.pool.sentiment, dtype=np.float32)),
         )
+    cross = cross_targets(fit, targets) if spec.cross_labels > 0 and targets is not None else None
     steps_per_epoch = math.ceil(len(fit) / spec.batch_size)
     total = steps_per_epoch * spec.epochs
     warmup = max(1, int(total * spec.warmup_ratio))
@@ -519,6 +522,8 @@ def finetune(
                         ignore_index=IGNORE,
                     )
                     loss = loss + spec.lm_loss_weight * lm_loss
+                if cross is not None:
+                    loss = loss + spec.cross_labels * _cross_loss(t_logits, s_logits, cross, idx, device)
                 if mix is not None:
                     loss = loss + spec.distill_mix * _pool_loss(
                         model, mix, spec.batch_size, rng, bundle.pad_id, device
@@ -552,6 +557,41 @@ def finetune(
         model.load_state_dict(best_state)
     model.eval()
     return FinetuneResult(history, best, step / steps_per_epoch, time.monotonic() - start)
+
+
+def cross_targets(
+    fit: list[Example], targets: SoftTargets
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return per fit example the teacher's topic and sentiment targets and where they apply (no label)."""
+    row = {text: i for i, text in enumerate(targets.cross.texts)}
+    n_topics, n_sent = targets.cross.topic.shape[1], targets.cross.sentiment.shape[1]
+    topic_q, sent_q = torch.zeros(len(fit), n_topics), torch.zeros(len(fit), n_sent)
+    topic_on, sent_on = torch.zeros(len(fit), dtype=torch.bool), torch.zeros(len(fit), dtype=torch.bool)
+    for i, e in enumerate(fit):
+        j = row.get(e.text)
+        if j is None:
+            continue
+        if e.topic is None:
+            topic_q[i], topic_on[i] = torch.from_numpy(targets.cross.topic[j]), True
+        if e.sentiment is None:
+            sent_q[i], sent_on[i] = torch.from_numpy(targets.cross.sentiment[j]), True
+    return topic_q, topic_on, sent_q, sent_on
+
+
+def _cross_loss(
+    topic_logits: torch.Tensor,
+    sentiment_logits: torch.Tensor,
+    cross: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    idx: list[int],
+    device: torch.device,
+) -> torch.Tensor:
+    """Return the soft cross-entropy of each head on the batch's texts that lack that head's label."""
+    topic_q, topic_on, sent_q, sent_on = (t[idx].to(device) for t in cross)
+    total = topic_logits.new_zeros(())
+    for logits, q, on in ((topic_logits, topic_q, topic_on), (sentiment_logits, sent_q, sent_on)):
+        if on.any():
+            total = total + soft_cross_entropy(logits[on], q[on], 1.0)
+    return total
 
 
 def _pool_loss(
@@ -596,11 +636,11 @@ def _distilled_round(
     work_dir: Path,
     log: Callable[[str], None],
     max_minutes: float | None,
-) -> tuple[dict, PseudoLabels | None]:
-    """Return the summary and pseudo-labels of round ``r``'s distillation, run now or resumed.
+) -> tuple[dict, SoftTargets | None]:
+    """Return the summary and teacher targets of round ``r``'s distillation, run now or resumed.
 
-    The pseudo-labels and then the distilled student are saved in ``round{r}-distilled/``, so a rerun
-    skips the pseudo-labeling and distillation that precede fine-tuning (most of a round's time).
+    The targets and then the distilled student are saved in ``round{r}-distilled/``, so a rerun skips
+    the pseudo-labeling and distillation that precede fine-tuning (most of a round's time).
     """
     from models.distill import self_train  # it reuses this module's training helpers
 
@@ -609,17 +649,17 @@ def _distilled_round(
         bundle.model.load_state_dict(load_bundle(saved).model.state_dict())
         log(f"round {r}: resumed the distilled student from {saved.name}/")
         summary = json.loads((saved / "distill_summary.json").read_text(encoding="utf-8"))
-        labels = PseudoLabels.load(saved)
-        if labels is None and recipe.finetune.distill_mix > 0:
+        targets = SoftTargets.load(saved)
+        if targets is None and (recipe.finetune.distill_mix > 0 or recipe.finetune.cross_labels > 0):
             raise ValueError(
-                f"{saved.name}/ holds no pseudo-labels for finetune.distill_mix; remove it to distil anew"
+                f"{saved.name}/ holds no teacher targets for fine-tuning; remove it to distil anew"
             )
-        return summary, labels
+        return summary, targets
     weight = recipe.distill.student_weight if r > 1 else 0.0
-    summary, labels = self_train(bundle, examples, recipe, unlabeled_dir, log, max_minutes, weight, saved)
+    summary, targets = self_train(bundle, examples, recipe, unlabeled_dir, log, max_minutes, weight, saved)
     save_bundle(bundle, saved)
     (saved / "distill_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary, labels
+    return summary, targets
 
 
 def train_model(
@@ -678,16 +718,16 @@ def train_model(
             round_summaries.append({"round": r, "resumed_from": done.get("version"), **done.get("round", {})})
             log(f"round {r}/{rounds}: resumed from the student saved in {round_dir.name}/")
             continue
-        distilled, pool = None, None
+        distilled, targets = None, None
         if distill_dir is not None:
-            distilled, pool = _distilled_round(
+            distilled, targets = _distilled_round(
                 bundle, examples, recipe, distill_dir, r, work_dir, log, distill_minutes
             )
         spec = recipe.finetune
         if r > 1 and recipe.distill.later_finetune_lr is not None:
             spec = replace(spec, lr=recipe.distill.later_finetune_lr)
         log(f"fine-tuning {count_parameters(classifier):,} parameters on {len(examples):,} train examples")
-        result = finetune(bundle, examples, spec, recipe.seed, lm_head, log, finetune_minutes, pool)
+        result = finetune(bundle, examples, spec, recipe.seed, lm_head, log, finetune_minutes, targets)
         append_log(Path(out_dir), {"stage": "finetune", "round": r, "history": result.history})
         round_summary = {
             "round": r,

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import iter_unlabeled, load_train_examples, unlabeled_files
+from models.data import Example, holdout_split, iter_unlabeled, load_train_examples, unlabeled_files
 from models.distill import (
     PseudoLabels,
+    SoftTargets,
+    cross_texts,
     distill,
     fit_teacher,
     pseudo_label,
@@ -166,8 +168,9 @@ def test_pseudo_labels_survive_a_save_and_load_with_any_characters(tmp_path: Pat
         texts, np.random.rand(4, 20).astype(np.float32), np.random.rand(4, 3).astype(np.float32)
     )
     assert PseudoLabels.load(tmp_path) is None
-    labels.save(tmp_path)
-    back = PseudoLabels.load(tmp_path)
+    labels.save(tmp_path, "cross_labels")
+    assert PseudoLabels.load(tmp_path) is None
+    back = PseudoLabels.load(tmp_path, "cross_labels")
     assert back is not None and back.texts == texts
     assert np.array_equal(back.topic, labels.topic) and np.array_equal(back.sentiment, labels.sentiment)
 
@@ -187,16 +190,21 @@ def test_self_train_reads_its_cached_pseudo_labels_on_a_rerun(
     examples = load_train_examples(tiny_data_dir)
     unlabeled = tiny_data_dir / "unlabeled"
     cache = tmp_path / "round1-distilled"
-    _, first = self_train(
+    _, first_targets = self_train(
         _tiny_bundle(tiny_gpt2_dir), examples, recipe, unlabeled, lambda _: None, cache_dir=cache
     )
+    first = first_targets.pool
     assert len(first.texts) == 30 and (cache / "pseudo_labels.npz").is_file()
+    fit_texts = {e.text for e in holdout_split(examples, 0.1, 0)[0]}
+    assert first_targets.cross.texts and set(first_targets.cross.texts) <= fit_texts
     # The rerun must not need the unlabeled text at all: it reads the labels back.
     lines: list[str] = []
-    _, again = self_train(
+    _, again_targets = self_train(
         _tiny_bundle(tiny_gpt2_dir), examples, recipe, tmp_path / "nowhere", lines.append, cache_dir=cache
     )
+    again = again_targets.pool
     assert again.texts == first.texts and np.array_equal(again.sentiment, first.sentiment)
+    assert again_targets.cross.texts == first_targets.cross.texts
     assert any("read 30 pseudo-labeled lines" in line for line in lines)
 
 
@@ -212,9 +220,9 @@ def test_a_calibrated_student_joins_the_teacher_softer_and_leaves_the_bundle_unc
     with torch.no_grad():
         bundle.model.sentiment_head.weight.mul_(50.0)
         bundle.model.topic_head.weight.mul_(50.0)
-    raw = pseudo_label(bundle, examples, recipe_from_dict(data), unlabeled, 1.0, lambda _: None)
+    raw = pseudo_label(bundle, examples, recipe_from_dict(data), unlabeled, 1.0, lambda _: None).pool
     data["distill"]["calibrate_student"] = True
-    calibrated = pseudo_label(bundle, examples, recipe_from_dict(data), unlabeled, 1.0, lambda _: None)
+    calibrated = pseudo_label(bundle, examples, recipe_from_dict(data), unlabeled, 1.0, lambda _: None).pool
     entropy = lambda p: float(-(p * np.log(p + 1e-12)).sum(1).mean())  # noqa: E731
     assert entropy(calibrated.sentiment) > entropy(raw.sentiment)
     assert bundle.temperatures == (1.0, 1.0)
@@ -225,6 +233,7 @@ def test_fine_tuning_with_a_distill_mix_learns_the_pool_too(tiny_data_dir: Path,
     texts = sample_unlabeled(unlabeled_files(tiny_data_dir / "unlabeled"), 60, seed=0)
     # Pool targets no labeled example has: every line is "positive" and topic 5.
     pool = PseudoLabels(texts, np.eye(20, dtype=np.float32)[[5] * 60], np.eye(3, dtype=np.float32)[[2] * 60])
+    no_cross = PseudoLabels([], np.zeros((0, 20), np.float32), np.zeros((0, 3), np.float32))
     seqs = encode_for_classification(_tiny_bundle(tiny_gpt2_dir).tokenizer, texts, 32)
     spec = dataclasses.replace(
         recipe_from_dict({}).finetune, epochs=4, batch_size=16, lr=3e-3, max_length=32, evals_per_epoch=1
@@ -233,12 +242,57 @@ def test_fine_tuning_with_a_distill_mix_learns_the_pool_too(tiny_data_dir: Path,
     def positive_share(mix: float) -> float:
         bundle = _tiny_bundle(tiny_gpt2_dir)
         finetune(
-            bundle, examples, dataclasses.replace(spec, distill_mix=mix), 0, log=lambda _: None, pool=pool
+            bundle,
+            examples,
+            dataclasses.replace(spec, distill_mix=mix),
+            0,
+            log=lambda _: None,
+            targets=SoftTargets(pool, no_cross),
         )
         _, sent = batched_probabilities(bundle.model, seqs, bundle.pad_id, 64, torch.device("cpu"))
         return float((sent.argmax(1) == 2).mean())
 
     mixed = positive_share(1.0)
     assert mixed > 0.8 and mixed > positive_share(0.0)
-    with pytest.raises(ValueError, match="distill_mix"):
+    with pytest.raises(ValueError, match="teacher targets"):
         finetune(_tiny_bundle(tiny_gpt2_dir), examples, dataclasses.replace(spec, distill_mix=1.0), 0)
+
+
+def test_cross_texts_are_those_missing_a_label() -> None:
+    examples = [
+        Example("only topic", topic=3),
+        Example("only sentiment", sentiment=0),
+        Example("both, in two rows", topic=1),
+        Example("both, in two rows", sentiment=2),
+        Example("only topic", topic=3),
+    ]
+    assert cross_texts(examples) == ["only topic", "only sentiment"]
+
+
+def test_cross_labels_teach_each_text_the_head_it_has_no_label_for(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path
+) -> None:
+    examples = load_train_examples(tiny_data_dir)
+    fit = holdout_split(examples, 0.1, 0)[0]
+    topic_only = [e.text for e in fit if e.topic is not None and e.sentiment is None]
+    assert topic_only
+    # The teacher says every topic-only text is "positive": fine-tuning must learn that for them.
+    texts = cross_texts(fit)
+    cross = PseudoLabels(
+        texts, np.full((len(texts), 20), 0.05, np.float32), np.eye(3, dtype=np.float32)[[2] * len(texts)]
+    )
+    no_pool = PseudoLabels(["a line"], np.full((1, 20), 0.05, np.float32), np.full((1, 3), 1 / 3, np.float32))
+    seqs = encode_for_classification(_tiny_bundle(tiny_gpt2_dir).tokenizer, topic_only, 32)
+    spec = dataclasses.replace(
+        recipe_from_dict({}).finetune, epochs=4, batch_size=16, lr=3e-3, max_length=32, evals_per_epoch=1
+    )
+
+    def positive_share(weight: float) -> float:
+        bundle = _tiny_bundle(tiny_gpt2_dir)
+        tuned = dataclasses.replace(spec, cross_labels=weight)
+        finetune(bundle, examples, tuned, 0, log=lambda _: None, targets=SoftTargets(no_pool, cross))
+        _, sent = batched_probabilities(bundle.model, seqs, bundle.pad_id, 64, torch.device("cpu"))
+        return float((sent.argmax(1) == 2).mean())
+
+    crossed = positive_share(1.0)
+    assert crossed > 0.8 and crossed > positive_share(0.0)
