@@ -153,6 +153,19 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature:
     return -(targets * log_p).sum(-1).mean() * temperature**2
 
 
+def soft_targets_loss(
+    topic_logits: torch.Tensor,
+    sentiment_logits: torch.Tensor,
+    topic_q: torch.Tensor,
+    sentiment_q: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Return the summed soft cross-entropy of both heads against the teacher's distributions."""
+    return soft_cross_entropy(topic_logits, topic_q, temperature) + soft_cross_entropy(
+        sentiment_logits, sentiment_q, temperature
+    )
+
+
 def distill(
     bundle: ModelBundle,
     texts: list[str],
@@ -199,8 +212,9 @@ def distill(
                 group["lr"] = lr_at(step, spec.lr, warmup, total, spec.min_lr_ratio)
             with autocast_for(device):
                 t_logits, s_logits = model(ids.to(device), mask.to(device))
-                loss = soft_cross_entropy(t_logits, topic_q[idx].to(device), spec.temperature)
-                loss = loss + soft_cross_entropy(s_logits, sent_q[idx].to(device), spec.temperature)
+                loss = soft_targets_loss(
+                    t_logits, s_logits, topic_q[idx].to(device), sent_q[idx].to(device), spec.temperature
+                )
             loss_avg = running_loss(loss_avg, optimizer_step(opt, loss, model.parameters(), spec.grad_clip))
             step += 1
             seen += len(idx)
@@ -246,7 +260,8 @@ def pseudo_label(
         raise FileNotFoundError(f"distill files {missing} not in {unlabeled_dir}")
     texts = sample_unlabeled([by_name[name] for name in spec.files], spec.lines, recipe.seed)
     cross = cross_texts(fit)
-    topic_q, sent_q = teacher.probabilities(texts + cross)
+    both = texts + cross  # one teacher (and student) pass over the unlabeled lines and the cross texts
+    topic_q, sent_q = teacher.probabilities(both)
     if student_weight > 0:
         temperatures = (1.0, 1.0)
         if spec.calibrate_student:
@@ -255,7 +270,7 @@ def pseudo_label(
             calibrate(bundle, examples, recipe.finetune.holdout_fraction, recipe.seed, log)
             temperatures, bundle.temperatures = bundle.temperatures, (1.0, 1.0)
         bundle.model.eval()
-        seqs = encode_for_classification(bundle.tokenizer, texts + cross, spec.max_length)
+        seqs = encode_for_classification(bundle.tokenizer, both, spec.max_length)
         topic_s, sent_s = batched_probabilities(
             bundle.model, seqs, bundle.pad_id, 256, default_device(), temperatures
         )

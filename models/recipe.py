@@ -66,6 +66,11 @@ class FinetuneSpec:
     # other (a topic tweet's sentiment), its loss scaled by this: in-domain signal for both heads.
     cross_labels: float = 0.0
 
+    @property
+    def needs_teacher_targets(self) -> bool:
+        """Whether fine-tuning reads the round's teacher targets (``distill_mix`` or ``cross_labels``)."""
+        return self.distill_mix > 0 or self.cross_labels > 0
+
 
 @dataclass(frozen=True)
 class DistillSpec:

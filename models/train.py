@@ -19,7 +19,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from models.data import Example, holdout_split, iter_unlabeled, load_train_examples, unlabeled_files
-from models.distill import SoftTargets, soft_cross_entropy
+from models.distill import SoftTargets, self_train, soft_cross_entropy, soft_targets_loss
 from models.inference import pad_batch
 from models.network import (
     ModelBundle,
@@ -452,7 +452,7 @@ def finetune(
     in ``targets``; with ``spec.cross_labels`` > 0, each text also learns the teacher's targets for the
     head it has no label for.
     """
-    if (spec.distill_mix > 0 or spec.cross_labels > 0) and targets is None:
+    if spec.needs_teacher_targets and targets is None:
         raise ValueError(
             "finetune.distill_mix and finetune.cross_labels need teacher targets: enable distillation"
         )
@@ -607,9 +607,7 @@ def _pool_loss(
     idx = rng.sample(range(len(seqs)), min(batch_size, len(seqs)))
     ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
     t_logits, s_logits = model(ids.to(device), mask.to(device))
-    return soft_cross_entropy(t_logits, topic_q[idx].to(device), 1.0) + soft_cross_entropy(
-        s_logits, sent_q[idx].to(device), 1.0
-    )
+    return soft_targets_loss(t_logits, s_logits, topic_q[idx].to(device), sent_q[idx].to(device), 1.0)
 
 
 # --- the whole recipe -------------------------------------------------------------------------
@@ -642,15 +640,13 @@ def _distilled_round(
     The targets and then the distilled student are saved in ``round{r}-distilled/``, so a rerun skips
     the pseudo-labeling and distillation that precede fine-tuning (most of a round's time).
     """
-    from models.distill import self_train  # it reuses this module's training helpers
-
     saved = work_dir / f"round{r}-distilled"
     if (saved / "distill_summary.json").is_file():
         bundle.model.load_state_dict(load_bundle(saved).model.state_dict())
         log(f"round {r}: resumed the distilled student from {saved.name}/")
         summary = json.loads((saved / "distill_summary.json").read_text(encoding="utf-8"))
         targets = SoftTargets.load(saved)
-        if targets is None and (recipe.finetune.distill_mix > 0 or recipe.finetune.cross_labels > 0):
+        if targets is None and recipe.finetune.needs_teacher_targets:
             raise ValueError(
                 f"{saved.name}/ holds no teacher targets for fine-tuning; remove it to distil anew"
             )
