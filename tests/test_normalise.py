@@ -7,7 +7,14 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.normalise import canonical_url, clean_text, detect_language, fix_mojibake, to_utc
+from pipeline.normalise import (
+    LANGUAGE_SAMPLE_CHARS,
+    canonical_url,
+    clean_text,
+    detect_language,
+    fix_mojibake,
+    to_utc,
+)
 
 
 @pytest.mark.parametrize(
@@ -68,6 +75,15 @@ def test_detect_language() -> None:
     assert detect_language("中国支持的瑞典电动汽车制造商表示，该公司正准备将生产转移到美国工厂。") == "zh"
     assert detect_language("Q3") is None
     assert detect_language("") is None
+
+
+def test_detect_language_reads_the_opening_only() -> None:
+    english = "The central bank raised interest rates by a quarter point on Wednesday. " * 5
+    german = "Die Europäische Zentralbank hat die Leitzinsen erneut angehoben. " * 40
+    assert len(english) >= LANGUAGE_SAMPLE_CHARS
+    assert detect_language(english + german) == "en"  # the German tail is ten times longer
+    assert detect_language(german[:LANGUAGE_SAMPLE_CHARS] + english * 10) == "de"
+    assert detect_language("12345 " * 100 + english) is None  # the opening holds no letters
 
 
 def test_to_utc_accepts_the_shapes_feeds_use() -> None:
