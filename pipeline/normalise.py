@@ -132,7 +132,7 @@ def clean_text(html_or_text: str) -> str:
 _LETTERS = re.compile(r"[^\W\d_]", re.UNICODE)
 MIN_LANGUAGE_LETTERS = 12
 MIN_LANGUAGE_CONFIDENCE = 0.3
-LANGUAGE_SAMPLE_CHARS = 300
+LANGUAGE_SAMPLE_CHARS = 200
 # Languages news is commonly published in. Restricting the identifier to them keeps dialect and
 # minority labels (e.g. "wuu" for Chinese headlines, "br" for ticker soup) out of the results.
 NEWS_LANGUAGES = (
