@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+from datasketch import LeanMinHash, MinHashLSH
+
 from pipeline import dedup
+from pipeline.dedup import NUM_PERM, STORY_THRESHOLD, BandIndex
 
 T0 = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
 
@@ -159,3 +163,26 @@ def test_near_identical_text_days_apart_is_a_new_story() -> None:
     index.add(1, 1, dedup.signature(*ORIGINAL), published_at=T0)
     assert index.find_story(dedup.signature(*SYNDICATED), published_at=T0 + timedelta(hours=6)) == 1
     assert index.find_story(dedup.signature(*SYNDICATED), published_at=T0 + timedelta(days=5)) is None
+
+
+def test_band_index_returns_what_datasketch_lsh_returns() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**32, size=(40, NUM_PERM), dtype=np.uint64).astype(np.uint32)
+    # Copies that keep a random share of each base signature: some collide in a band, some do not.
+    copies = base.copy()
+    for row, keep in zip(copies, rng.uniform(0.2, 0.95, len(copies)), strict=True):
+        mask = rng.uniform(size=NUM_PERM) > keep
+        row[mask] = rng.integers(0, 2**32, size=int(mask.sum()), dtype=np.uint64).astype(np.uint32)
+    ours, theirs = BandIndex(STORY_THRESHOLD), MinHashLSH(threshold=STORY_THRESHOLD, num_perm=NUM_PERM)
+    lean = lambda sig: LeanMinHash(seed=1, hashvalues=sig, scheme="affine32")  # noqa: E731
+    for key, sig in enumerate(base):
+        ours.insert(key, sig)
+        theirs.insert(key, lean(sig))
+    for key in (3, 17):  # removal too
+        ours.remove(key)
+        theirs.remove(key)
+    ours.remove(999)  # unknown keys are ignored
+    results = [ours.query(sig) for sig in copies]
+    assert results == [set(theirs.query(lean(sig))) for sig in copies]
+    hits = sum(bool(r) for r in results)
+    assert 5 < hits < 38  # both kinds of case occurred
