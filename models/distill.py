@@ -295,11 +295,13 @@ def self_train(
     max_minutes: float | None = None,
     student_weight: float = 0.0,
     cache_dir: Path | None = None,
+    student: ModelBundle | None = None,
 ) -> tuple[dict, SoftTargets]:
     """Return a summary and the soft targets after distilling teacher-labeled unlabeled text into ``bundle``.
 
     Pseudo-labeling takes minutes (TF-IDF features of ~300k lines, and the student's own pass); with
-    ``cache_dir`` the targets are saved there and a rerun reads them back instead. The held-out scores
+    ``cache_dir`` the targets are saved there and a rerun reads them back instead. The student that joins
+    the teacher is ``student`` when given (a saved model), else ``bundle`` itself. The held-out scores
     after distillation are logged to measure this stage.
     """
     from models.train import default_device, heldout_scores
@@ -308,7 +310,7 @@ def self_train(
     if targets is not None:
         log(f"read {len(targets.pool.texts):,} pseudo-labeled lines from {cache_dir.name}/")
     else:
-        targets = pseudo_label(bundle, examples, recipe, unlabeled_dir, student_weight, log)
+        targets = pseudo_label(student or bundle, examples, recipe, unlabeled_dir, student_weight, log)
         if cache_dir is not None:
             targets.save(cache_dir)
     pool = targets.pool

@@ -99,10 +99,16 @@ class DistillSpec:
     max_length: int = 64
     rounds: int = 1
     student_weight: float = 0.4  # the student's share of the teacher from round 2 on
-    later_finetune_lr: float | None = None  # fine-tuning lr from round 2 on (None: finetune.lr)
+    # fine-tuning lr of rounds whose teacher includes a student: round 2 on, or every round with a
+    # ``teacher_model`` (None: finetune.lr)
+    later_finetune_lr: float | None = None
     # Temperature-scale the student (on the hold-out) before it joins the teacher: a fine-tuned student
     # is over-confident and would otherwise outvote the TF-IDF share.
     calibrate_student: bool = False
+    # A saved classifier directory (relative: to the repository) that joins the teacher from round 1 on
+    # at ``student_weight``, e.g. the previous default model: a newly pre-trained trunk then learns from
+    # the best teacher so far without re-running the earlier rounds. Used only to label, never trained.
+    teacher_model: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", tuple(self.files))  # YAML gives a list

@@ -625,6 +625,16 @@ def model_version(lm: PreTrainedModel, when: datetime | None = None) -> str:
     return f"finsent-{kind}-{cfg.num_hidden_layers}x{cfg.hidden_size}-{stamp}"
 
 
+def teacher_model_dir(name: str) -> Path:
+    """Return the directory of a recipe's ``teacher_model``: absolute, or relative to the repository."""
+    path = Path(name)
+    if not path.is_absolute():
+        path = Path(__file__).resolve().parent.parent / path
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"distill.teacher_model {name!r}: no saved model at {path}")
+    return path
+
+
 def _distilled_round(
     bundle: ModelBundle,
     examples: list[Example],
@@ -651,8 +661,16 @@ def _distilled_round(
                 f"{saved.name}/ holds no teacher targets for fine-tuning; remove it to distil anew"
             )
         return summary, targets
-    weight = recipe.distill.student_weight if r > 1 else 0.0
-    summary, targets = self_train(bundle, examples, recipe, unlabeled_dir, log, max_minutes, weight, saved)
+    student = None
+    if r == 1 and recipe.distill.teacher_model is not None:
+        student = load_bundle(teacher_model_dir(recipe.distill.teacher_model))
+        log(f"round 1: the saved model {student.version} joins the teacher")
+    weight = recipe.distill.student_weight if r > 1 or student is not None else 0.0
+    summary, targets = self_train(
+        bundle, examples, recipe, unlabeled_dir, log, max_minutes, weight, saved, student
+    )
+    if student is not None:
+        summary["teacher_model"] = student.version
     save_bundle(bundle, saved)
     (saved / "distill_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary, targets
@@ -720,7 +738,8 @@ def train_model(
                 bundle, examples, recipe, distill_dir, r, work_dir, log, distill_minutes
             )
         spec = recipe.finetune
-        if r > 1 and recipe.distill.later_finetune_lr is not None:
+        student_in_teacher = r > 1 or recipe.distill.teacher_model is not None
+        if student_in_teacher and distill_dir is not None and recipe.distill.later_finetune_lr is not None:
             spec = replace(spec, lr=recipe.distill.later_finetune_lr)
         log(f"fine-tuning {count_parameters(classifier):,} parameters on {len(examples):,} train examples")
         result = finetune(bundle, examples, spec, recipe.seed, lm_head, log, finetune_minutes, targets)
@@ -729,6 +748,7 @@ def train_model(
             "round": r,
             "distill": distilled,
             "finetune": {
+                "lr": spec.lr,
                 "best": result.best,
                 "epochs_run": result.epochs_run,
                 "seconds": round(result.seconds),

@@ -22,7 +22,7 @@ from models.distill import (
     soft_cross_entropy,
 )
 from models.inference import batched_probabilities
-from models.network import ModelBundle, classifier_from_language_model, load_base, load_bundle
+from models.network import ModelBundle, classifier_from_language_model, load_base, load_bundle, save_bundle
 from models.recipe import recipe_from_dict
 from models.tokenizer import encode_for_classification
 from models.train import finetune, train_model
@@ -143,6 +143,7 @@ def test_second_round_mixes_the_student_into_the_teacher_and_resumes(
     first = run()
     assert [r["round"] for r in first["rounds"]] == [1, 2]
     assert [r["distill"]["student_weight"] for r in first["rounds"]] == [0.0, 0.5]
+    assert [r["finetune"]["lr"] for r in first["rounds"]] == [recipe.finetune.lr, 1e-4]
     assert first["finetune"] == first["rounds"][1]["finetune"]
     round1 = out / "round1"
     assert (round1 / "model.safetensors").is_file() and (round1 / "training_summary.json").is_file()
@@ -296,3 +297,51 @@ def test_cross_labels_teach_each_text_the_head_it_has_no_label_for(
 
     crossed = positive_share(1.0)
     assert crossed > 0.8 and crossed > positive_share(0.0)
+
+
+def test_a_saved_teacher_model_joins_the_first_round_teacher(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
+) -> None:
+    data = tiny_recipe_dict()
+    data["distill"] = {"lines": 30, "files": TINY_FILES, "batch_size": 16, "max_length": 32}
+    examples = load_train_examples(tiny_data_dir)
+    unlabeled = tiny_data_dir / "unlabeled"
+    tfidf_only = pseudo_label(
+        _tiny_bundle(tiny_gpt2_dir), examples, recipe_from_dict(data), unlabeled, 0.0, lambda _: None
+    )
+    plain = tfidf_only.pool
+    saved = _tiny_bundle(tiny_gpt2_dir)
+    with torch.no_grad():  # a teacher model that is sure every text is negative
+        saved.model.sentiment_head.bias.copy_(torch.tensor([20.0, 0.0, 0.0]))
+    save_bundle(saved, tmp_path / "teacher")
+    data["distill"] |= {
+        "teacher_model": str(tmp_path / "teacher"),
+        "student_weight": 0.5,
+        "later_finetune_lr": 1e-4,
+    }
+    summary = train_model(
+        recipe_from_dict(data),
+        tiny_data_dir,
+        tmp_path / "model",
+        unlabeled_dir=unlabeled,
+        base=tiny_gpt2_dir,
+        log=lambda _: None,
+    )
+    assert summary["distill"]["teacher_model"] == load_bundle(tmp_path / "teacher").version
+    assert summary["distill"]["student_weight"] == 0.5
+    # A student in the teacher makes round 1 a "later" round: it fine-tunes gently.
+    assert summary["finetune"]["lr"] == 1e-4
+    mixed = SoftTargets.load(tmp_path / "model" / "round1-distilled").pool
+    assert mixed.texts == plain.texts
+    # Half of each sentiment target is the saved model's certain "negative", half the TF-IDF teacher's.
+    assert np.allclose(mixed.sentiment, 0.5 * plain.sentiment + 0.5 * np.array([1.0, 0.0, 0.0]), atol=1e-3)
+    data["distill"]["teacher_model"] = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="teacher_model"):
+        train_model(
+            recipe_from_dict(data),
+            tiny_data_dir,
+            tmp_path / "again",
+            unlabeled_dir=unlabeled,
+            base=tiny_gpt2_dir,
+            log=lambda _: None,
+        )
