@@ -62,6 +62,7 @@ lint: $(STAMP)
 ## bench: every benchmark, each printing JSON (the dashboard one at 1M rows; add `--rows 1000000,10000000` by hand).
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py --json
+	$(BIN)/python bench/parse.py --json
 	$(BIN)/python bench/classify.py --json
 	$(BIN)/python bench/scoring.py --json
 	$(BIN)/python bench/alerts.py --json
