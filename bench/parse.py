@@ -70,10 +70,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parser.parse_args(argv)
     docs = documents(args.feeds, args.items)
     cpu_seconds(docs[:5], fast=True)  # warm-up: the language model and imports load once
-    fast = min(cpu_seconds(docs, fast=True)[0] for _ in range(args.repeats))
-    slow, items = cpu_seconds(docs, fast=False)
-    for _ in range(args.repeats - 1):
-        slow = min(slow, cpu_seconds(docs, fast=False)[0])
+    fast, items = min(cpu_seconds(docs, fast=True) for _ in range(args.repeats))
+    slow = min(cpu_seconds(docs, fast=False)[0] for _ in range(args.repeats))
     taken = sum(read_plain_rss(_to_feedparser_bytes(decode_feed(d, None)[0])) is not None for d in docs)
     result = {
         "documents": len(docs),

@@ -99,9 +99,8 @@ def _text(element: ET.Element) -> str | None:
     if len(element) or set(element.attrib) - {"isPermaLink"}:
         return None
     output = (element.text or "").strip()
-    with contextlib.suppress(
-        UnicodeEncodeError, UnicodeDecodeError
-    ):  # feedparser's repair of UTF-8 read as Latin-1
+    # feedparser's repair of UTF-8 that was read as Latin-1
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
         output = output.encode("iso-8859-1").decode("utf-8")
     return output.translate(_cp1252)
 
@@ -120,13 +119,9 @@ def _read_channel(channel: ET.Element, prefixes: dict[str, str]) -> FeedParserDi
                 return None
         elif name.lower() in _CHANNEL_RISKY:
             return None
-    feed = FeedParserDict()
-    if "title" in fields:
-        feed["title"] = fields["title"]
-    if "link" in fields:
-        feed["link"] = _AMP_ENTITY.sub(r"&\g<1>", _urljoin("", fields["link"]))
-    if "language" in fields:
-        feed["language"] = fields["language"]
+    feed = FeedParserDict(fields)
+    if "link" in feed:
+        feed["link"] = _AMP_ENTITY.sub(r"&\g<1>", _urljoin("", feed["link"]))
     return feed
 
 
@@ -147,7 +142,7 @@ def _read_item(item: ET.Element, prefixes: dict[str, str]) -> FeedParserDict | N
         elif name in _ITEM_IGNORED:
             if any(_name(d.tag, prefixes) not in _ITEM_IGNORED for d in child.iter() if d is not child):
                 return None
-        elif not _unknown(name) or any(True for d in child.iter() if d is not child):
+        elif not _unknown(name) or len(child):
             return None
     entry = FeedParserDict()
     if "title" in fields:

@@ -176,6 +176,13 @@ def test_pseudo_labels_survive_a_save_and_load_with_any_characters(tmp_path: Pat
     assert np.array_equal(back.topic, labels.topic) and np.array_equal(back.sentiment, labels.sentiment)
 
 
+def _pool_recipe_dict() -> dict:
+    """Return a tiny recipe that pseudo-labels 30 unlabeled lines."""
+    data = tiny_recipe_dict()
+    data["distill"] = {"lines": 30, "files": TINY_FILES, "batch_size": 16, "max_length": 32}
+    return data
+
+
 def _tiny_bundle(tiny_gpt2_dir: Path) -> ModelBundle:
     torch.manual_seed(0)
     lm, tok = load_base(tiny_gpt2_dir)
@@ -185,8 +192,7 @@ def _tiny_bundle(tiny_gpt2_dir: Path) -> ModelBundle:
 def test_self_train_reads_its_cached_pseudo_labels_on_a_rerun(
     tiny_data_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
 ) -> None:
-    data = tiny_recipe_dict()
-    data["distill"] = {"lines": 30, "files": TINY_FILES, "batch_size": 16, "max_length": 32}
+    data = _pool_recipe_dict()
     recipe = recipe_from_dict(data)
     examples = load_train_examples(tiny_data_dir)
     unlabeled = tiny_data_dir / "unlabeled"
@@ -302,8 +308,7 @@ def test_cross_labels_teach_each_text_the_head_it_has_no_label_for(
 def test_a_saved_teacher_model_joins_the_first_round_teacher(
     tiny_data_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
 ) -> None:
-    data = tiny_recipe_dict()
-    data["distill"] = {"lines": 30, "files": TINY_FILES, "batch_size": 16, "max_length": 32}
+    data = _pool_recipe_dict()
     examples = load_train_examples(tiny_data_dir)
     unlabeled = tiny_data_dir / "unlabeled"
     tfidf_only = pseudo_label(
@@ -319,14 +324,15 @@ def test_a_saved_teacher_model_joins_the_first_round_teacher(
         "student_weight": 0.5,
         "later_finetune_lr": 1e-4,
     }
-    summary = train_model(
+    train = lambda out: train_model(  # noqa: E731
         recipe_from_dict(data),
         tiny_data_dir,
-        tmp_path / "model",
+        out,
         unlabeled_dir=unlabeled,
         base=tiny_gpt2_dir,
         log=lambda _: None,
     )
+    summary = train(tmp_path / "model")
     assert summary["distill"]["teacher_model"] == load_bundle(tmp_path / "teacher").version
     assert summary["distill"]["student_weight"] == 0.5
     # A student in the teacher makes round 1 a "later" round: it fine-tunes gently.
@@ -337,11 +343,4 @@ def test_a_saved_teacher_model_joins_the_first_round_teacher(
     assert np.allclose(mixed.sentiment, 0.5 * plain.sentiment + 0.5 * np.array([1.0, 0.0, 0.0]), atol=1e-3)
     data["distill"]["teacher_model"] = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="teacher_model"):
-        train_model(
-            recipe_from_dict(data),
-            tiny_data_dir,
-            tmp_path / "again",
-            unlabeled_dir=unlabeled,
-            base=tiny_gpt2_dir,
-            log=lambda _: None,
-        )
+        train(tmp_path / "again")
