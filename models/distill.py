@@ -238,6 +238,7 @@ def pseudo_label(
     unlabeled_dir: Path,
     student_weight: float = 0.0,
     log: Callable[[str], None] = print,
+    refit: bool = False,
 ) -> SoftTargets:
     """Return soft targets from the TF-IDF teacher (and the student) for unlabeled lines and cross-labels.
 
@@ -245,13 +246,14 @@ def pseudo_label(
     is left out), so model selection stays honest; its cross-labels are for the head each fit text was
     never trained on. With ``student_weight`` > 0 the targets mix in that share of ``bundle``'s own
     predictions (a later round, after the student was fine-tuned on that split), temperature-scaled
-    first when the recipe says ``calibrate_student``.
+    first when the recipe says ``calibrate_student`` (on the hold-out, which that student never saw).
+    With ``refit`` the TF-IDF teacher is fit on all of ``examples``, the hold-out included.
     """
     from models.inference import batched_probabilities
     from models.train import default_device
 
     spec = recipe.distill
-    fit, _ = holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)
+    fit = examples if refit else holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)[0]
     t0 = time.monotonic()
     teacher = fit_teacher(fit, spec.teacher_c, recipe.seed)
     by_name = {p.name: p for p in unlabeled_files(unlabeled_dir)}
@@ -296,13 +298,14 @@ def self_train(
     student_weight: float = 0.0,
     cache_dir: Path | None = None,
     student: ModelBundle | None = None,
+    refit: bool = False,
 ) -> tuple[dict, SoftTargets]:
     """Return a summary and the soft targets after distilling teacher-labeled unlabeled text into ``bundle``.
 
     Pseudo-labeling takes minutes (TF-IDF features of ~300k lines, and the student's own pass); with
     ``cache_dir`` the targets are saved there and a rerun reads them back instead. The student that joins
     the teacher is ``student`` when given (a saved model), else ``bundle`` itself. The held-out scores
-    after distillation are logged to measure this stage.
+    after distillation are logged to measure this stage, unless ``refit`` (the teacher saw the hold-out).
     """
     from models.train import default_device, heldout_scores
 
@@ -310,7 +313,7 @@ def self_train(
     if targets is not None:
         log(f"read {len(targets.pool.texts):,} pseudo-labeled lines from {cache_dir.name}/")
     else:
-        targets = pseudo_label(student or bundle, examples, recipe, unlabeled_dir, student_weight, log)
+        targets = pseudo_label(student or bundle, examples, recipe, unlabeled_dir, student_weight, log, refit)
         if cache_dir is not None:
             targets.save(cache_dir)
     pool = targets.pool
@@ -319,7 +322,9 @@ def self_train(
     )
     summary["lines"] = len(pool.texts)
     summary["student_weight"] = student_weight
-    _, held = holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)
-    summary["heldout"] = heldout_scores(bundle, held, default_device())
-    log(f"held-out after distillation: {json.dumps(summary['heldout'])}")
+    summary["refit"] = refit
+    if not refit:
+        _, held = holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)
+        summary["heldout"] = heldout_scores(bundle, held, default_device())
+        log(f"held-out after distillation: {json.dumps(summary['heldout'])}")
     return summary, targets

@@ -65,6 +65,27 @@ class FinetuneSpec:
     # >0 (with distillation): a text labeled for one task also learns the teacher's soft target for the
     # other (a topic tweet's sentiment), its loss scaled by this: in-domain signal for both heads.
     cross_labels: float = 0.0
+    # Re-fit: the last round learns from all of train, the hold-out included. Its teacher is fit on all
+    # of it, and fine-tuning runs this many epochs of the ``epochs`` schedule without early stopping:
+    # the point where a held-out run of the same recipe peaked. Earlier rounds keep the hold-out, so it
+    # still calibrates their students; the final temperatures are ``refit_temperatures`` (from that
+    # held-out run), because the re-fit model has seen the hold-out.
+    refit_epochs: float | None = None
+    refit_temperatures: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.refit_temperatures is not None:
+            object.__setattr__(self, "refit_temperatures", tuple(self.refit_temperatures))  # YAML: a list
+        if self.refit_epochs is not None:
+            if not 0 < self.refit_epochs <= self.epochs:
+                raise ValueError(
+                    f"finetune.refit_epochs must be in (0, epochs={self.epochs}], got {self.refit_epochs}"
+                )
+            if self.calibrate and (self.refit_temperatures is None or len(self.refit_temperatures) != 2):
+                raise ValueError(
+                    "finetune.refit_epochs with calibrate needs refit_temperatures: [topic, sentiment] "
+                    "from a held-out run (the re-fit model has seen the hold-out)"
+                )
 
     @property
     def needs_teacher_targets(self) -> bool:

@@ -446,11 +446,12 @@ def finetune(
 ) -> FinetuneResult:
     """Return the history of jointly fine-tuning ``bundle.model`` in place, left at its best held-out state.
 
-    A seeded part of ``examples`` (train data only) is held out for early stopping and model selection.
-    ``max_minutes`` stops early (at the next evaluation past it), keeping the best state so far. With
-    ``spec.distill_mix`` > 0, each step also learns a random batch of the teacher-labeled unlabeled lines
-    in ``targets``; with ``spec.cross_labels`` > 0, each text also learns the teacher's targets for the
-    head it has no label for.
+    A seeded part of ``examples`` (train data only) is held out for early stopping and model selection;
+    with ``spec.refit_epochs`` nothing is: all of ``examples`` trains for that many epochs of the
+    schedule, and the last state is kept. ``max_minutes`` stops early (at the next evaluation past it),
+    keeping the best state so far. With ``spec.distill_mix`` > 0, each step also learns a random batch of
+    the teacher-labeled unlabeled lines in ``targets``; with ``spec.cross_labels`` > 0, each text also
+    learns the teacher's targets for the head it has no label for.
     """
     if spec.needs_teacher_targets and targets is None:
         raise ValueError(
@@ -459,7 +460,8 @@ def finetune(
     seed_everything(seed)
     device = default_device()
     model = bundle.model.to(device)
-    fit, held = holdout_split(examples, spec.holdout_fraction, seed)
+    refit = spec.refit_epochs is not None
+    fit, held = (examples, []) if refit else holdout_split(examples, spec.holdout_fraction, seed)
     seqs = encode_for_classification(bundle.tokenizer, [e.text for e in fit], spec.max_length)
     topic_y, sent_y = label_tensors(fit)
     topic_w = class_weights(
@@ -483,6 +485,7 @@ def finetune(
     cross = cross_targets(fit, targets) if spec.cross_labels > 0 and targets is not None else None
     steps_per_epoch = math.ceil(len(fit) / spec.batch_size)
     total = steps_per_epoch * spec.epochs
+    last = round(steps_per_epoch * spec.refit_epochs) if refit else total
     warmup = max(1, int(total * spec.warmup_ratio))
     eval_every = max(1, steps_per_epoch // max(1, spec.evals_per_epoch))
     history: list[dict] = []
@@ -532,6 +535,13 @@ def finetune(
             step += 1
             seen += len(idx)
             bar.set_postfix(loss=f"{loss_avg:.3f}", ex_s=f"{seen / max(1e-9, time.monotonic() - t0):.0f}")
+            if refit:
+                if step >= last:
+                    best = {"step": step, "epoch": round(step / steps_per_epoch, 2), "loss": loss_avg}
+                    log(f"re-fit on all {len(fit):,} train examples: {json.dumps(best)}")
+                    stop = True
+                    break
+                continue
             if step % eval_every == 0 or step == total:
                 scores = heldout_scores(bundle, held, device)
                 record = {"step": step, "epoch": round(step / steps_per_epoch, 2), "loss": loss_avg, **scores}
@@ -644,13 +654,15 @@ def _distilled_round(
     work_dir: Path,
     log: Callable[[str], None],
     max_minutes: float | None,
+    refit: bool = False,
 ) -> tuple[dict, SoftTargets | None]:
     """Return the summary and teacher targets of round ``r``'s distillation, run now or resumed.
 
-    The targets and then the distilled student are saved in ``round{r}-distilled/``, so a rerun skips
-    the pseudo-labeling and distillation that precede fine-tuning (most of a round's time).
+    The targets and then the distilled student are saved in ``round{r}-distilled/`` (a re-fit round's,
+    whose teacher saw the hold-out, in ``round{r}-refit-distilled/``), so a rerun skips the
+    pseudo-labeling and distillation that precede fine-tuning (most of a round's time).
     """
-    saved = work_dir / f"round{r}-distilled"
+    saved = work_dir / (f"round{r}-refit-distilled" if refit else f"round{r}-distilled")
     if (saved / "distill_summary.json").is_file():
         bundle.model.load_state_dict(load_bundle(saved).model.state_dict())
         log(f"round {r}: resumed the distilled student from {saved.name}/")
@@ -667,7 +679,7 @@ def _distilled_round(
         log(f"round 1: the saved model {student.version} joins the teacher")
     weight = recipe.distill.student_weight if r > 1 or student is not None else 0.0
     summary, targets = self_train(
-        bundle, examples, recipe, unlabeled_dir, log, max_minutes, weight, saved, student
+        bundle, examples, recipe, unlabeled_dir, log, max_minutes, weight, saved, student, refit
     )
     if student is not None:
         summary["teacher_model"] = student.version
@@ -733,15 +745,21 @@ def train_model(
             log(f"round {r}/{rounds}: resumed from the student saved in {round_dir.name}/")
             continue
         distilled, targets = None, None
+        spec = recipe.finetune
+        refit = r == rounds and spec.refit_epochs is not None
+        if not refit:
+            spec = replace(spec, refit_epochs=None)
         if distill_dir is not None:
             distilled, targets = _distilled_round(
-                bundle, examples, recipe, distill_dir, r, work_dir, log, distill_minutes
+                bundle, examples, recipe, distill_dir, r, work_dir, log, distill_minutes, refit
             )
-        spec = recipe.finetune
         student_in_teacher = r > 1 or recipe.distill.teacher_model is not None
         if student_in_teacher and distill_dir is not None and recipe.distill.later_finetune_lr is not None:
             spec = replace(spec, lr=recipe.distill.later_finetune_lr)
-        log(f"fine-tuning {count_parameters(classifier):,} parameters on {len(examples):,} train examples")
+        log(
+            f"fine-tuning {count_parameters(classifier):,} parameters on {len(examples):,} train examples"
+            + (" (re-fit: the hold-out included)" if refit else "")
+        )
         result = finetune(bundle, examples, spec, recipe.seed, lm_head, log, finetune_minutes, targets)
         append_log(Path(out_dir), {"stage": "finetune", "round": r, "history": result.history})
         round_summary = {
@@ -749,6 +767,7 @@ def train_model(
             "distill": distilled,
             "finetune": {
                 "lr": spec.lr,
+                "refit_epochs": spec.refit_epochs,
                 "best": result.best,
                 "epochs_run": result.epochs_run,
                 "seconds": round(result.seconds),
@@ -764,7 +783,11 @@ def train_model(
                 encoding="utf-8",
             )
     calibration = None
-    if recipe.finetune.calibrate:
+    if recipe.finetune.calibrate and recipe.finetune.refit_epochs is not None:
+        bundle.temperatures = recipe.finetune.refit_temperatures
+        calibration = {"refit_temperatures": list(bundle.temperatures)}
+        log(f"re-fit model: temperatures {bundle.temperatures} from the recipe (its held-out run)")
+    elif recipe.finetune.calibrate:
         from models.calibrate import calibrate
 
         calibration = calibrate(bundle, examples, recipe.finetune.holdout_fraction, recipe.seed, log)

@@ -344,3 +344,49 @@ def test_a_saved_teacher_model_joins_the_first_round_teacher(
     data["distill"]["teacher_model"] = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="teacher_model"):
         train(tmp_path / "again")
+
+
+def test_a_refit_last_round_fits_its_teacher_and_student_on_the_hold_out_too(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
+) -> None:
+    data = _pool_recipe_dict()
+    data["distill"] |= {"rounds": 2, "later_finetune_lr": 1e-4}
+    data["finetune"] |= {"refit_epochs": 1.5, "refit_temperatures": [1.25, 1.5]}
+    recipe = recipe_from_dict(data)
+    out = tmp_path / "model"
+    summary = train_model(
+        recipe,
+        tiny_data_dir,
+        out,
+        unlabeled_dir=tiny_data_dir / "unlabeled",
+        base=tiny_gpt2_dir,
+        log=lambda _: None,
+    )
+    first, last = summary["rounds"]
+    # Round 1 keeps the hold-out: it is measured on it and selected by it.
+    assert first["finetune"]["refit_epochs"] is None and "score" in first["finetune"]["best"]
+    assert "heldout" in first["distill"] and not first["distill"]["refit"]
+    # The last round learns from all of train, so the hold-out can no longer measure it.
+    assert last["finetune"]["refit_epochs"] == 1.5 and "score" not in last["finetune"]["best"]
+    assert last["distill"]["refit"] and "heldout" not in last["distill"]
+    assert last["finetune"]["lr"] == 1e-4
+    examples = load_train_examples(tiny_data_dir)
+    targets = SoftTargets.load(out / "round2-refit-distilled")
+    assert targets is not None and targets.cross.texts == cross_texts(examples)
+    # The re-fit model has seen the hold-out, so its temperatures come from the recipe.
+    assert load_bundle(out).temperatures == (1.25, 1.5)
+    assert summary["calibration"] == {"refit_temperatures": [1.25, 1.5]}
+
+
+def test_a_refit_teacher_is_fit_on_the_hold_out_too(tiny_data_dir: Path, tiny_gpt2_dir: Path) -> None:
+    recipe = recipe_from_dict(_pool_recipe_dict())
+    examples = load_train_examples(tiny_data_dir)
+    fit, held = holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)
+    label = lambda refit: pseudo_label(  # noqa: E731
+        _tiny_bundle(tiny_gpt2_dir), examples, recipe, tiny_data_dir / "unlabeled", refit=refit
+    )
+    held_out, refit = label(False), label(True)
+    assert held_out.cross.texts == cross_texts(fit) and refit.cross.texts == cross_texts(examples)
+    assert refit.pool.texts == held_out.pool.texts
+    # The same TF-IDF teacher on more examples: other targets (the hold-out moved its class counts).
+    assert held and not np.allclose(refit.pool.sentiment, held_out.pool.sentiment, atol=1e-4)

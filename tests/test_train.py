@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from itertools import pairwise
 from pathlib import Path
@@ -169,3 +170,33 @@ def test_model_version_names_architecture_and_minute(tiny_gpt2_dir: Path) -> Non
     lm, _ = load_base(tiny_gpt2_dir)
     when = datetime(2026, 11, 28, 14, 15, tzinfo=UTC)
     assert model_version(lm, when) == "finsent-gpt-1x32-20261128-1415"
+
+
+def test_a_refit_steps_through_all_examples_for_its_share_of_the_schedule(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path
+) -> None:
+    recipe = recipe_from_dict(tiny_recipe_dict())
+    lm, tok = load_base(tiny_gpt2_dir)
+    bundle = ModelBundle(classifier_from_language_model(lm, 0.0), tok, max_length=32)
+    examples = load_train_examples(tiny_data_dir)
+    spec = dataclasses.replace(recipe.finetune, refit_epochs=2.5, calibrate=False)
+    lines: list[str] = []
+    result = finetune(bundle, examples, spec, seed=0, log=lines.append)
+    # No hold-out: the steps are counted over every example, and nothing is evaluated.
+    steps_per_epoch = math.ceil(len(examples) / spec.batch_size)
+    assert result.history == [] and "score" not in result.best
+    assert result.best["step"] == round(steps_per_epoch * 2.5)
+    assert result.epochs_run == pytest.approx(result.best["step"] / steps_per_epoch)
+    assert any(f"re-fit on all {len(examples)} train examples" in line for line in lines)
+
+
+def test_recipe_refit_needs_epochs_within_the_schedule_and_temperatures() -> None:
+    data = tiny_recipe_dict()
+    data["finetune"] |= {"refit_epochs": 9, "refit_temperatures": [1.0, 1.0]}
+    with pytest.raises(ValueError, match="refit_epochs must be in"):
+        recipe_from_dict(data)
+    data["finetune"] = tiny_recipe_dict()["finetune"] | {"refit_epochs": 2}
+    with pytest.raises(ValueError, match="needs refit_temperatures"):
+        recipe_from_dict(data)
+    data["finetune"]["refit_temperatures"] = [1.5, 2.0]
+    assert recipe_from_dict(data).finetune.refit_temperatures == (1.5, 2.0)
