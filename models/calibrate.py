@@ -83,12 +83,18 @@ def calibrate_model_dir(
 
     The hold-out fraction and seed come from the recipe in its ``training_summary.json`` (the split its
     fine-tuning held out); without one, the recipe defaults. The weights are left as they are; the
-    version is stamped anew, because scores are keyed by version and the probabilities change.
+    version is stamped anew, because scores are keyed by version and the probabilities change. A
+    re-fit model (``finetune.refit_epochs``) is refused: its training saw the hold-out.
     """
     directory = Path(directory)
     summary_file = directory / "training_summary.json"
     summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else {}
     recipe = recipe_from_dict(summary.get("recipe", {}))
+    if recipe.finetune.refit_epochs is not None:
+        raise ValueError(
+            f"{directory} was re-fit on all of train, hold-out included: it has no unseen hold-out to "
+            "calibrate on; its temperatures come from the recipe's refit_temperatures"
+        )
     bundle = load_bundle(directory)
     report = calibrate(
         bundle, load_train_examples(data_dir), recipe.finetune.holdout_fraction, recipe.seed, log

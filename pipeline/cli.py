@@ -183,7 +183,10 @@ def calibrate_command(model: ShippedModelOption = None, data: DataDirOption = No
     from models.calibrate import calibrate_model_dir
     from models.inference import DEFAULT_MODEL_DIR
 
-    report = calibrate_model_dir(model or DEFAULT_MODEL_DIR, _data_dir_or_fail(data), log=typer.echo)
+    try:
+        report = calibrate_model_dir(model or DEFAULT_MODEL_DIR, _data_dir_or_fail(data), log=typer.echo)
+    except ValueError as exc:  # a re-fit model has no unseen hold-out
+        raise _model_usage_error(str(exc)) from exc
     typer.echo(json.dumps(report, sort_keys=True))
 
 

@@ -67,3 +67,17 @@ def test_calibrate_model_dir_writes_temperatures_from_the_training_hold_out(
     assert json.loads((model / "training_summary.json").read_text())["calibration"] == report
     assert load_bundle(model).version.startswith("finsent-gpt-1x32-")  # stamped anew: scores are keyed by it
     assert json.loads((model / "training_summary.json").read_text())["version"] == load_bundle(model).version
+
+
+def test_calibrate_model_dir_refuses_a_model_re_fit_on_its_hold_out(
+    tiny_trained_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_trained_dir, model)
+    summary = json.loads((model / "training_summary.json").read_text())
+    summary["recipe"]["finetune"] |= {"refit_epochs": 1.0, "refit_temperatures": [1.5, 2.0]}
+    (model / "training_summary.json").write_text(json.dumps(summary))
+    before = load_bundle(model).temperatures
+    with pytest.raises(ValueError, match="no unseen hold-out"):
+        calibrate_model_dir(model, tiny_data_dir, log=lambda _: None)
+    assert load_bundle(model).temperatures == before

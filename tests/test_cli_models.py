@@ -81,3 +81,18 @@ def test_calibrate_rewrites_the_temperatures_of_a_model_dir(
     report = json.loads(result.stdout.splitlines()[-1])
     config = json.loads((model / "config.json").read_text(encoding="utf-8"))
     assert config["temperatures"] == {t: report[t]["temperature"] for t in ("topic", "sentiment")}
+
+
+def test_calibrate_refuses_a_re_fit_model_with_a_one_line_error(
+    tiny_trained_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_trained_dir, model)
+    summary = json.loads((model / "training_summary.json").read_text(encoding="utf-8"))
+    summary["recipe"]["finetune"] |= {"refit_epochs": 1.0, "refit_temperatures": [1.5, 2.0]}
+    (model / "training_summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    result = runner.invoke(app, ["calibrate", "--model", str(model), "--data", str(tiny_data_dir)])
+    assert result.exit_code == 2
+    assert "no unseen hold-out" in result.stderr and "Traceback" not in result.output
