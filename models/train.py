@@ -735,6 +735,7 @@ def train_model(
     rounds = recipe.distill.rounds if distill_dir is not None else 1
     work_dir = Path(checkpoint_dir if checkpoint_dir is not None else out_dir)
     round_summaries: list[dict] = []
+    trunk_tokens = None if pretrain_state is None else pretrain_state.tokens
     for r in range(1, rounds + 1):
         round_dir = work_dir / f"round{r}"
         if r < rounds and (round_dir / "training_summary.json").is_file():
@@ -742,6 +743,8 @@ def train_model(
             classifier.load_state_dict(load_bundle(round_dir).model.state_dict())
             done = json.loads((round_dir / "training_summary.json").read_text(encoding="utf-8"))
             round_summaries.append({"round": r, "resumed_from": done.get("version"), **done.get("round", {})})
+            if r == 1 and done.get("pretrain_tokens") is not None:
+                trunk_tokens = done["pretrain_tokens"]  # the trunk is that student's, not the checkpoint's
             log(f"round {r}/{rounds}: resumed from the student saved in {round_dir.name}/")
             continue
         distilled, targets = None, None
@@ -798,7 +801,7 @@ def train_model(
         "params": count_parameters(classifier),
         # A local base is named by its directory, not by a path on the training machine.
         "base": Path(base).name if Path(base).is_dir() else str(base),
-        "pretrain_tokens": None if pretrain_state is None else pretrain_state.tokens,
+        "pretrain_tokens": trunk_tokens,
         "distill": round_summaries[-1]["distill"],
         "finetune": round_summaries[-1]["finetune"],
         "rounds": round_summaries,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +151,13 @@ def test_second_round_mixes_the_student_into_the_teacher_and_resumes(
     assert (out / "round2-distilled" / "distill_summary.json").is_file()
     # A rerun starts from the saved first-round student, and from the second round's distilled
     # student, instead of training them again; only the last fine-tuning runs again.
+    done = json.loads((round1 / "training_summary.json").read_text(encoding="utf-8"))
+    assert first["pretrain_tokens"] is None  # a hub base: no pre-training here
+    done["pretrain_tokens"] = 12_345  # as if round 1 had been trained on a pre-trained trunk
+    (round1 / "training_summary.json").write_text(json.dumps(done), encoding="utf-8")
     again = run()
     assert again["rounds"][0]["resumed_from"] == load_bundle(round1).version
+    assert again["pretrain_tokens"] == 12_345  # the trunk is the resumed student's
     assert again["rounds"][0]["finetune"] == first["rounds"][0]["finetune"]
     assert again["rounds"][1]["distill"] == first["rounds"][1]["distill"]
     # Same pseudo-labels, read back; the distilled student was saved in fp16, so the loss moves a hair.
