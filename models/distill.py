@@ -112,8 +112,14 @@ class Teacher:
         return out[0], out[1]
 
 
-def fit_teacher(examples: list[Example], c: float = 10.0, seed: int = 0) -> Teacher:
-    """Return a teacher fit on ``examples`` (each with a topic or a sentiment label)."""
+def fit_teacher(
+    examples: list[Example], c: float = 10.0, seed: int = 0, class_weight: str | None = None
+) -> Teacher:
+    """Return a teacher fit on ``examples`` (each with a topic or a sentiment label).
+
+    ``class_weight="balanced"`` weights each class inversely to its frequency, as the student's
+    class-balanced loss does; the evaluation baseline stays unweighted.
+    """
     vectorizers = tfidf_vectorizers()
     cleaned = [clean_text(e.text) for e in examples]
     for v in vectorizers:
@@ -121,7 +127,7 @@ def fit_teacher(examples: list[Example], c: float = 10.0, seed: int = 0) -> Teac
     teacher = Teacher(vectorizers, LogisticRegression(), LogisticRegression())
     for task in ("topic", "sentiment"):
         labeled = [e for e in examples if getattr(e, task) is not None]
-        clf = LogisticRegression(C=c, max_iter=3000, random_state=seed)
+        clf = LogisticRegression(C=c, max_iter=3000, random_state=seed, class_weight=class_weight)
         clf.fit(teacher.features([e.text for e in labeled]), [getattr(e, task) for e in labeled])
         setattr(teacher, task, clf)
     return teacher
@@ -255,7 +261,7 @@ def pseudo_label(
     spec = recipe.distill
     fit = examples if refit else holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)[0]
     t0 = time.monotonic()
-    teacher = fit_teacher(fit, spec.teacher_c, recipe.seed)
+    teacher = fit_teacher(fit, spec.teacher_c, recipe.seed, spec.teacher_class_weight)
     by_name = {p.name: p for p in unlabeled_files(unlabeled_dir)}
     missing = [name for name in spec.files if name not in by_name]
     if missing:

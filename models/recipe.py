@@ -109,6 +109,8 @@ class DistillSpec:
         "reuters_news_titles_2007_2016.txt.gz",
     )
     teacher_c: float = 10.0  # inverse regularisation of the teacher's logistic regressions
+    # "balanced": the teacher's regressions weight classes inversely to their frequency (None: unweighted)
+    teacher_class_weight: str | None = None
     temperature: float = 1.0
     epochs: int = 1
     batch_size: int = 64
@@ -133,6 +135,10 @@ class DistillSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", tuple(self.files))  # YAML gives a list
+        if self.teacher_class_weight not in (None, "balanced"):
+            raise ValueError(
+                f"distill.teacher_class_weight must be null or 'balanced', got {self.teacher_class_weight!r}"
+            )
         if self.rounds < 1 or not 0.0 <= self.student_weight <= 1.0:
             raise ValueError(
                 "distill.rounds must be >= 1 and student_weight in [0, 1], "

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import Example, holdout_split, iter_unlabeled, load_train_examples, unlabeled_files
+from models.data import (
+    SENTIMENT_NAMES,
+    Example,
+    holdout_split,
+    iter_unlabeled,
+    load_train_examples,
+    unlabeled_files,
+)
 from models.distill import (
     PseudoLabels,
     SoftTargets,
@@ -27,7 +34,7 @@ from models.network import ModelBundle, classifier_from_language_model, load_bas
 from models.recipe import recipe_from_dict
 from models.tokenizer import encode_for_classification
 from models.train import finetune, train_model
-from tests.fixtures.models import NEGATIVE, POSITIVE, tiny_recipe_dict
+from tests.fixtures.models import NEGATIVE, NEUTRAL, POSITIVE, tiny_recipe_dict
 
 TINY_FILES = ["financial_news_headlines_2017_2020.txt.gz", "press_release_titles_2007_2015.txt.gz"]
 
@@ -41,6 +48,19 @@ def test_teacher_gives_distributions_in_our_label_order(tiny_data_dir: Path) -> 
     assert np.allclose(topic.sum(1), 1.0) and np.allclose(sentiment.sum(1), 1.0)
     assert sentiment[0].argmax() == 0 and sentiment[1].argmax() == 2  # negative, positive
     assert topic[2].argmax() == 1  # Fed | Central Banks
+
+
+def test_a_balanced_teacher_gives_the_rare_sentiment_classes_more_weight(tiny_data_dir: Path) -> None:
+    # Mostly neutral, as the real set (65 % neutral): the rare classes get less mass from a plain fit.
+    examples = load_train_examples(tiny_data_dir) + [
+        Example(f"{text} today", sentiment=1) for text in NEUTRAL for _ in range(8)
+    ]
+    texts = [*POSITIVE, *NEGATIVE, *NEUTRAL, "Initech shares move", "Acme stock news"]
+    _, plain = fit_teacher(examples).probabilities(texts)
+    _, balanced = fit_teacher(examples, class_weight="balanced").probabilities(texts)
+    neutral = SENTIMENT_NAMES.index("neutral")
+    assert balanced[:, neutral].mean() < plain[:, neutral].mean()
+    assert np.allclose(balanced.sum(1), 1.0)
 
 
 def test_sample_takes_an_even_seeded_share_of_each_file(tiny_data_dir: Path) -> None:
@@ -162,6 +182,13 @@ def test_second_round_mixes_the_student_into_the_teacher_and_resumes(
     assert again["rounds"][1]["distill"] == first["rounds"][1]["distill"]
     # Same pseudo-labels, read back; the distilled student was saved in fp16, so the loss moves a hair.
     assert again["finetune"]["best"] == pytest.approx(first["finetune"]["best"], rel=1e-3)
+
+
+def test_recipe_rejects_an_unknown_teacher_class_weight() -> None:
+    data = tiny_recipe_dict()
+    data["distill"] = {"teacher_class_weight": "inverse"}
+    with pytest.raises(ValueError, match="teacher_class_weight"):
+        recipe_from_dict(data)
 
 
 def test_recipe_rejects_zero_rounds() -> None:
