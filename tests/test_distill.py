@@ -30,13 +30,20 @@ from models.distill import (
     soft_cross_entropy,
 )
 from models.inference import batched_probabilities
-from models.network import ModelBundle, classifier_from_language_model, load_base, load_bundle, save_bundle
-from models.recipe import recipe_from_dict
+from models.network import load_bundle, save_bundle
+from models.recipe import Recipe, recipe_from_dict
 from models.tokenizer import encode_for_classification
 from models.train import finetune, train_model
-from tests.fixtures.models import NEGATIVE, NEUTRAL, POSITIVE, tiny_recipe_dict
+from tests.fixtures.models import NEGATIVE, NEUTRAL, POSITIVE, tiny_bundle, tiny_recipe_dict
 
 TINY_FILES = ["financial_news_headlines_2017_2020.txt.gz", "press_release_titles_2007_2015.txt.gz"]
+
+
+def _train(recipe: Recipe, data_dir: Path, gpt2_dir: Path, out: Path) -> dict:
+    """Return the summary of training ``recipe`` on the tiny data from the tiny GPT-2, quietly."""
+    return train_model(
+        recipe, data_dir, out, unlabeled_dir=data_dir / "unlabeled", base=gpt2_dir, log=lambda _: None
+    )
 
 
 def test_teacher_gives_distributions_in_our_label_order(tiny_data_dir: Path) -> None:
@@ -81,9 +88,8 @@ def test_soft_cross_entropy_on_one_hot_targets_is_the_usual_cross_entropy() -> N
 
 
 def test_distillation_moves_the_student_towards_the_teacher(tiny_data_dir: Path, tiny_gpt2_dir: Path) -> None:
-    torch.manual_seed(0)
-    lm, tok = load_base(tiny_gpt2_dir)
-    bundle = ModelBundle(classifier_from_language_model(lm, 0.0), tok, max_length=32)
+    bundle = tiny_bundle(tiny_gpt2_dir)
+    tok = bundle.tokenizer
     texts = sample_unlabeled(unlabeled_files(tiny_data_dir / "unlabeled"), 200, seed=0)
     topic_q, sent_q = fit_teacher(load_train_examples(tiny_data_dir)).probabilities(texts)
     seqs = encode_for_classification(tok, texts, 32)
@@ -108,14 +114,7 @@ def test_recipe_with_distillation_trains_through_the_teacher(
     data["distill"] = {"lines": 60, "files": TINY_FILES, "epochs": 2, "batch_size": 16, "max_length": 32}
     recipe = recipe_from_dict(data)
     assert recipe.distill.files == tuple(TINY_FILES)
-    summary = train_model(
-        recipe,
-        tiny_data_dir,
-        tmp_path / "model",
-        unlabeled_dir=tiny_data_dir / "unlabeled",
-        base=tiny_gpt2_dir,
-        log=lambda _: None,
-    )
+    summary = _train(recipe, tiny_data_dir, tiny_gpt2_dir, tmp_path / "model")
     assert summary["distill"]["lines"] == 60 and summary["distill"]["examples"] == 120
     assert set(summary["distill"]["heldout"]) == {"topic_accuracy", "sentiment_weighted_f1", "score"}
     assert (tmp_path / "model" / "model.safetensors").is_file()
@@ -127,14 +126,7 @@ def test_distillation_names_a_missing_unlabeled_file(
     data = tiny_recipe_dict()
     data["distill"] = {"lines": 10, "files": ["no_such_corpus.txt.gz"]}
     with pytest.raises(FileNotFoundError, match="no_such_corpus"):
-        train_model(
-            recipe_from_dict(data),
-            tiny_data_dir,
-            tmp_path / "model",
-            unlabeled_dir=tiny_data_dir / "unlabeled",
-            base=tiny_gpt2_dir,
-            log=lambda _: None,
-        )
+        _train(recipe_from_dict(data), tiny_data_dir, tiny_gpt2_dir, tmp_path / "model")
 
 
 def test_second_round_mixes_the_student_into_the_teacher_and_resumes(
@@ -153,14 +145,7 @@ def test_second_round_mixes_the_student_into_the_teacher_and_resumes(
     data["finetune"]["distill_mix"] = 0.5  # fine-tuning also reads each round's pseudo-labels
     recipe = recipe_from_dict(data)
     out = tmp_path / "model"
-    run = lambda: train_model(  # noqa: E731
-        recipe,
-        tiny_data_dir,
-        out,
-        unlabeled_dir=tiny_data_dir / "unlabeled",
-        base=tiny_gpt2_dir,
-        log=lambda _: None,
-    )
+    run = lambda: _train(recipe, tiny_data_dir, tiny_gpt2_dir, out)  # noqa: E731
     first = run()
     assert [r["round"] for r in first["rounds"]] == [1, 2]
     assert [r["distill"]["student_weight"] for r in first["rounds"]] == [0.0, 0.5]
@@ -216,12 +201,6 @@ def _pool_recipe_dict() -> dict:
     return data
 
 
-def _tiny_bundle(tiny_gpt2_dir: Path) -> ModelBundle:
-    torch.manual_seed(0)
-    lm, tok = load_base(tiny_gpt2_dir)
-    return ModelBundle(classifier_from_language_model(lm, 0.0), tok, max_length=32)
-
-
 def test_self_train_reads_its_cached_pseudo_labels_on_a_rerun(
     tiny_data_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
 ) -> None:
@@ -231,7 +210,7 @@ def test_self_train_reads_its_cached_pseudo_labels_on_a_rerun(
     unlabeled = tiny_data_dir / "unlabeled"
     cache = tmp_path / "round1-distilled"
     _, first_targets = self_train(
-        _tiny_bundle(tiny_gpt2_dir), examples, recipe, unlabeled, lambda _: None, cache_dir=cache
+        tiny_bundle(tiny_gpt2_dir), examples, recipe, unlabeled, lambda _: None, cache_dir=cache
     )
     first = first_targets.pool
     assert len(first.texts) == 30 and (cache / "pseudo_labels.npz").is_file()
@@ -240,7 +219,7 @@ def test_self_train_reads_its_cached_pseudo_labels_on_a_rerun(
     # The rerun must not need the unlabeled text at all: it reads the labels back.
     lines: list[str] = []
     _, again_targets = self_train(
-        _tiny_bundle(tiny_gpt2_dir), examples, recipe, tmp_path / "nowhere", lines.append, cache_dir=cache
+        tiny_bundle(tiny_gpt2_dir), examples, recipe, tmp_path / "nowhere", lines.append, cache_dir=cache
     )
     again = again_targets.pool
     assert again.texts == first.texts and np.array_equal(again.sentiment, first.sentiment)
@@ -255,7 +234,7 @@ def test_a_calibrated_student_joins_the_teacher_softer_and_leaves_the_bundle_unc
     data["distill"] = {"lines": 30, "files": TINY_FILES, "max_length": 32}
     examples = load_train_examples(tiny_data_dir)
     unlabeled = tiny_data_dir / "unlabeled"
-    bundle = _tiny_bundle(tiny_gpt2_dir)
+    bundle = tiny_bundle(tiny_gpt2_dir)
     # An over-confident student: scaled-up head weights, as after fine-tuning to a near-zero loss.
     with torch.no_grad():
         bundle.model.sentiment_head.weight.mul_(50.0)
@@ -274,13 +253,13 @@ def test_fine_tuning_with_a_distill_mix_learns_the_pool_too(tiny_data_dir: Path,
     # Pool targets no labeled example has: every line is "positive" and topic 5.
     pool = PseudoLabels(texts, np.eye(20, dtype=np.float32)[[5] * 60], np.eye(3, dtype=np.float32)[[2] * 60])
     no_cross = PseudoLabels([], np.zeros((0, 20), np.float32), np.zeros((0, 3), np.float32))
-    seqs = encode_for_classification(_tiny_bundle(tiny_gpt2_dir).tokenizer, texts, 32)
+    seqs = encode_for_classification(tiny_bundle(tiny_gpt2_dir).tokenizer, texts, 32)
     spec = dataclasses.replace(
         recipe_from_dict({}).finetune, epochs=4, batch_size=16, lr=3e-3, max_length=32, evals_per_epoch=1
     )
 
     def positive_share(mix: float) -> float:
-        bundle = _tiny_bundle(tiny_gpt2_dir)
+        bundle = tiny_bundle(tiny_gpt2_dir)
         finetune(
             bundle,
             examples,
@@ -295,7 +274,7 @@ def test_fine_tuning_with_a_distill_mix_learns_the_pool_too(tiny_data_dir: Path,
     mixed = positive_share(1.0)
     assert mixed > 0.8 and mixed > positive_share(0.0)
     with pytest.raises(ValueError, match="teacher targets"):
-        finetune(_tiny_bundle(tiny_gpt2_dir), examples, dataclasses.replace(spec, distill_mix=1.0), 0)
+        finetune(tiny_bundle(tiny_gpt2_dir), examples, dataclasses.replace(spec, distill_mix=1.0), 0)
 
 
 def test_cross_texts_are_those_missing_a_label() -> None:
@@ -322,13 +301,13 @@ def test_cross_labels_teach_each_text_the_head_it_has_no_label_for(
         texts, np.full((len(texts), 20), 0.05, np.float32), np.eye(3, dtype=np.float32)[[2] * len(texts)]
     )
     no_pool = PseudoLabels(["a line"], np.full((1, 20), 0.05, np.float32), np.full((1, 3), 1 / 3, np.float32))
-    seqs = encode_for_classification(_tiny_bundle(tiny_gpt2_dir).tokenizer, topic_only, 32)
+    seqs = encode_for_classification(tiny_bundle(tiny_gpt2_dir).tokenizer, topic_only, 32)
     spec = dataclasses.replace(
         recipe_from_dict({}).finetune, epochs=4, batch_size=16, lr=3e-3, max_length=32, evals_per_epoch=1
     )
 
     def positive_share(weight: float) -> float:
-        bundle = _tiny_bundle(tiny_gpt2_dir)
+        bundle = tiny_bundle(tiny_gpt2_dir)
         tuned = dataclasses.replace(spec, cross_labels=weight)
         finetune(bundle, examples, tuned, 0, log=lambda _: None, targets=SoftTargets(no_pool, cross))
         _, sent = batched_probabilities(bundle.model, seqs, bundle.pad_id, 64, torch.device("cpu"))
@@ -345,10 +324,10 @@ def test_a_saved_teacher_model_joins_the_first_round_teacher(
     examples = load_train_examples(tiny_data_dir)
     unlabeled = tiny_data_dir / "unlabeled"
     tfidf_only = pseudo_label(
-        _tiny_bundle(tiny_gpt2_dir), examples, recipe_from_dict(data), unlabeled, 0.0, lambda _: None
+        tiny_bundle(tiny_gpt2_dir), examples, recipe_from_dict(data), unlabeled, 0.0, lambda _: None
     )
     plain = tfidf_only.pool
-    saved = _tiny_bundle(tiny_gpt2_dir)
+    saved = tiny_bundle(tiny_gpt2_dir)
     with torch.no_grad():  # a teacher model that is sure every text is negative
         saved.model.sentiment_head.bias.copy_(torch.tensor([20.0, 0.0, 0.0]))
     save_bundle(saved, tmp_path / "teacher")
@@ -357,14 +336,7 @@ def test_a_saved_teacher_model_joins_the_first_round_teacher(
         "student_weight": 0.5,
         "later_finetune_lr": 1e-4,
     }
-    train = lambda out: train_model(  # noqa: E731
-        recipe_from_dict(data),
-        tiny_data_dir,
-        out,
-        unlabeled_dir=unlabeled,
-        base=tiny_gpt2_dir,
-        log=lambda _: None,
-    )
+    train = lambda out: _train(recipe_from_dict(data), tiny_data_dir, tiny_gpt2_dir, out)  # noqa: E731
     summary = train(tmp_path / "model")
     assert summary["distill"]["teacher_model"] == load_bundle(tmp_path / "teacher").version
     assert summary["distill"]["student_weight"] == 0.5
@@ -387,14 +359,7 @@ def test_a_refit_last_round_fits_its_teacher_and_student_on_the_hold_out_too(
     data["finetune"] |= {"refit_epochs": 1.5, "refit_temperatures": [1.25, 1.5]}
     recipe = recipe_from_dict(data)
     out = tmp_path / "model"
-    summary = train_model(
-        recipe,
-        tiny_data_dir,
-        out,
-        unlabeled_dir=tiny_data_dir / "unlabeled",
-        base=tiny_gpt2_dir,
-        log=lambda _: None,
-    )
+    summary = _train(recipe, tiny_data_dir, tiny_gpt2_dir, out)
     first, last = summary["rounds"]
     # Round 1 keeps the hold-out: it is measured on it and selected by it.
     assert first["finetune"]["refit_epochs"] is None and "score" in first["finetune"]["best"]
@@ -416,7 +381,7 @@ def test_a_refit_teacher_is_fit_on_the_hold_out_too(tiny_data_dir: Path, tiny_gp
     examples = load_train_examples(tiny_data_dir)
     fit, held = holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)
     label = lambda refit: pseudo_label(  # noqa: E731
-        _tiny_bundle(tiny_gpt2_dir), examples, recipe, tiny_data_dir / "unlabeled", refit=refit
+        tiny_bundle(tiny_gpt2_dir), examples, recipe, tiny_data_dir / "unlabeled", refit=refit
     )
     held_out, refit = label(False), label(True)
     assert held_out.cross.texts == cross_texts(fit) and refit.cross.texts == cross_texts(examples)

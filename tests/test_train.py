@@ -14,7 +14,7 @@ import safetensors.torch
 import torch
 
 from models.data import load_train_examples
-from models.network import ModelBundle, classifier_from_language_model, load_base
+from models.network import load_base
 from models.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
 from models.train import (
     IGNORE,
@@ -29,7 +29,7 @@ from models.train import (
     place_shipped_seed,
     pretrain,
 )
-from tests.fixtures.models import tiny_recipe_dict
+from tests.fixtures.models import tiny_bundle, tiny_recipe_dict
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
@@ -108,8 +108,7 @@ def test_finetuning_on_a_toy_set_improves_held_out_and_keeps_the_best(
     tiny_data_dir: Path, tiny_gpt2_dir: Path
 ) -> None:
     recipe = recipe_from_dict(tiny_recipe_dict())
-    lm, tok = load_base(tiny_gpt2_dir)
-    bundle = ModelBundle(classifier_from_language_model(lm, 0.0), tok, max_length=32)
+    bundle = tiny_bundle(tiny_gpt2_dir)
     spec = dataclasses.replace(recipe.finetune, holdout_fraction=0.3)
     result = finetune(bundle, load_train_examples(tiny_data_dir), spec, seed=0, log=lambda _: None)
     scores = [h["score"] for h in result.history]
@@ -122,8 +121,7 @@ def test_finetuning_time_budget_stops_at_the_first_evaluation(
     tiny_data_dir: Path, tiny_gpt2_dir: Path
 ) -> None:
     recipe = recipe_from_dict(tiny_recipe_dict())
-    lm, tok = load_base(tiny_gpt2_dir)
-    bundle = ModelBundle(classifier_from_language_model(lm, 0.0), tok, max_length=32)
+    bundle = tiny_bundle(tiny_gpt2_dir)
     examples = load_train_examples(tiny_data_dir)
     result = finetune(bundle, examples, recipe.finetune, seed=0, log=lambda _: None, max_minutes=0.0)
     assert len(result.history) == 1 and result.epochs_run == pytest.approx(1.0)
@@ -176,8 +174,7 @@ def test_a_refit_steps_through_all_examples_for_its_share_of_the_schedule(
     tiny_data_dir: Path, tiny_gpt2_dir: Path
 ) -> None:
     recipe = recipe_from_dict(tiny_recipe_dict())
-    lm, tok = load_base(tiny_gpt2_dir)
-    bundle = ModelBundle(classifier_from_language_model(lm, 0.0), tok, max_length=32)
+    bundle = tiny_bundle(tiny_gpt2_dir)
     examples = load_train_examples(tiny_data_dir)
     spec = dataclasses.replace(recipe.finetune, refit_epochs=2.5, calibrate=False)
     lines: list[str] = []
