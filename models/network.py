@@ -18,6 +18,7 @@ from transformers import (
     GPT2LMHeadModel,
     PreTrainedModel,
 )
+from transformers.activations import NewGELUActivation
 
 from models.data import SENTIMENT_NAMES, TOPIC_NAMES
 from models.tokenizer import TOKENIZER_FILE, load_tokenizer, save_tokenizer, special_ids
@@ -64,12 +65,25 @@ def new_language_model(spec: TrunkSpec, tok: Tokenizer) -> GPT2LMHeadModel:
     return GPT2LMHeadModel(gpt2_config(spec, tok.get_vocab_size(), eos))
 
 
+def fuse_gelu(model: nn.Module) -> nn.Module:
+    """Return ``model`` with each transformers ``gelu_new`` activation replaced, in place, by PyTorch's.
+
+    GPT-2's ``gelu_new`` is the tanh approximation of GELU written as five tensor operations;
+    ``nn.GELU(approximate="tanh")`` is the same function in one kernel (equal up to float rounding),
+    which takes about a fifth off CPU inference. Configs are untouched, so saved models stay GPT-2.
+    """
+    for module in model.modules():
+        if isinstance(getattr(module, "act", None), NewGELUActivation):
+            module.act = nn.GELU(approximate="tanh")
+    return model
+
+
 class GPTClassifier(nn.Module):
     """Trunk + two linear heads pooled at the last non-padding token (the appended end-of-text)."""
 
     def __init__(self, trunk: PreTrainedModel, n_topics: int, n_sentiments: int, dropout: float = 0.1):
         super().__init__()
-        self.trunk = trunk
+        self.trunk = fuse_gelu(trunk)
         hidden = trunk.config.hidden_size
         self.dropout = nn.Dropout(dropout)
         self.topic_head = nn.Linear(hidden, n_topics)
@@ -77,7 +91,9 @@ class GPTClassifier(nn.Module):
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Return the hidden state at each row's last non-padding position, shape (B, C)."""
-        hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, C)
+        # No key/value cache: nothing is generated, and building one costs a copy per layer.
+        out = self.trunk(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        hidden = out.last_hidden_state  # (B, T, C)
         last = attention_mask.long().sum(dim=1) - 1  # right padding: last real token  (B,)
         return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
 

@@ -516,7 +516,8 @@ def finetune(
                     spec.label_smoothing,
                 )
                 if lm_head is not None and spec.lm_loss_weight > 0:
-                    hidden = model.trunk(input_ids=ids, attention_mask=mask).last_hidden_state
+                    out = model.trunk(input_ids=ids, attention_mask=mask, use_cache=False)
+                    hidden = out.last_hidden_state
                     labels = ids.masked_fill(mask == 0, IGNORE)
                     lm_logits = lm_head(hidden[:, :-1]).float()
                     lm_loss = torch.nn.functional.cross_entropy(

@@ -129,3 +129,25 @@ def test_saved_config_holds_no_path_of_the_training_machine(tiny_gpt2_dir: Path,
     lm, tok = load_base(tiny_gpt2_dir)
     save_bundle(ModelBundle(classifier_from_language_model(lm), tok), tmp_path / "m")
     assert str(tiny_gpt2_dir) not in (tmp_path / "m" / "config.json").read_text(encoding="utf-8")
+
+
+def test_classifier_runs_pytorchs_fused_gelu_with_the_same_outputs(tmp_path: Path) -> None:
+    from transformers.activations import NewGELUActivation
+
+    bundle = tiny_bundle()
+    acts = [m.act for m in bundle.model.modules() if hasattr(m, "act")]
+    assert acts and all(isinstance(a, torch.nn.GELU) and a.approximate == "tanh" for a in acts)
+    fused = logits_of(bundle, TEXTS)
+    for module in bundle.model.modules():
+        if hasattr(module, "act"):
+            module.act = NewGELUActivation()  # what transformers builds for GPT-2's "gelu_new"
+    for a, b in zip(fused, logits_of(bundle, TEXTS), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # The saved config keeps GPT-2's activation name; loading fuses it again.
+    save_bundle(bundle, tmp_path / "m", dtype=torch.float32)
+    config = json.loads((tmp_path / "m" / "config.json").read_text(encoding="utf-8"))
+    assert config["trunk"]["activation_function"] == "gelu_new"
+    again = load_bundle(tmp_path / "m")
+    assert not any(isinstance(m, NewGELUActivation) for m in again.model.modules())
+    for a, b in zip(fused, logits_of(again, TEXTS), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
