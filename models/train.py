@@ -25,6 +25,7 @@ from models.network import (
     ModelBundle,
     classifier_from_language_model,
     count_parameters,
+    fuse_gelu,
     load_base,
     load_bundle,
     new_language_model,
@@ -271,6 +272,7 @@ def pretrain(
     torch.set_num_threads(recipe.threads)
     seed_everything(recipe.seed)
     lm, tok, state, opt_state = prepare_pretraining(directory, recipe, data_dir, unlabeled_dir, log)
+    fuse_gelu(lm)
     device = default_device()
     lm.to(device).train()
     opt = make_optimizer(lm, spec.lr, spec.weight_decay)
@@ -319,7 +321,7 @@ def pretrain(
         for group in opt.param_groups:
             group["lr"] = lr
         with autocast_for(device):
-            loss = lm(input_ids=ids, labels=ids).loss
+            loss = lm(input_ids=ids, labels=ids, use_cache=False).loss
         state.last_loss = optimizer_step(opt, loss, lm.parameters(), spec.grad_clip)
         state.step += 1
         state.tokens += tokens_per_step
