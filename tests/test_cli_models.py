@@ -66,7 +66,7 @@ def test_train_from_scratch_with_a_recipe_then_rerun_resumes(tiny_data_dir: Path
     assert again.exit_code == 0, again.output
     assert "pre-training already at" in again.stdout
     rerun = json.loads(again.stdout.splitlines()[-1])
-    assert rerun["pretrain_tokens"] == summary["pretrain_tokens"]  # resumed, not pre-trained again
+    assert rerun["pretrain_tokens"] == summary["pretrain_tokens"]  # the same trunk budget as the first run
     # The rerun fine-tunes afresh and stamps its own version (the minute may have ticked since the first run).
     classified = runner.invoke(app, ["classify", "--model", str(tmp_path / "model"), "--json", "Fed holds"])
     assert json.loads(classified.stdout.splitlines()[-1])["model_version"] == rerun["version"]
