@@ -237,6 +237,68 @@ def distill(
     return summary
 
 
+def tfidf_targets(
+    examples: list[Example],
+    recipe: Recipe,
+    unlabeled_dir: Path,
+    refit: bool = False,
+) -> SoftTargets:
+    """Return the TF-IDF teacher's soft targets for the recipe's unlabeled lines and the cross texts.
+
+    The teacher sees only the part of ``examples`` that fine-tuning fits on (the same seeded hold-out
+    is left out), so model selection stays honest; its cross-labels are for the head each fit text was
+    never trained on. With ``refit`` it is fit on all of ``examples``, the hold-out included.
+    """
+    spec = recipe.distill
+    fit = examples if refit else holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)[0]
+    teacher = fit_teacher(fit, spec.teacher_c, recipe.seed, spec.teacher_class_weight)
+    by_name = {p.name: p for p in unlabeled_files(unlabeled_dir)}
+    missing = [name for name in spec.files if name not in by_name]
+    if missing:
+        raise FileNotFoundError(f"distill files {missing} not in {unlabeled_dir}")
+    texts = sample_unlabeled([by_name[name] for name in spec.files], spec.lines, recipe.seed)
+    cross = cross_texts(fit)
+    topic_q, sent_q = teacher.probabilities(texts + cross)  # one pass over both
+    n = len(texts)
+    return SoftTargets(
+        PseudoLabels(texts, topic_q[:n], sent_q[:n]), PseudoLabels(cross, topic_q[n:], sent_q[n:])
+    )
+
+
+def mix_in_student(
+    targets: SoftTargets,
+    bundle: ModelBundle,
+    examples: list[Example],
+    recipe: Recipe,
+    student_weight: float,
+    log: Callable[[str], None] = print,
+) -> SoftTargets:
+    """Return ``targets`` with ``student_weight`` of ``bundle``'s own predictions mixed in.
+
+    The student is temperature-scaled first (on the hold-out, which it never saw) when the recipe says
+    ``calibrate_student``.
+    """
+    from models.inference import batched_probabilities
+    from models.train import default_device
+
+    device = default_device()
+    bundle.model.to(device).eval()  # a saved teacher model is loaded on the CPU
+    temperatures = (1.0, 1.0)
+    if recipe.distill.calibrate_student:
+        from models.calibrate import calibrate  # it imports models.train, which imports this module
+
+        calibrate(bundle, examples, recipe.finetune.holdout_fraction, recipe.seed, log)
+        temperatures, bundle.temperatures = bundle.temperatures, (1.0, 1.0)
+    mixed = []
+    for part in (targets.pool, targets.cross):
+        seqs = encode_for_classification(bundle.tokenizer, part.texts, recipe.distill.max_length)
+        topic_s, sent_s = batched_probabilities(bundle.model, seqs, bundle.pad_id, 256, device, temperatures)
+        topic = (1 - student_weight) * part.topic + student_weight * topic_s
+        sentiment = (1 - student_weight) * part.sentiment + student_weight * sent_s
+        mixed.append(PseudoLabels(part.texts, topic, sentiment))
+    return SoftTargets(mixed[0], mixed[1])
+
+
 def pseudo_label(
     bundle: ModelBundle,
     examples: list[Example],
@@ -248,50 +310,18 @@ def pseudo_label(
 ) -> SoftTargets:
     """Return soft targets from the TF-IDF teacher (and the student) for unlabeled lines and cross-labels.
 
-    The teacher sees only the part of ``examples`` that fine-tuning fits on (the same seeded hold-out
-    is left out), so model selection stays honest; its cross-labels are for the head each fit text was
-    never trained on. With ``student_weight`` > 0 the targets mix in that share of ``bundle``'s own
-    predictions (a later round, after the student was fine-tuned on that split), temperature-scaled
-    first when the recipe says ``calibrate_student`` (on the hold-out, which that student never saw).
-    With ``refit`` the TF-IDF teacher is fit on all of ``examples``, the hold-out included.
+    With ``student_weight`` > 0 the targets mix in that share of ``bundle``'s own predictions (a later
+    round, after the student was fine-tuned on that split, or a saved ``teacher_model``).
     """
-    from models.inference import batched_probabilities
-    from models.train import default_device
-
-    spec = recipe.distill
-    fit = examples if refit else holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)[0]
     t0 = time.monotonic()
-    teacher = fit_teacher(fit, spec.teacher_c, recipe.seed, spec.teacher_class_weight)
-    by_name = {p.name: p for p in unlabeled_files(unlabeled_dir)}
-    missing = [name for name in spec.files if name not in by_name]
-    if missing:
-        raise FileNotFoundError(f"distill files {missing} not in {unlabeled_dir}")
-    texts = sample_unlabeled([by_name[name] for name in spec.files], spec.lines, recipe.seed)
-    cross = cross_texts(fit)
-    both = texts + cross  # one teacher (and student) pass over the unlabeled lines and the cross texts
-    topic_q, sent_q = teacher.probabilities(both)
+    targets = tfidf_targets(examples, recipe, unlabeled_dir, refit)
     if student_weight > 0:
-        temperatures = (1.0, 1.0)
-        if spec.calibrate_student:
-            from models.calibrate import calibrate  # it imports models.train, which imports this module
-
-            calibrate(bundle, examples, recipe.finetune.holdout_fraction, recipe.seed, log)
-            temperatures, bundle.temperatures = bundle.temperatures, (1.0, 1.0)
-        bundle.model.eval()
-        seqs = encode_for_classification(bundle.tokenizer, both, spec.max_length)
-        topic_s, sent_s = batched_probabilities(
-            bundle.model, seqs, bundle.pad_id, 256, default_device(), temperatures
-        )
-        topic_q = (1 - student_weight) * topic_q + student_weight * topic_s
-        sent_q = (1 - student_weight) * sent_q + student_weight * sent_s
+        targets = mix_in_student(targets, bundle, examples, recipe, student_weight, log)
     log(
-        f"teacher fit, {len(texts):,} unlabeled lines and {len(cross):,} train texts pseudo-labeled "
-        f"in {time.monotonic() - t0:.0f}s"
+        f"teacher fit, {len(targets.pool.texts):,} unlabeled lines and {len(targets.cross.texts):,} "
+        f"train texts pseudo-labeled in {time.monotonic() - t0:.0f}s"
     )
-    n = len(texts)
-    return SoftTargets(
-        PseudoLabels(texts, topic_q[:n], sent_q[:n]), PseudoLabels(cross, topic_q[n:], sent_q[n:])
-    )
+    return targets
 
 
 def self_train(

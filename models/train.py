@@ -138,17 +138,26 @@ def packed_blocks(
             buffer.extend(enc.ids)
             buffer.append(eos)
         chunk = []
-        while len(buffer) >= block_size:
-            yield buffer[:block_size], consumed
-            buffer = buffer[block_size:]
+        yield from _full_blocks(buffer, block_size, consumed)
     if chunk:
         consumed += len(chunk)
         for enc in tok.encode_batch(chunk, add_special_tokens=False):
             buffer.extend(enc.ids)
             buffer.append(eos)
-    while len(buffer) >= block_size:
-        yield buffer[:block_size], consumed
-        buffer = buffer[block_size:]
+    yield from _full_blocks(buffer, block_size, consumed)
+
+
+def _full_blocks(buffer: list[int], block_size: int, consumed: int) -> Iterator[tuple[list[int], int]]:
+    """Yield the whole blocks at the front of ``buffer`` and remove them, keeping the remainder.
+
+    One cut at the end, not one per block: re-slicing the rest after every block copied the chunk
+    once per block.
+    """
+    start = 0
+    while len(buffer) - start >= block_size:
+        yield buffer[start : start + block_size], consumed
+        start += block_size
+    del buffer[:start]
 
 
 def _one_pass(train_texts: list[str], files: list[Path]) -> Iterator[str]:
@@ -691,6 +700,14 @@ def _distilled_round(
     return summary, targets
 
 
+def _portable(recipe: dict) -> dict:
+    """Return ``recipe`` with an absolute ``teacher_model`` named by its directory, as ``base`` is."""
+    teacher = recipe["distill"].get("teacher_model")
+    if teacher is not None and Path(teacher).is_absolute():
+        recipe["distill"]["teacher_model"] = Path(teacher).name
+    return recipe
+
+
 def train_model(
     recipe: Recipe,
     data_dir: Path,
@@ -809,7 +826,7 @@ def train_model(
         "finetune": round_summaries[-1]["finetune"],
         "rounds": round_summaries,
         "calibration": calibration,
-        "recipe": recipe.to_dict(),
+        "recipe": _portable(recipe.to_dict()),
     }
     (Path(out_dir) / "training_summary.json").write_text(
         json.dumps(summary, indent=2) + "\n", encoding="utf-8"

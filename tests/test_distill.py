@@ -24,10 +24,12 @@ from models.distill import (
     cross_texts,
     distill,
     fit_teacher,
+    mix_in_student,
     pseudo_label,
     sample_unlabeled,
     self_train,
     soft_cross_entropy,
+    tfidf_targets,
 )
 from models.inference import batched_probabilities
 from models.network import load_bundle, save_bundle
@@ -339,6 +341,8 @@ def test_a_saved_teacher_model_joins_the_first_round_teacher(
     train = lambda out: _train(recipe_from_dict(data), tiny_data_dir, tiny_gpt2_dir, out)  # noqa: E731
     summary = train(tmp_path / "model")
     assert summary["distill"]["teacher_model"] == load_bundle(tmp_path / "teacher").version
+    # The recipe as run names the teacher by its directory, not by a path of the training machine.
+    assert summary["recipe"]["distill"]["teacher_model"] == "teacher"
     assert summary["distill"]["student_weight"] == 0.5
     # A student in the teacher makes round 1 a "later" round: it fine-tunes gently.
     assert summary["finetune"]["lr"] == 1e-4
@@ -388,3 +392,21 @@ def test_a_refit_teacher_is_fit_on_the_hold_out_too(tiny_data_dir: Path, tiny_gp
     assert refit.pool.texts == held_out.pool.texts
     # The same TF-IDF teacher on more examples: other targets (the hold-out moved its class counts).
     assert held and not np.allclose(refit.pool.sentiment, held_out.pool.sentiment, atol=1e-4)
+
+
+def test_pseudo_labels_are_the_tfidf_targets_with_the_student_share_mixed_in(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path
+) -> None:
+    recipe = recipe_from_dict(_pool_recipe_dict())
+    examples = load_train_examples(tiny_data_dir)
+    unlabeled = tiny_data_dir / "unlabeled"
+    tfidf = tfidf_targets(examples, recipe, unlabeled)
+    whole = pseudo_label(tiny_bundle(tiny_gpt2_dir), examples, recipe, unlabeled, 0.3, lambda _: None)
+    # The two parts (a GPU run computes the first in a worker process) give what pseudo_label gives.
+    parts = mix_in_student(tfidf, tiny_bundle(tiny_gpt2_dir), examples, recipe, 0.3, lambda _: None)
+    for got, want, plain in ((parts.pool, whole.pool, tfidf.pool), (parts.cross, whole.cross, tfidf.cross)):
+        assert got.texts == want.texts == plain.texts
+        assert np.allclose(got.sentiment, want.sentiment, atol=1e-6)
+        assert np.allclose(got.topic, want.topic, atol=1e-6)
+        assert not np.allclose(got.sentiment, plain.sentiment, atol=1e-3)  # the student moved them
+    assert np.allclose(tfidf.pool.sentiment.sum(1), 1.0, atol=1e-5)

@@ -16,6 +16,7 @@ import torch
 from models.data import load_train_examples
 from models.network import load_base
 from models.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
+from models.tokenizer import clean_text, load_tokenizer, special_ids
 from models.train import (
     IGNORE,
     LOG_FILE,
@@ -26,6 +27,7 @@ from models.train import (
     finetune,
     joint_loss,
     lr_at,
+    packed_blocks,
     place_shipped_seed,
     pretrain,
 )
@@ -78,8 +80,11 @@ def test_recipe_rejects_unknown_keys(tmp_path: Path) -> None:
         load_recipe(path)
 
 
-def test_shipped_recipe_loads() -> None:
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "models" / "recipes" / "default.yaml")
+RECIPES = Path(__file__).resolve().parents[1] / "models" / "recipes"
+
+
+def test_cpu_recipe_loads() -> None:
+    recipe = load_recipe(RECIPES / "default.yaml")
     assert recipe.model.n_layer >= 1 and recipe.pretrain.tokens > 0
 
 
@@ -197,3 +202,17 @@ def test_recipe_refit_needs_epochs_within_the_schedule_and_temperatures() -> Non
         recipe_from_dict(data)
     data["finetune"]["refit_temperatures"] = [1.5, 2.0]
     assert recipe_from_dict(data).finetune.refit_temperatures == (1.5, 2.0)
+
+
+def test_packed_blocks_cut_the_joined_token_stream_in_order(tiny_gpt2_dir: Path) -> None:
+    tok = load_tokenizer(tiny_gpt2_dir)
+    eos, _ = special_ids(tok)
+    texts = [f"Acme shares rise {i} percent after results" for i in range(50)]
+    stream: list[int] = []
+    for text in texts:
+        stream += [*tok.encode(clean_text(text), add_special_tokens=False).ids, eos]
+    blocks = list(packed_blocks(tok, iter(texts), block_size=16, chunk_lines=7))
+    # Every whole block of the EOS-joined stream, in order; the tail shorter than a block is dropped.
+    assert [b for b, _ in blocks] == [stream[i : i + 16] for i in range(0, len(stream) - 15, 16)]
+    consumed = [n for _, n in blocks]
+    assert consumed == sorted(consumed) and 0 < consumed[-1] <= 50
