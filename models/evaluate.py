@@ -78,12 +78,48 @@ def baseline_probabilities(train: list[Example], test: list[Example], task: str,
     return probs
 
 
+# The number each task is judged by in the model issue.
+HEADLINE = {"sentiment": "weighted_f1", "topic": "accuracy"}
+
+
+def paired_bootstrap(
+    labels: np.ndarray, model: np.ndarray, baseline: np.ndarray, metric: str, n: int = 1000, seed: int = 0
+) -> dict[str, float | str]:
+    """Return the model-minus-baseline gap in ``metric`` with a 95 % paired-bootstrap interval.
+
+    Both predictions are scored on the same resampled examples, so the interval reflects how much of
+    the gap one valid split can vouch for; ``p_no_gain`` is the share of resamples where the model is
+    not ahead.
+    """
+
+    def score(y: np.ndarray, pred: np.ndarray) -> float:
+        if metric == "accuracy":
+            return float(np.mean(y == pred))
+        return float(f1_score(y, pred, average=metric.removesuffix("_f1"), zero_division=0))
+
+    rng = np.random.default_rng(seed)
+    gaps = []
+    for _ in range(n):
+        idx = rng.integers(0, len(labels), len(labels))
+        gaps.append(score(labels[idx], model[idx]) - score(labels[idx], baseline[idx]))
+    low, high = np.percentile(gaps, [2.5, 97.5])
+    return {
+        "metric": metric,
+        "gap": score(labels, model) - score(labels, baseline),
+        "ci95_low": float(low),
+        "ci95_high": float(high),
+        "p_no_gain": float(np.mean(np.array(gaps) <= 0)),
+    }
+
+
 @dataclass
 class EvalReport:
     """The ``finsent eval --json`` object plus confusion matrices (rows: true, columns: predicted)."""
 
     summary: dict
     confusion: dict[str, list[list[int]]] = field(default_factory=dict)
+    # Per task, with a baseline: the headline metric's model-minus-baseline gap and its bootstrap interval.
+    gaps: dict[str, dict[str, float | str]] = field(default_factory=dict)
 
 
 def evaluate(
@@ -93,6 +129,7 @@ def evaluate(
     summary: dict = {}
     confusion: dict[str, list[list[int]]] = {}
     base: dict = {}
+    gaps: dict[str, dict[str, float | str]] = {}
     for task in TASKS:
         valid = load_split(data_dir, task, "valid")
         y = labels_of(valid, task)
@@ -106,11 +143,13 @@ def evaluate(
         confusion[task] = confusion_matrix(y, probs.argmax(1), labels=list(range(len(names)))).tolist()
         if baseline:
             train = load_split(data_dir, task, "train")
-            base[task] = task_metrics(y, baseline_probabilities(train, valid, task))
+            base_probs = baseline_probabilities(train, valid, task)
+            base[task] = task_metrics(y, base_probs)
+            gaps[task] = paired_bootstrap(y, probs.argmax(1), base_probs.argmax(1), HEADLINE[task])
     if baseline:
         summary["baseline"] = base
     summary["model_version"] = classifier.version
-    return EvalReport(summary, confusion)
+    return EvalReport(summary, confusion, gaps)
 
 
 def format_report(report: EvalReport, topics: tuple[str, ...], sentiments: tuple[str, ...]) -> str:
@@ -125,6 +164,12 @@ def format_report(report: EvalReport, topics: tuple[str, ...], sentiments: tuple
         for name, m in rows:
             cells = (f"{m[k]:>12.4f}" if k != "n" else f"{m[k]:>12}" for k in keys)
             lines.append(f"{name:22}" + "".join(cells))
+    for task, gap in report.gaps.items():
+        interval = f"{gap['ci95_low']:+.4f} .. {gap['ci95_high']:+.4f}"
+        lines.append(
+            f"{task} {gap['metric']}: model - baseline = {gap['gap']:+.4f} (95% paired-bootstrap interval "
+            f"{interval}; no gain in {gap['p_no_gain']:.0%} of resamples)"
+        )
     for task, names in (("sentiment", sentiments), ("topic", topics)):
         lines.append(f"\nconfusion matrix, {task} (rows true, columns predicted):")
         for name, row in zip(names, report.confusion[task], strict=True):

@@ -15,6 +15,7 @@ from models.evaluate import (
     expected_calibration_error,
     format_report,
     labels_of,
+    paired_bootstrap,
     task_metrics,
 )
 from models.inference import load
@@ -65,6 +66,21 @@ def test_report_has_the_documented_shape(tiny_trained_dir: Path, tiny_data_dir: 
     assert summary["model_version"] == clf.version
     assert np.array(report.confusion["topic"]).sum() == 6
     assert "confusion matrix, topic" in format_report(report, clf.bundle.topics, clf.bundle.sentiments)
+    assert set(report.gaps) == {"sentiment", "topic"}
+    assert "paired-bootstrap interval" in format_report(report, clf.bundle.topics, clf.bundle.sentiments)
+
+
+def test_paired_bootstrap_brackets_the_gap_and_sees_a_sure_gain() -> None:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 600)
+    baseline = np.where(rng.random(600) < 0.7, labels, (labels + 1) % 3)  # right 70 % of the time
+    better = np.where(rng.random(600) < 0.5, labels, baseline)  # fixes about half of its errors
+    gap = paired_bootstrap(labels, better, baseline, "accuracy", n=300)
+    assert gap["ci95_low"] <= gap["gap"] <= gap["ci95_high"]
+    assert gap["gap"] > 0.1 and gap["ci95_low"] > 0 and gap["p_no_gain"] == 0.0
+    # The same predictions on both sides: no gain in any resample.
+    same = paired_bootstrap(labels, baseline, baseline, "weighted_f1", n=50)
+    assert same["gap"] == same["ci95_low"] == same["ci95_high"] == 0.0 and same["p_no_gain"] == 1.0
 
 
 @pytest.fixture(scope="module")
