@@ -103,12 +103,8 @@ def test_shipped_model_beats_the_baseline_on_topics(shipped_report: dict) -> Non
     assert shipped_report["topic"]["accuracy"] > shipped_report["baseline"]["topic"]["accuracy"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open gap: the shipped model reaches 0.839 sentiment weighted-F1, the word + char TF-IDF baseline"
-    " 0.842 (MODEL_CARD.md, 'What would close the gap')",
-)
 def test_shipped_model_beats_the_baseline_on_sentiment(shipped_report: dict) -> None:
+    # 0.848 vs 0.842: ahead, but not clearly (paired bootstrap: P(no gain) 0.18; MODEL_CARD.md).
     assert shipped_report["sentiment"]["weighted_f1"] > shipped_report["baseline"]["sentiment"]["weighted_f1"]
 
 

@@ -21,6 +21,7 @@ from models.train import (
     IGNORE,
     LOG_FILE,
     SEED_STATE_FILE,
+    SHIPPED_SEED,
     bucketed_batches,
     class_weights,
     export_pretrain_seed,
@@ -86,6 +87,24 @@ RECIPES = Path(__file__).resolve().parents[1] / "models" / "recipes"
 def test_cpu_recipe_loads() -> None:
     recipe = load_recipe(RECIPES / "default.yaml")
     assert recipe.model.n_layer >= 1 and recipe.pretrain.tokens > 0
+
+
+def test_shipped_model_was_trained_by_the_committed_gpu_student_recipe() -> None:
+    from models.inference import DEFAULT_MODEL_DIR
+
+    summary = json.loads((DEFAULT_MODEL_DIR / "training_summary.json").read_text(encoding="utf-8"))
+    committed = load_recipe(RECIPES / "gpu-student.yaml").to_dict()
+    # The teacher is named by the directory it was in on the training machine; the recipe names the
+    # directory `finsent train --recipe gpu-teacher.yaml --out models/gpu-teacher` writes.
+    assert summary["recipe"]["distill"].pop("teacher_model") == "teacher"
+    assert committed["distill"].pop("teacher_model") == "models/gpu-teacher"
+    assert json.loads(json.dumps(committed)) == summary["recipe"]
+    assert summary["distill"]["teacher_model"].startswith("finsent-gpt-8x512-")
+    # The student starts from the committed trunk: same architecture, and nothing more to pre-train.
+    teacher = load_recipe(RECIPES / "gpu-teacher.yaml")
+    seed = json.loads((SHIPPED_SEED / "config.json").read_text(encoding="utf-8"))
+    assert (seed["n_layer"], seed["n_embd"], seed["vocab_size"]) == (4, 256, teacher.tokenizer.vocab_size)
+    assert summary["pretrain_tokens"] == committed["pretrain"]["tokens"]
 
 
 def test_pretraining_lowers_lm_loss_and_resumes_where_it_stopped(tiny_data_dir: Path, tmp_path: Path) -> None:
