@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py --json
 	$(BIN)/python bench/parse.py --json
 	$(BIN)/python bench/classify.py --json
+	$(BIN)/python bench/pretrain_stream.py --json
 	$(BIN)/python bench/scoring.py --json
 	$(BIN)/python bench/alerts.py --json
 	$(BIN)/python bench/dashboard.py --rows 1000000
