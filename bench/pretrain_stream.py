@@ -31,7 +31,7 @@ from tokenizers import Tokenizer
 from models.data import iter_unlabeled, unlabeled_files
 from models.network import fuse_gelu, new_language_model
 from models.recipe import load_recipe
-from models.tokenizer import clean_text, load_tokenizer, special_ids
+from models.tokenizer import load_tokenizer
 from models.train import (
     SHIPPED_SEED,
     autocast_for,
@@ -42,26 +42,13 @@ from models.train import (
 )
 
 
-def resliced_blocks(
-    tok: Tokenizer, texts: Iterator[str], block_size: int, chunk_lines: int = 2000
-) -> Iterator[tuple[list[int], int]]:
-    """The baseline: ``packed_blocks`` as it was, re-slicing the rest of the buffer after each block."""
-    eos, _ = special_ids(tok)
-    buffer: list[int] = []
-    consumed = 0
-    chunk: list[str] = []
-    for text in texts:
-        chunk.append(clean_text(text))
-        if len(chunk) < chunk_lines:
-            continue
-        consumed += len(chunk)
-        for enc in tok.encode_batch(chunk, add_special_tokens=False):
-            buffer.extend(enc.ids)
-            buffer.append(eos)
-        chunk = []
-        while len(buffer) >= block_size:
-            yield buffer[:block_size], consumed
-            buffer = buffer[block_size:]
+def reslice(buffer: list[int], block_size: int, consumed: int) -> Iterator[tuple[list[int], int]]:
+    """The baseline cut: ``packed_blocks`` as it was, re-slicing the rest of the buffer after each block."""
+    rest = buffer
+    while len(rest) >= block_size:
+        yield rest[:block_size], consumed
+        rest = rest[block_size:]  # a copy of the rest per block, as before
+    buffer[:] = rest  # the stream keeps its buffer object
 
 
 def rate(blocks: Iterator[tuple[list[int], int]], batches: int, batch_size: int) -> tuple[int, float]:
@@ -109,8 +96,9 @@ def main() -> None:
     tok = load_tokenizer(SHIPPED_SEED)
     files = unlabeled_files(args.unlabeled)
     results = {}
-    for name, make in (("reslice", resliced_blocks), ("packed", packed_blocks)):
-        tokens, per_s = rate(make(tok, iter_unlabeled(files), args.block_size), args.batches, args.batch_size)
+    for name, cut in (("reslice", reslice), ("packed", None)):
+        blocks = packed_blocks(tok, iter_unlabeled(files), args.block_size, cut=cut)
+        tokens, per_s = rate(blocks, args.batches, args.batch_size)
         results[name] = per_s
         print(f"{name:8} {per_s:>12,.0f} tokens/s over {tokens:,} tokens", flush=True)
     if args.json:

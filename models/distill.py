@@ -242,16 +242,19 @@ def tfidf_targets(
     recipe: Recipe,
     unlabeled_dir: Path,
     refit: bool = False,
+    teacher: Teacher | None = None,
 ) -> SoftTargets:
     """Return the TF-IDF teacher's soft targets for the recipe's unlabeled lines and the cross texts.
 
     The teacher sees only the part of ``examples`` that fine-tuning fits on (the same seeded hold-out
     is left out), so model selection stays honest; its cross-labels are for the head each fit text was
-    never trained on. With ``refit`` it is fit on all of ``examples``, the hold-out included.
+    never trained on. With ``refit`` it is fit on all of ``examples``, the hold-out included. A
+    ``teacher`` already fit that way (``fit_teacher`` on the same part) is used instead of a new fit.
     """
     spec = recipe.distill
     fit = examples if refit else holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)[0]
-    teacher = fit_teacher(fit, spec.teacher_c, recipe.seed, spec.teacher_class_weight)
+    if teacher is None:
+        teacher = fit_teacher(fit, spec.teacher_c, recipe.seed, spec.teacher_class_weight)
     by_name = {p.name: p for p in unlabeled_files(unlabeled_dir)}
     missing = [name for name in spec.files if name not in by_name]
     if missing:

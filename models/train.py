@@ -122,9 +122,17 @@ def tokenizer_corpus(train_texts: list[str], files: list[Path], lines_per_file: 
 
 
 def packed_blocks(
-    tok: Tokenizer, texts: Iterator[str], block_size: int, chunk_lines: int = 2000
+    tok: Tokenizer,
+    texts: Iterator[str],
+    block_size: int,
+    chunk_lines: int = 2000,
+    cut: Callable[[list[int], int, int], Iterator[tuple[list[int], int]]] | None = None,
 ) -> Iterator[tuple[list[int], int]]:
-    """Yield ``(block of block_size token ids, lines consumed so far)``; documents are joined by EOS."""
+    """Yield ``(block of block_size token ids, lines consumed so far)``; documents are joined by EOS.
+
+    ``cut`` takes the whole blocks off the buffer (default ``_full_blocks``; a benchmark swaps it).
+    """
+    cut = cut or _full_blocks
     eos, _ = special_ids(tok)
     buffer: list[int] = []
     consumed = 0
@@ -138,13 +146,13 @@ def packed_blocks(
             buffer.extend(enc.ids)
             buffer.append(eos)
         chunk = []
-        yield from _full_blocks(buffer, block_size, consumed)
+        yield from cut(buffer, block_size, consumed)
     if chunk:
         consumed += len(chunk)
         for enc in tok.encode_batch(chunk, add_special_tokens=False):
             buffer.extend(enc.ids)
             buffer.append(eos)
-    yield from _full_blocks(buffer, block_size, consumed)
+    yield from cut(buffer, block_size, consumed)
 
 
 def _full_blocks(buffer: list[int], block_size: int, consumed: int) -> Iterator[tuple[list[int], int]]:

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.data import holdout_split, load_split, load_train_examples, unlabeled_files
+from models.data import Example, holdout_split, load_split, load_train_examples, unlabeled_files
 from models.distill import (
     SoftTargets,
     fit_teacher,
@@ -47,7 +47,7 @@ from models.distill import (
 )
 from models.evaluate import baseline_probabilities, evaluate, labels_of, task_metrics
 from models.inference import Classifier, batched_probabilities
-from models.network import load_bundle
+from models.network import ModelBundle, load_bundle
 from models.recipe import Recipe, load_recipe
 from models.tokenizer import encode_for_classification
 from models.train import SHIPPED_SEED, default_device, place_shipped_seed, pretrain, train_model
@@ -67,19 +67,18 @@ def log(message: str) -> None:
 # --- worker-process jobs (CPU, while the GPU pre-trains) -----------------------------------------
 
 
-def tfidf_heldout(data_dir: Path, recipe: Recipe) -> dict[str, np.ndarray]:
-    """Return the TF-IDF teacher's hold-out probabilities per task (fit as ``tfidf_targets`` fits it)."""
+def tfidf_parts(
+    data_dir: Path, recipe: Recipe, unlabeled_dir: Path
+) -> tuple[SoftTargets, dict[str, np.ndarray]]:
+    """Return the TF-IDF part of the student's distillation targets and that teacher's hold-out
+    probabilities per task, from one fit (the GPU teacher's part is mixed in later)."""
     examples = load_train_examples(data_dir)
     fit, held = holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)
     spec = recipe.distill
     teacher = fit_teacher(fit, spec.teacher_c, recipe.seed, spec.teacher_class_weight)
     topic, sentiment = teacher.probabilities([e.text for e in held])
-    return {"topic": topic, "sentiment": sentiment}
-
-
-def tfidf_student_targets(data_dir: Path, recipe: Recipe, unlabeled_dir: Path) -> SoftTargets:
-    """Return the TF-IDF part of the student's distillation targets (the GPU teacher's is mixed in later)."""
-    return tfidf_targets(load_train_examples(data_dir), recipe, unlabeled_dir)
+    targets = tfidf_targets(examples, recipe, unlabeled_dir, teacher=teacher)
+    return targets, {"topic": topic, "sentiment": sentiment}
 
 
 def baseline_metrics(data_dir: Path) -> dict[str, dict]:
@@ -139,12 +138,10 @@ def pretrain_teacher(
     return replace(recipe, pretrain=done), stats
 
 
-def heldout_probabilities(directory: Path, data_dir: Path, recipe: Recipe) -> dict[str, np.ndarray]:
-    """Return a saved model's temperature-scaled hold-out probabilities per task."""
-    bundle = load_bundle(directory)
+def heldout_probabilities(bundle: ModelBundle, held: list[Example]) -> dict[str, np.ndarray]:
+    """Return a saved model's hold-out probabilities per task, scaled by its own temperatures."""
     device = default_device()
     bundle.model.to(device).eval()
-    _, held = holdout_split(load_train_examples(data_dir), recipe.finetune.holdout_fraction, recipe.seed)
     seqs = encode_for_classification(bundle.tokenizer, [e.text for e in held], bundle.max_length)
     topic, sentiment = batched_probabilities(
         bundle.model, seqs, bundle.pad_id, 256, device, bundle.temperatures
@@ -153,12 +150,11 @@ def heldout_probabilities(directory: Path, data_dir: Path, recipe: Recipe) -> di
 
 
 def share_scores(
-    data_dir: Path, recipe: Recipe, tfidf: dict[str, np.ndarray], teacher: dict[str, np.ndarray]
+    held: list[Example], tfidf: dict[str, np.ndarray], teacher: dict[str, np.ndarray]
 ) -> list[dict]:
     """Return the hold-out topic accuracy and sentiment weighted-F1 of each mix in ``SHARES``."""
     from sklearn.metrics import f1_score
 
-    _, held = holdout_split(load_train_examples(data_dir), recipe.finetune.holdout_fraction, recipe.seed)
     t_idx = [i for i, e in enumerate(held) if e.topic is not None]
     s_idx = [i for i, e in enumerate(held) if e.sentiment is not None]
     t_true = [held[i].topic for i in t_idx]
@@ -230,8 +226,7 @@ def main() -> None:
     student_recipe = load_recipe(args.student_recipe)
     ensure_distill_sample(args.unlabeled, student_recipe, load_recipe(RECIPES / "default.yaml"))
     with ProcessPoolExecutor(3, mp_context=get_context("spawn")) as pool:
-        f_targets = pool.submit(tfidf_student_targets, args.data, student_recipe, args.unlabeled)
-        f_held = pool.submit(tfidf_heldout, args.data, student_recipe)
+        f_tfidf = pool.submit(tfidf_parts, args.data, student_recipe, args.unlabeled)
         f_base = pool.submit(baseline_metrics, args.data)
 
         t = time.monotonic()
@@ -250,19 +245,18 @@ def main() -> None:
               finetune=summary["finetune"], calibration=summary["calibration"])  # fmt: skip
 
         t = time.monotonic()
-        rows = share_scores(
-            args.data, student_recipe, f_held.result(),
-            heldout_probabilities(teacher_dir, args.data, student_recipe),
-        )  # fmt: skip
+        examples = load_train_examples(args.data)
+        _, held = holdout_split(examples, student_recipe.finetune.holdout_fraction, student_recipe.seed)
+        tfidf, tfidf_held = f_tfidf.result()
+        teacher = load_bundle(teacher_dir)
+        rows = share_scores(held, tfidf_held, heldout_probabilities(teacher, held))
         best = max(rows, key=lambda r: r["score"])
         distill = replace(student_recipe.distill, teacher_model=str(teacher_dir.resolve()),
                           student_weight=best["share"])  # fmt: skip
         student_recipe = replace(student_recipe, distill=distill)
         student_ckpt = args.work / "student-ckpt"
         place_shipped_seed(student_ckpt, student_recipe)  # before round1-distilled/ creates the directory
-        tfidf = f_targets.result()
-        examples = load_train_examples(args.data)
-        teacher = load_bundle(teacher_dir)
+        # After heldout_probabilities: mixing re-calibrates the teacher and leaves it uncalibrated.
         targets = mix_in_student(tfidf, teacher, examples, student_recipe, best["share"], log)
         targets_dir = student_ckpt / "round1-distilled"
         targets.save(targets_dir)
