@@ -13,7 +13,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,58 +268,61 @@ def tfidf_targets(
     )
 
 
-def mix_in_student(
+def mix_in_models(
     targets: SoftTargets,
-    bundle: ModelBundle,
+    teachers: Sequence[tuple[ModelBundle, float]],
     examples: list[Example],
     recipe: Recipe,
-    student_weight: float,
     log: Callable[[str], None] = print,
 ) -> SoftTargets:
-    """Return ``targets`` with ``student_weight`` of ``bundle``'s own predictions mixed in.
+    """Return ``targets`` with each ``(model, share)`` of ``teachers`` mixed in; TF-IDF keeps the rest.
 
-    The student is temperature-scaled first (on the hold-out, which it never saw) when the recipe says
+    Each model is temperature-scaled first (on the hold-out, which it never saw) when the recipe says
     ``calibrate_student``.
     """
     from models.inference import batched_probabilities
     from models.train import default_device
 
     device = default_device()
-    bundle.model.to(device).eval()  # a saved teacher model is loaded on the CPU
-    temperatures = (1.0, 1.0)
-    if recipe.distill.calibrate_student:
-        from models.calibrate import calibrate  # it imports models.train, which imports this module
+    tfidf_share = 1.0 - sum(share for _, share in teachers)
+    mixed = [
+        PseudoLabels(part.texts, tfidf_share * part.topic, tfidf_share * part.sentiment)
+        for part in (targets.pool, targets.cross)
+    ]
+    for bundle, share in teachers:
+        bundle.model.to(device).eval()  # a saved teacher model is loaded on the CPU
+        temperatures = (1.0, 1.0)
+        if recipe.distill.calibrate_student:
+            from models.calibrate import calibrate  # it imports models.train, which imports this module
 
-        calibrate(bundle, examples, recipe.finetune.holdout_fraction, recipe.seed, log)
-        temperatures, bundle.temperatures = bundle.temperatures, (1.0, 1.0)
-    mixed = []
-    for part in (targets.pool, targets.cross):
-        seqs = encode_for_classification(bundle.tokenizer, part.texts, recipe.distill.max_length)
-        topic_s, sent_s = batched_probabilities(bundle.model, seqs, bundle.pad_id, 256, device, temperatures)
-        topic = (1 - student_weight) * part.topic + student_weight * topic_s
-        sentiment = (1 - student_weight) * part.sentiment + student_weight * sent_s
-        mixed.append(PseudoLabels(part.texts, topic, sentiment))
+            calibrate(bundle, examples, recipe.finetune.holdout_fraction, recipe.seed, log)
+            temperatures, bundle.temperatures = bundle.temperatures, (1.0, 1.0)
+        for part in mixed:
+            seqs = encode_for_classification(bundle.tokenizer, part.texts, recipe.distill.max_length)
+            topic, sent = batched_probabilities(bundle.model, seqs, bundle.pad_id, 256, device, temperatures)
+            part.topic += share * topic
+            part.sentiment += share * sent
     return SoftTargets(mixed[0], mixed[1])
 
 
 def pseudo_label(
-    bundle: ModelBundle,
     examples: list[Example],
     recipe: Recipe,
     unlabeled_dir: Path,
-    student_weight: float = 0.0,
+    teachers: Sequence[tuple[ModelBundle, float]] = (),
     log: Callable[[str], None] = print,
     refit: bool = False,
 ) -> SoftTargets:
-    """Return soft targets from the TF-IDF teacher (and the student) for unlabeled lines and cross-labels.
+    """Return soft targets from the TF-IDF teacher (and ``teachers``) for unlabeled lines and cross-labels.
 
-    With ``student_weight`` > 0 the targets mix in that share of ``bundle``'s own predictions (a later
-    round, after the student was fine-tuned on that split, or a saved ``teacher_model``).
+    ``teachers`` are ``(model, share)`` pairs mixed into the TF-IDF targets: the student itself in a
+    later round (after it was fine-tuned on that split), or saved ``teacher_model`` directories.
     """
     t0 = time.monotonic()
     targets = tfidf_targets(examples, recipe, unlabeled_dir, refit)
-    if student_weight > 0:
-        targets = mix_in_student(targets, bundle, examples, recipe, student_weight, log)
+    teachers = [(b, w) for b, w in teachers if w > 0]
+    if teachers:
+        targets = mix_in_models(targets, teachers, examples, recipe, log)
     log(
         f"teacher fit, {len(targets.pool.texts):,} unlabeled lines and {len(targets.cross.texts):,} "
         f"train texts pseudo-labeled in {time.monotonic() - t0:.0f}s"
@@ -334,17 +337,16 @@ def self_train(
     unlabeled_dir: Path,
     log: Callable[[str], None] = print,
     max_minutes: float | None = None,
-    student_weight: float = 0.0,
+    teachers: Sequence[tuple[ModelBundle, float]] = (),
     cache_dir: Path | None = None,
-    student: ModelBundle | None = None,
     refit: bool = False,
 ) -> tuple[dict, SoftTargets]:
     """Return a summary and the soft targets after distilling teacher-labeled unlabeled text into ``bundle``.
 
-    Pseudo-labeling takes minutes (TF-IDF features of ~300k lines, and the student's own pass); with
-    ``cache_dir`` the targets are saved there and a rerun reads them back instead. The student that joins
-    the teacher is ``student`` when given (a saved model), else ``bundle`` itself. The held-out scores
-    after distillation are logged to measure this stage, unless ``refit`` (the teacher saw the hold-out).
+    Pseudo-labeling takes minutes (TF-IDF features of ~300k lines, and each model's pass); with
+    ``cache_dir`` the targets are saved there and a rerun reads them back instead. ``teachers`` are
+    the ``(model, share)`` pairs that join the TF-IDF teacher. The held-out scores after distillation
+    are logged to measure this stage, unless ``refit`` (the teacher saw the hold-out).
     """
     from models.train import default_device, heldout_scores
 
@@ -352,7 +354,7 @@ def self_train(
     if targets is not None:
         log(f"read {len(targets.pool.texts):,} pseudo-labeled lines from {cache_dir.name}/")
     else:
-        targets = pseudo_label(student or bundle, examples, recipe, unlabeled_dir, student_weight, log, refit)
+        targets = pseudo_label(examples, recipe, unlabeled_dir, teachers, log, refit)
         if cache_dir is not None:
             targets.save(cache_dir)
     pool = targets.pool
@@ -360,7 +362,7 @@ def self_train(
         bundle, pool.texts, pool.topic, pool.sentiment, recipe.distill, recipe.seed, log, max_minutes
     )
     summary["lines"] = len(pool.texts)
-    summary["student_weight"] = student_weight
+    summary["student_weight"] = round(sum(w for _, w in teachers), 6)  # all models' share together
     summary["refit"] = refit
     if not refit:
         _, held = holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)

@@ -170,6 +170,12 @@ def save_bundle(bundle: ModelBundle, directory: Path, dtype: torch.dtype = torch
     return directory
 
 
+def is_classifier_dir(path: str | Path) -> bool:
+    """Return whether ``path`` is a directory holding one of our saved classifiers (not a causal LM)."""
+    config = Path(path) / CONFIG_FILE
+    return config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("format") == FORMAT
+
+
 def load_bundle(directory: Path) -> ModelBundle:
     """Return the classifier saved in ``directory`` (weights up-cast to float32), in eval mode."""
     directory = Path(directory)

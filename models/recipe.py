@@ -131,13 +131,28 @@ class DistillSpec:
     # A saved classifier directory (relative: to the repository) that joins the teacher from round 1 on
     # at ``student_weight``, e.g. the previous default model: a newly pre-trained trunk then learns from
     # the best teacher so far without re-running the earlier rounds. Used only to label, never trained.
-    teacher_model: str | None = None
+    # A mapping ``{directory: share, ...}`` lets several saved models join, each at its own share;
+    # the TF-IDF teacher keeps the rest.
+    teacher_model: str | dict[str, float] | None = None
+
+    def teacher_shares(self) -> dict[str, float]:
+        """Return the saved models of round 1's teacher and their shares (empty without ``teacher_model``)."""
+        if self.teacher_model is None:
+            return {}
+        if isinstance(self.teacher_model, str):
+            return {self.teacher_model: self.student_weight}
+        return dict(self.teacher_model)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", tuple(self.files))  # YAML gives a list
         if self.teacher_class_weight not in (None, "balanced"):
             raise ValueError(
                 f"distill.teacher_class_weight must be null or 'balanced', got {self.teacher_class_weight!r}"
+            )
+        shares = self.teacher_shares().values()
+        if any(w < 0.0 for w in shares) or sum(shares) > 1.0 + 1e-9:
+            raise ValueError(
+                f"distill.teacher_model shares must be >= 0 and sum to at most 1, got {list(shares)}"
             )
         if self.rounds < 1 or not 0.0 <= self.student_weight <= 1.0:
             raise ValueError(

@@ -26,6 +26,7 @@ from models.network import (
     classifier_from_language_model,
     count_parameters,
     fuse_gelu,
+    is_classifier_dir,
     load_base,
     load_bundle,
     new_language_model,
@@ -693,16 +694,22 @@ def _distilled_round(
                 f"{saved.name}/ holds no teacher targets for fine-tuning; remove it to distil anew"
             )
         return summary, targets
-    student = None
-    if r == 1 and recipe.distill.teacher_model is not None:
-        student = load_bundle(teacher_model_dir(recipe.distill.teacher_model))
-        log(f"round 1: the saved model {student.version} joins the teacher")
-    weight = recipe.distill.student_weight if r > 1 or student is not None else 0.0
+    if r > 1:
+        teachers = [(bundle, recipe.distill.student_weight)]
+    else:
+        teachers = [
+            (load_bundle(teacher_model_dir(name)), share)
+            for name, share in recipe.distill.teacher_shares().items()
+        ]
+        for model, share in teachers:
+            log(f"round 1: the saved model {model.version} joins the teacher at {share}")
     summary, targets = self_train(
-        bundle, examples, recipe, unlabeled_dir, log, max_minutes, weight, saved, student, refit
+        bundle, examples, recipe, unlabeled_dir, log, max_minutes, teachers, saved, refit
     )
-    if student is not None:
-        summary["teacher_model"] = student.version
+    if r == 1 and isinstance(recipe.distill.teacher_model, str):
+        summary["teacher_model"] = teachers[0][0].version
+    elif r == 1 and teachers:
+        summary["teacher_model"] = {model.version: share for model, share in teachers}
     save_bundle(bundle, saved)
     (saved / "distill_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary, targets
@@ -711,8 +718,12 @@ def _distilled_round(
 def _portable(recipe: dict) -> dict:
     """Return ``recipe`` with an absolute ``teacher_model`` named by its directory, as ``base`` is."""
     teacher = recipe["distill"].get("teacher_model")
-    if teacher is not None and Path(teacher).is_absolute():
+    if isinstance(teacher, str) and Path(teacher).is_absolute():
         recipe["distill"]["teacher_model"] = Path(teacher).name
+    elif isinstance(teacher, dict):
+        recipe["distill"]["teacher_model"] = {
+            Path(name).name if Path(name).is_absolute() else name: share for name, share in teacher.items()
+        }
     return recipe
 
 
@@ -749,9 +760,17 @@ def train_model(
                 "fine-tuning from that checkpoint"
             )
         base = checkpoint_dir
-    lm, tok = load_base(base)
     seed_everything(recipe.seed)
-    classifier = classifier_from_language_model(lm, recipe.model.dropout)
+    if is_classifier_dir(base):
+        # A saved classifier, heads included, trains on: another round on top of a finished model.
+        if recipe.finetune.lm_loss_weight > 0:
+            raise ValueError(f"--base {base} is a classifier: it has no LM head for finetune.lm_loss_weight")
+        start = load_bundle(Path(base))
+        classifier, tok, lm = start.model, start.tokenizer, start.model.trunk
+        log(f"starting from the classifier {start.version}")
+    else:
+        lm, tok = load_base(base)
+        classifier = classifier_from_language_model(lm, recipe.model.dropout)
     bundle = ModelBundle(classifier, tok, max_length=recipe.finetune.max_length, version=model_version(lm))
     lm_head = lm.get_output_embeddings() if recipe.finetune.lm_loss_weight > 0 else None
     examples = load_train_examples(data_dir)

@@ -41,7 +41,7 @@ from models.data import Example, holdout_split, load_split, load_train_examples,
 from models.distill import (
     SoftTargets,
     fit_teacher,
-    mix_in_student,
+    mix_in_models,
     sample_unlabeled,
     tfidf_targets,
 )
@@ -257,7 +257,7 @@ def main() -> None:
         student_ckpt = args.work / "student-ckpt"
         place_shipped_seed(student_ckpt, student_recipe)  # before round1-distilled/ creates the directory
         # After heldout_probabilities: mixing re-calibrates the teacher and leaves it uncalibrated.
-        targets = mix_in_student(tfidf, teacher, examples, student_recipe, best["share"], log)
+        targets = mix_in_models(tfidf, [(teacher, best["share"])], examples, student_recipe, log)
         targets_dir = student_ckpt / "round1-distilled"
         targets.save(targets_dir)
         stage("teacher_share", t, shares=rows, chosen=best, lines=len(targets.pool.texts))

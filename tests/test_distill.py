@@ -24,7 +24,7 @@ from models.distill import (
     cross_texts,
     distill,
     fit_teacher,
-    mix_in_student,
+    mix_in_models,
     pseudo_label,
     sample_unlabeled,
     self_train,
@@ -241,9 +241,11 @@ def test_a_calibrated_student_joins_the_teacher_softer_and_leaves_the_bundle_unc
     with torch.no_grad():
         bundle.model.sentiment_head.weight.mul_(50.0)
         bundle.model.topic_head.weight.mul_(50.0)
-    raw = pseudo_label(bundle, examples, recipe_from_dict(data), unlabeled, 1.0, lambda _: None).pool
+    raw = pseudo_label(examples, recipe_from_dict(data), unlabeled, [(bundle, 1.0)], lambda _: None).pool
     data["distill"]["calibrate_student"] = True
-    calibrated = pseudo_label(bundle, examples, recipe_from_dict(data), unlabeled, 1.0, lambda _: None).pool
+    calibrated = pseudo_label(
+        examples, recipe_from_dict(data), unlabeled, [(bundle, 1.0)], lambda _: None
+    ).pool
     entropy = lambda p: float(-(p * np.log(p + 1e-12)).sum(1).mean())  # noqa: E731
     assert entropy(calibrated.sentiment) > entropy(raw.sentiment)
     assert bundle.temperatures == (1.0, 1.0)
@@ -325,10 +327,7 @@ def test_a_saved_teacher_model_joins_the_first_round_teacher(
     data = _pool_recipe_dict()
     examples = load_train_examples(tiny_data_dir)
     unlabeled = tiny_data_dir / "unlabeled"
-    tfidf_only = pseudo_label(
-        tiny_bundle(tiny_gpt2_dir), examples, recipe_from_dict(data), unlabeled, 0.0, lambda _: None
-    )
-    plain = tfidf_only.pool
+    plain = pseudo_label(examples, recipe_from_dict(data), unlabeled, log=lambda _: None).pool
     saved = tiny_bundle(tiny_gpt2_dir)
     with torch.no_grad():  # a teacher model that is sure every text is negative
         saved.model.sentiment_head.bias.copy_(torch.tensor([20.0, 0.0, 0.0]))
@@ -353,6 +352,44 @@ def test_a_saved_teacher_model_joins_the_first_round_teacher(
     data["distill"]["teacher_model"] = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="teacher_model"):
         train(tmp_path / "again")
+
+
+def test_several_saved_models_join_the_teacher_each_at_its_share(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
+) -> None:
+    data = _pool_recipe_dict()
+    plain = pseudo_label(
+        load_train_examples(tiny_data_dir),
+        recipe_from_dict(data),
+        tiny_data_dir / "unlabeled",
+        log=lambda _: None,
+    ).pool
+    for name, sure in (("negative", 0), ("positive", 2)):  # teacher models each sure of one class
+        saved = tiny_bundle(tiny_gpt2_dir)
+        with torch.no_grad():
+            saved.model.sentiment_head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(sure), 3) * 20.0)
+        saved.version = f"teacher-{name}"
+        save_bundle(saved, tmp_path / name)
+    data["distill"]["teacher_model"] = {str(tmp_path / "negative"): 0.25, str(tmp_path / "positive"): 0.5}
+    summary = _train(recipe_from_dict(data), tiny_data_dir, tiny_gpt2_dir, tmp_path / "model")
+    mixed = SoftTargets.load(tmp_path / "model" / "round1-distilled").pool
+    assert mixed.texts == plain.texts
+    want = 0.25 * plain.sentiment + 0.25 * np.array([1.0, 0.0, 0.0]) + 0.5 * np.array([0.0, 0.0, 1.0])
+    assert np.allclose(mixed.sentiment, want, atol=1e-3)
+    assert np.allclose(mixed.topic.sum(1), 1.0, atol=1e-4)
+    assert summary["distill"]["teacher_model"] == {"teacher-negative": 0.25, "teacher-positive": 0.5}
+    assert summary["distill"]["student_weight"] == 0.75
+    assert summary["recipe"]["distill"]["teacher_model"] == {"negative": 0.25, "positive": 0.5}
+
+
+def test_teacher_model_shares_must_leave_the_tfidf_teacher_a_share() -> None:
+    data = tiny_recipe_dict()
+    data["distill"] = {"lines": 30, "teacher_model": {"a": 0.6, "b": 0.5}}
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        recipe_from_dict(data)
+    data["distill"]["teacher_model"] = {"a": -0.1}
+    with pytest.raises(ValueError, match=">= 0"):
+        recipe_from_dict(data)
 
 
 def test_a_refit_last_round_fits_its_teacher_and_student_on_the_hold_out_too(
@@ -384,9 +421,7 @@ def test_a_refit_teacher_is_fit_on_the_hold_out_too(tiny_data_dir: Path, tiny_gp
     recipe = recipe_from_dict(_pool_recipe_dict())
     examples = load_train_examples(tiny_data_dir)
     fit, held = holdout_split(examples, recipe.finetune.holdout_fraction, recipe.seed)
-    label = lambda refit: pseudo_label(  # noqa: E731
-        tiny_bundle(tiny_gpt2_dir), examples, recipe, tiny_data_dir / "unlabeled", refit=refit
-    )
+    label = lambda refit: pseudo_label(examples, recipe, tiny_data_dir / "unlabeled", refit=refit)  # noqa: E731
     held_out, refit = label(False), label(True)
     assert held_out.cross.texts == cross_texts(fit) and refit.cross.texts == cross_texts(examples)
     assert refit.pool.texts == held_out.pool.texts
@@ -401,9 +436,9 @@ def test_pseudo_labels_are_the_tfidf_targets_with_the_student_share_mixed_in(
     examples = load_train_examples(tiny_data_dir)
     unlabeled = tiny_data_dir / "unlabeled"
     tfidf = tfidf_targets(examples, recipe, unlabeled)
-    whole = pseudo_label(tiny_bundle(tiny_gpt2_dir), examples, recipe, unlabeled, 0.3, lambda _: None)
+    whole = pseudo_label(examples, recipe, unlabeled, [(tiny_bundle(tiny_gpt2_dir), 0.3)], lambda _: None)
     # The two parts (a GPU run computes the first in a worker process) give what pseudo_label gives.
-    parts = mix_in_student(tfidf, tiny_bundle(tiny_gpt2_dir), examples, recipe, 0.3, lambda _: None)
+    parts = mix_in_models(tfidf, [(tiny_bundle(tiny_gpt2_dir), 0.3)], examples, recipe, lambda _: None)
     for got, want, plain in ((parts.pool, whole.pool, tfidf.pool), (parts.cross, whole.cross, tfidf.cross)):
         assert got.texts == want.texts == plain.texts
         assert np.allclose(got.sentiment, want.sentiment, atol=1e-6)

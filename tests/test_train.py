@@ -14,7 +14,7 @@ import safetensors.torch
 import torch
 
 from models.data import load_train_examples
-from models.network import load_base
+from models.network import load_base, load_bundle, save_bundle
 from models.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
 from models.tokenizer import clean_text, load_tokenizer, special_ids
 from models.train import (
@@ -31,6 +31,7 @@ from models.train import (
     packed_blocks,
     place_shipped_seed,
     pretrain,
+    train_model,
 )
 from tests.fixtures.models import tiny_bundle, tiny_recipe_dict
 
@@ -149,6 +150,30 @@ def test_finetuning_time_budget_stops_at_the_first_evaluation(
     examples = load_train_examples(tiny_data_dir)
     result = finetune(bundle, examples, recipe.finetune, seed=0, log=lambda _: None, max_minutes=0.0)
     assert len(result.history) == 1 and result.epochs_run == pytest.approx(1.0)
+
+
+def test_training_from_a_saved_classifier_carries_on_from_its_weights_and_heads(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
+) -> None:
+    start = tiny_bundle(tiny_gpt2_dir)
+    with torch.no_grad():  # heads no fresh classifier has: sure that everything is positive
+        start.model.sentiment_head.bias.copy_(torch.tensor([0.0, 0.0, 20.0]))
+    start.version = "start"
+    save_bundle(start, tmp_path / "start")
+    data = tiny_recipe_dict()
+    data["finetune"] |= {"epochs": 1, "lr": 1e-6}
+    lines: list[str] = []
+    summary = train_model(
+        recipe_from_dict(data), tiny_data_dir, tmp_path / "out", base=tmp_path / "start", log=lines.append
+    )
+    assert "starting from the classifier start" in lines
+    assert summary["base"] == "start" and summary["pretrain_tokens"] is None
+    before, after = load_bundle(tmp_path / "start").model, load_bundle(tmp_path / "out").model
+    for name, weight in before.state_dict().items():
+        assert torch.allclose(weight, after.state_dict()[name], atol=1e-3), name
+    data["finetune"]["lm_loss_weight"] = 0.5
+    with pytest.raises(ValueError, match="no LM head"):
+        train_model(recipe_from_dict(data), tiny_data_dir, tmp_path / "again", base=tmp_path / "start")
 
 
 def test_committed_seed_continues_pre_training_from_its_step_and_weights(
