@@ -210,6 +210,18 @@ def load_bundle(directory: Path) -> ModelBundle:
     )
 
 
+def average_weights(models: list[nn.Module]) -> dict[str, torch.Tensor]:
+    """Return the uniform average of the state dicts of ``models`` (same architecture): a model soup."""
+    states = [m.state_dict() for m in models]
+    shapes = [{k: tuple(v.shape) for k, v in s.items()} for s in states]
+    if any(shape != shapes[0] for shape in shapes[1:]):
+        raise ValueError("only models of one architecture (same weight names and shapes) can be averaged")
+    return {
+        k: sum(s[k].float() for s in states) / len(states) if v.is_floating_point() else v
+        for k, v in states[0].items()
+    }
+
+
 def count_parameters(model: nn.Module) -> int:
     """Return the number of parameters of ``model``."""
     return sum(p.numel() for p in model.parameters())

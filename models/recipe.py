@@ -72,8 +72,14 @@ class FinetuneSpec:
     # held-out run), because the re-fit model has seen the hold-out.
     refit_epochs: float | None = None
     refit_temperatures: tuple[float, float] | None = None
+    # A model soup: after the last round, the weights become the uniform average of the student's and
+    # those of these saved classifiers (relative: to the repository). They must share the student's
+    # lineage (fine-tuned from one starting point, e.g. the model given as --base), or the average of
+    # their weights is no model at all; calibration follows.
+    average_with: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "average_with", tuple(self.average_with))  # YAML gives a list
         if self.refit_temperatures is not None:
             object.__setattr__(self, "refit_temperatures", tuple(self.refit_temperatures))  # YAML: a list
         if self.refit_epochs is not None:

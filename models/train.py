@@ -23,6 +23,7 @@ from models.distill import SoftTargets, self_train, soft_cross_entropy, soft_tar
 from models.inference import pad_batch
 from models.network import (
     ModelBundle,
+    average_weights,
     classifier_from_language_model,
     count_parameters,
     fuse_gelu,
@@ -715,6 +716,31 @@ def _distilled_round(
     return summary, targets
 
 
+def _average_with(
+    bundle: ModelBundle, examples: list[Example], recipe: Recipe, log: Callable[[str], None]
+) -> dict:
+    """Return what averaging ``bundle``'s weights with ``finetune.average_with``'s models did (in place).
+
+    The held-out scores before and after are recorded, unless the student was re-fit on the hold-out.
+    """
+    others = [load_bundle(teacher_model_dir(name)) for name in recipe.finetune.average_with]
+    spec = recipe.finetune
+    held = (
+        None
+        if spec.refit_epochs is not None
+        else holdout_split(examples, spec.holdout_fraction, recipe.seed)[1]
+    )
+    device = next(bundle.model.parameters()).device
+    before = None if held is None else heldout_scores(bundle, held, device)
+    bundle.model.load_state_dict(average_weights([bundle.model.cpu()] + [o.model for o in others]))
+    bundle.model.to(device)
+    summary = {"with": [o.version for o in others], "heldout_before": before}
+    if held is not None:
+        summary["heldout"] = heldout_scores(bundle, held, device)
+    log(f"averaged the weights with {summary['with']}: {json.dumps(summary)}")
+    return summary
+
+
 def _portable(recipe: dict) -> dict:
     """Return ``recipe`` with an absolute ``teacher_model`` named by its directory, as ``base`` is."""
     teacher = recipe["distill"].get("teacher_model")
@@ -832,6 +858,7 @@ def train_model(
                 json.dumps({"version": bundle.version, "round": round_summary}, indent=2) + "\n",
                 encoding="utf-8",
             )
+    soup = _average_with(bundle, examples, recipe, log) if recipe.finetune.average_with else None
     calibration = None
     if recipe.finetune.calibrate and recipe.finetune.refit_epochs is not None:
         bundle.temperatures = recipe.finetune.refit_temperatures
@@ -852,6 +879,7 @@ def train_model(
         "distill": round_summaries[-1]["distill"],
         "finetune": round_summaries[-1]["finetune"],
         "rounds": round_summaries,
+        "soup": soup,
         "calibration": calibration,
         "recipe": _portable(recipe.to_dict()),
     }

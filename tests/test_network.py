@@ -13,6 +13,7 @@ from models.network import (
     ModelBundle,
     ModelDirError,
     TrunkSpec,
+    average_weights,
     classifier_from_language_model,
     count_parameters,
     load_base,
@@ -151,3 +152,16 @@ def test_classifier_runs_pytorchs_fused_gelu_with_the_same_outputs(tmp_path: Pat
     assert not any(isinstance(m, NewGELUActivation) for m in again.model.modules())
     for a, b in zip(fused, logits_of(again, TEXTS), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_averaged_weights_are_the_mean_of_each_tensor_and_need_one_architecture() -> None:
+    a, b = tiny_bundle(seed=0).model, tiny_bundle(seed=1).model
+    soup = average_weights([a, b])
+    for name, weight in a.state_dict().items():
+        want = (weight + b.state_dict()[name]) / 2 if weight.is_floating_point() else weight
+        assert torch.allclose(soup[name], want), name
+    other = classifier_from_language_model(
+        new_language_model(TrunkSpec(n_layer=2, n_embd=32, n_head=2, n_positions=32), tiny_bundle().tokenizer)
+    )
+    with pytest.raises(ValueError, match="one architecture"):
+        average_weights([a, other])

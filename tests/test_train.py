@@ -31,6 +31,7 @@ from models.train import (
     packed_blocks,
     place_shipped_seed,
     pretrain,
+    teacher_model_dir,
     train_model,
 )
 from tests.fixtures.models import tiny_bundle, tiny_recipe_dict
@@ -90,22 +91,31 @@ def test_cpu_recipe_loads() -> None:
     assert recipe.model.n_layer >= 1 and recipe.pretrain.tokens > 0
 
 
-def test_shipped_model_was_trained_by_the_committed_gpu_student_recipe() -> None:
+def test_shipped_model_was_trained_by_the_committed_recipe_from_committed_models() -> None:
     from models.inference import DEFAULT_MODEL_DIR
 
     summary = json.loads((DEFAULT_MODEL_DIR / "training_summary.json").read_text(encoding="utf-8"))
-    committed = load_recipe(RECIPES / "gpu-student.yaml").to_dict()
-    # The teacher is named by the directory it was in on the training machine; the recipe names the
-    # directory `finsent train --recipe gpu-teacher.yaml --out models/gpu-teacher` writes.
-    assert summary["recipe"]["distill"].pop("teacher_model") == "teacher"
-    assert committed["distill"].pop("teacher_model") == "models/gpu-teacher"
-    assert json.loads(json.dumps(committed)) == summary["recipe"]
-    assert summary["distill"]["teacher_model"].startswith("finsent-gpt-8x512-")
-    # The student starts from the committed trunk: same architecture, and nothing more to pre-train.
-    teacher = load_recipe(RECIPES / "gpu-teacher.yaml")
+    committed = load_recipe(RECIPES / "ensemble-round.yaml")
+    assert json.loads(json.dumps(committed.to_dict())) == summary["recipe"]
+    # It trained on from the GPU run's student (--base), which also joins its teacher and its soup.
+    start_dir = teacher_model_dir("models/teachers/finsent-gpt-4x256-20261129-2157")
+    start = load_bundle(start_dir)
+    assert summary["base"] == start_dir.name == start.version
+    shares = committed.distill.teacher_shares().items()
+    assert summary["distill"]["teacher_model"] == {
+        load_bundle(teacher_model_dir(d)).version: w for d, w in shares
+    }
+    assert summary["soup"]["with"] == [start.version]
+    # That student came from the committed trunk by the committed GPU recipes.
+    start_summary = json.loads((start_dir / "training_summary.json").read_text(encoding="utf-8"))
+    gpu_student = load_recipe(RECIPES / "gpu-student.yaml").to_dict()
+    assert start_summary["recipe"]["distill"].pop("teacher_model") == "teacher"
+    assert gpu_student["distill"].pop("teacher_model") == "models/gpu-teacher"
+    assert json.loads(json.dumps(gpu_student)) == start_summary["recipe"]
+    assert start_summary["pretrain_tokens"] == gpu_student["pretrain"]["tokens"]
     seed = json.loads((SHIPPED_SEED / "config.json").read_text(encoding="utf-8"))
+    teacher = load_recipe(RECIPES / "gpu-teacher.yaml")
     assert (seed["n_layer"], seed["n_embd"], seed["vocab_size"]) == (4, 256, teacher.tokenizer.vocab_size)
-    assert summary["pretrain_tokens"] == committed["pretrain"]["tokens"]
 
 
 def test_pretraining_lowers_lm_loss_and_resumes_where_it_stopped(tiny_data_dir: Path, tmp_path: Path) -> None:
@@ -174,6 +184,29 @@ def test_training_from_a_saved_classifier_carries_on_from_its_weights_and_heads(
     data["finetune"]["lm_loss_weight"] = 0.5
     with pytest.raises(ValueError, match="no LM head"):
         train_model(recipe_from_dict(data), tiny_data_dir, tmp_path / "again", base=tmp_path / "start")
+
+
+def test_a_soup_recipe_averages_the_student_with_the_saved_models_then_calibrates(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
+) -> None:
+    for name, sure in (("start", 2), ("other", 0)):  # same lineage, heads sure of opposite classes
+        bundle = tiny_bundle(tiny_gpt2_dir)
+        with torch.no_grad():
+            bundle.model.sentiment_head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(sure), 3) * 20.0)
+        bundle.version = name
+        save_bundle(bundle, tmp_path / name)
+    data = tiny_recipe_dict()
+    data["finetune"] |= {"epochs": 1, "lr": 1e-6, "average_with": [str(tmp_path / "other")]}
+    summary = train_model(
+        recipe_from_dict(data), tiny_data_dir, tmp_path / "out", base=tmp_path / "start", log=lambda _: None
+    )
+    soup = load_bundle(tmp_path / "out")
+    # The student barely moved from "start", so the average sits halfway between the two heads.
+    assert torch.allclose(soup.model.sentiment_head.bias, torch.tensor([10.0, 0.0, 10.0]), atol=1e-2)
+    assert summary["soup"]["with"] == ["other"]
+    assert set(summary["soup"]["heldout"]) == {"topic_accuracy", "sentiment_weighted_f1", "score"}
+    assert set(summary["soup"]["heldout_before"]) == set(summary["soup"]["heldout"])
+    assert summary["calibration"] is not None  # the averaged model is calibrated afresh
 
 
 def test_committed_seed_continues_pre_training_from_its_step_and_weights(
