@@ -657,13 +657,14 @@ def model_version(lm: PreTrainedModel, when: datetime | None = None) -> str:
     return f"finsent-{kind}-{cfg.num_hidden_layers}x{cfg.hidden_size}-{stamp}"
 
 
-def teacher_model_dir(name: str) -> Path:
-    """Return the directory of a recipe's ``teacher_model``: absolute, or relative to the repository."""
+def teacher_model_dir(name: str, key: str = "distill.teacher_model") -> Path:
+    """Return the directory of a saved model a recipe names (at ``key``): absolute, or relative to the
+    repository."""
     path = Path(name)
     if not path.is_absolute():
         path = Path(__file__).resolve().parent.parent / path
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"distill.teacher_model {name!r}: no saved model at {path}")
+        raise FileNotFoundError(f"{key} {name!r}: no saved model at {path}")
     return path
 
 
@@ -723,7 +724,9 @@ def _average_with(
 
     The held-out scores before and after are recorded, unless the student was re-fit on the hold-out.
     """
-    others = [load_bundle(teacher_model_dir(name)) for name in recipe.finetune.average_with]
+    others = [
+        load_bundle(teacher_model_dir(name, "finetune.average_with")) for name in recipe.finetune.average_with
+    ]
     spec = recipe.finetune
     held = (
         None

@@ -210,6 +210,9 @@ def test_a_soup_recipe_averages_the_student_with_the_saved_models_then_calibrate
     assert set(summary["soup"]["heldout"]) == {"topic_accuracy", "sentiment_weighted_f1", "score"}
     assert set(summary["soup"]["heldout_before"]) == set(summary["soup"]["heldout"])
     assert summary["calibration"] is not None  # the averaged model is calibrated afresh
+    data["finetune"]["average_with"] = [str(tmp_path / "nowhere")]
+    with pytest.raises(FileNotFoundError, match=r"finetune\.average_with"):
+        train_model(recipe_from_dict(data), tiny_data_dir, tmp_path / "again", base=tmp_path / "start")
 
 
 def test_committed_seed_continues_pre_training_from_its_step_and_weights(
