@@ -722,37 +722,35 @@ def _average_with(
 ) -> dict:
     """Return what averaging ``bundle``'s weights with ``finetune.average_with``'s models did (in place).
 
-    The held-out scores before and after are recorded, unless the student was re-fit on the hold-out.
+    The averaged model's held-out scores are recorded (the student's own are fine-tuning's best),
+    unless the student was re-fit on the hold-out.
     """
-    others = [
-        load_bundle(teacher_model_dir(name, "finetune.average_with")) for name in recipe.finetune.average_with
-    ]
     spec = recipe.finetune
-    held = (
-        None
-        if spec.refit_epochs is not None
-        else holdout_split(examples, spec.holdout_fraction, recipe.seed)[1]
-    )
+    others = [load_bundle(teacher_model_dir(name, "finetune.average_with")) for name in spec.average_with]
     device = next(bundle.model.parameters()).device
-    before = None if held is None else heldout_scores(bundle, held, device)
     bundle.model.load_state_dict(average_weights([bundle.model.cpu()] + [o.model for o in others]))
     bundle.model.to(device)
-    summary = {"with": [o.version for o in others], "heldout_before": before}
-    if held is not None:
+    summary: dict = {"with": [o.version for o in others]}
+    if spec.refit_epochs is None:
+        _, held = holdout_split(examples, spec.holdout_fraction, recipe.seed)
         summary["heldout"] = heldout_scores(bundle, held, device)
     log(f"averaged the weights with {summary['with']}: {json.dumps(summary)}")
     return summary
 
 
 def _portable(recipe: dict) -> dict:
-    """Return ``recipe`` with an absolute ``teacher_model`` named by its directory, as ``base`` is."""
-    teacher = recipe["distill"].get("teacher_model")
-    if isinstance(teacher, str) and Path(teacher).is_absolute():
-        recipe["distill"]["teacher_model"] = Path(teacher).name
+    """Return ``recipe`` with each absolute path of a saved model named by its directory, as ``base`` is."""
+
+    def portable(path: str) -> str:
+        return Path(path).name if Path(path).is_absolute() else path
+
+    distill, finetune = recipe["distill"], recipe["finetune"]
+    teacher = distill.get("teacher_model")
+    if isinstance(teacher, str):
+        distill["teacher_model"] = portable(teacher)
     elif isinstance(teacher, dict):
-        recipe["distill"]["teacher_model"] = {
-            Path(name).name if Path(name).is_absolute() else name: share for name, share in teacher.items()
-        }
+        distill["teacher_model"] = {portable(name): share for name, share in teacher.items()}
+    finetune["average_with"] = tuple(portable(name) for name in finetune["average_with"])
     return recipe
 
 
