@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +35,14 @@ class ModelDirError(ValueError):
 
 @dataclass(frozen=True)
 class TrunkSpec:
-    """Shape of a freshly initialised GPT-2 trunk."""
+    """Shape of a freshly initialised GPT-2 trunk (``grow_layers``: of a saved classifier trained on)."""
 
     n_layer: int = 4
     n_embd: int = 256
     n_head: int = 4
     n_positions: int = 64
     dropout: float = 0.1
+    grow_layers: int = 0  # with a classifier as --base: blocks added to its trunk first (grow_depth)
 
 
 def gpt2_config(spec: TrunkSpec, vocab_size: int, eos_id: int) -> GPT2Config:
@@ -220,6 +222,39 @@ def average_weights(models: list[nn.Module]) -> dict[str, torch.Tensor]:
         k: sum(s[k].float() for s in states) / len(states) if v.is_floating_point() else v
         for k, v in states[0].items()
     }
+
+
+def grow_depth(model: GPTClassifier, extra: int) -> GPTClassifier:
+    """Return ``model`` with ``extra`` transformer blocks inserted, in place, computing the same function.
+
+    Each new block copies the block before it, with its attention and MLP output projections zeroed:
+    both residual branches then add nothing, so predictions are unchanged until training moves those
+    projections (Net2Net-style growth). The new blocks are spread evenly through the trunk, and a saved
+    model records the deeper config. A way to add capacity to a trained small model without training
+    a larger one from scratch.
+    """
+    if extra < 0:
+        raise ValueError(f"cannot remove blocks by growing: extra={extra}")
+    blocks = list(model.trunk.h)
+    n = len(blocks)
+    if extra > n:
+        raise ValueError(f"at most {n} blocks can be added to a {n}-block trunk, got {extra}")
+    after = {(i + 1) * n // extra - 1 for i in range(extra)} if extra else set()  # distinct as extra <= n
+    grown: list[nn.Module] = []
+    for i, block in enumerate(blocks):
+        grown.append(block)
+        if i in after:
+            new = copy.deepcopy(block)
+            with torch.no_grad():
+                for proj in (new.attn.c_proj, new.mlp.c_proj):
+                    proj.weight.zero_()
+                    proj.bias.zero_()
+            grown.append(new)
+    for index, block in enumerate(grown):
+        block.attn.layer_idx = index  # the key/value cache's slot; unused without a cache, kept true
+    model.trunk.h = nn.ModuleList(grown)
+    model.trunk.config.n_layer = len(grown)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -27,6 +27,7 @@ from models.network import (
     classifier_from_language_model,
     count_parameters,
     fuse_gelu,
+    grow_depth,
     is_classifier_dir,
     load_base,
     load_bundle,
@@ -795,6 +796,11 @@ def train_model(
         start = load_bundle(Path(base))
         classifier, tok, lm = start.model, start.tokenizer, start.model.trunk
         log(f"starting from the classifier {start.version}")
+        if recipe.model.grow_layers:
+            grow_depth(classifier, recipe.model.grow_layers)
+            log(f"grew its trunk to {lm.config.n_layer} blocks (the new ones start as identities)")
+    elif recipe.model.grow_layers:
+        raise ValueError("model.grow_layers applies to a saved classifier as --base, not to a language model")
     else:
         lm, tok = load_base(base)
         classifier = classifier_from_language_model(lm, recipe.model.dropout)

@@ -16,6 +16,7 @@ from models.network import (
     average_weights,
     classifier_from_language_model,
     count_parameters,
+    grow_depth,
     load_base,
     load_bundle,
     new_language_model,
@@ -165,3 +166,37 @@ def test_averaged_weights_are_the_mean_of_each_tensor_and_need_one_architecture(
     )
     with pytest.raises(ValueError, match="one architecture"):
         average_weights([a, other])
+
+
+def test_grown_model_predicts_as_before_and_saves_its_deeper_trunk(tmp_path: Path) -> None:
+    bundle = tiny_bundle()
+    with torch.no_grad():  # a trunk whose blocks differ, so where the copies go is visible
+        for block in bundle.model.trunk.h:
+            block.mlp.c_fc.weight.normal_()
+    before = logits_of(bundle, TEXTS)
+    blocks = list(bundle.model.trunk.h)
+    grow_depth(bundle.model, 1)
+    torch.testing.assert_close(logits_of(bundle, TEXTS), before, atol=1e-5, rtol=1e-5)
+    grown = bundle.model.trunk.h
+    assert len(grown) == 2 and grown[0] is blocks[0] and grown[1] is not blocks[0]
+    assert torch.equal(grown[1].mlp.c_fc.weight, blocks[0].mlp.c_fc.weight)  # a copy of the block before
+    assert not grown[1].attn.c_proj.weight.any() and not grown[1].mlp.c_proj.weight.any()
+    save_bundle(bundle, tmp_path / "m", dtype=torch.float32)
+    again = load_bundle(tmp_path / "m")
+    assert again.model.trunk.config.n_layer == 2
+    torch.testing.assert_close(logits_of(again, TEXTS), before, atol=1e-5, rtol=1e-5)
+
+
+def test_growth_spreads_new_blocks_evenly_and_refuses_what_it_cannot_do() -> None:
+    tok = tiny_bundle().tokenizer
+    model = classifier_from_language_model(
+        new_language_model(TrunkSpec(n_layer=4, n_embd=32, n_head=2, n_positions=32), tok)
+    )
+    originals = list(model.trunk.h)
+    grow_depth(model, 2)
+    assert [any(b is o for o in originals) for b in model.trunk.h] == [True, True, False, True, True, False]
+    assert [b.attn.layer_idx for b in model.trunk.h] == list(range(6))
+    with pytest.raises(ValueError, match="at most 6"):
+        grow_depth(model, 7)
+    with pytest.raises(ValueError, match="cannot remove"):
+        grow_depth(model, -1)

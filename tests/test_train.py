@@ -189,6 +189,30 @@ def test_training_from_a_saved_classifier_carries_on_from_its_weights_and_heads(
         train_model(recipe_from_dict(data), tiny_data_dir, tmp_path / "again", base=tmp_path / "start")
 
 
+def test_a_grown_classifier_starts_from_the_saved_predictions_and_trains_its_new_blocks(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
+) -> None:
+    start = tiny_bundle(tiny_gpt2_dir)
+    start.version = "start"
+    save_bundle(start, tmp_path / "start")
+    data = tiny_recipe_dict()
+    data["model"] = {"grow_layers": 1}
+    data["finetune"] |= {"epochs": 1}
+    lines: list[str] = []
+    summary = train_model(
+        recipe_from_dict(data), tiny_data_dir, tmp_path / "out", base=tmp_path / "start", log=lines.append
+    )
+    n = start.model.trunk.config.n_layer
+    assert any(f"grew its trunk to {n + 1} blocks" in line for line in lines)
+    grown = load_bundle(tmp_path / "out")
+    assert grown.model.trunk.config.n_layer == n + 1 and f"-{n + 1}x" in summary["version"]
+    new_block = grown.model.trunk.h[-1]  # the one copied from the last block, output projections zeroed
+    assert new_block.mlp.c_proj.weight.abs().sum() > 0  # fine-tuning moved them
+    data["model"] = {"grow_layers": 1}
+    with pytest.raises(ValueError, match="grow_layers applies to a saved classifier"):
+        train_model(recipe_from_dict(data), tiny_data_dir, tmp_path / "again", base=tiny_gpt2_dir)
+
+
 def test_a_soup_recipe_averages_the_student_with_the_saved_models_then_calibrates(
     tiny_data_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
 ) -> None:
