@@ -118,7 +118,7 @@ class DistillSpec:
     # "balanced": the teacher's regressions weight classes inversely to their frequency (None: unweighted)
     teacher_class_weight: str | None = None
     temperature: float = 1.0
-    epochs: int = 1
+    epochs: int = 1  # 0: the teacher only labels, for fine-tuning's distill_mix and cross_labels
     batch_size: int = 64
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
@@ -160,6 +160,8 @@ class DistillSpec:
             raise ValueError(
                 f"distill.teacher_model shares must be >= 0 and sum to at most 1, got {list(shares)}"
             )
+        if self.epochs < 0:
+            raise ValueError(f"distill.epochs must be >= 0, got {self.epochs}")
         if self.rounds < 1 or not 0.0 <= self.student_weight <= 1.0:
             raise ValueError(
                 "distill.rounds must be >= 1 and student_weight in [0, 1], "

@@ -229,6 +229,24 @@ def test_self_train_reads_its_cached_pseudo_labels_on_a_rerun(
     assert any("read 30 pseudo-labeled lines" in line for line in lines)
 
 
+def test_zero_distillation_epochs_label_the_pool_but_leave_the_student_as_it_was(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path
+) -> None:
+    data = _pool_recipe_dict()
+    data["distill"]["epochs"] = 0
+    student = tiny_bundle(tiny_gpt2_dir)
+    before = {k: v.clone() for k, v in student.model.state_dict().items()}
+    summary, targets = self_train(
+        student, load_train_examples(tiny_data_dir), recipe_from_dict(data), tiny_data_dir / "unlabeled"
+    )
+    assert summary["steps"] == 0 and len(targets.pool.texts) == 30
+    for name, weight in student.model.state_dict().items():
+        assert torch.equal(weight, before[name]), name
+    data["distill"]["epochs"] = -1
+    with pytest.raises(ValueError, match=r"distill\.epochs"):
+        recipe_from_dict(data)
+
+
 def test_a_calibrated_student_joins_the_teacher_softer_and_leaves_the_bundle_uncalibrated(
     tiny_data_dir: Path, tiny_gpt2_dir: Path
 ) -> None:
