@@ -35,7 +35,7 @@ class ModelDirError(ValueError):
 
 @dataclass(frozen=True)
 class TrunkSpec:
-    """Shape of a freshly initialised GPT-2 trunk (``grow_layers``: of a saved classifier trained on)."""
+    """Shape of a freshly initialised GPT-2 trunk; ``grow_layers`` deepens a saved classifier instead."""
 
     n_layer: int = 4
     n_embd: int = 256

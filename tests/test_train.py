@@ -216,7 +216,6 @@ def test_a_grown_classifier_starts_from_the_saved_predictions_and_trains_its_new
     assert grown.model.trunk.config.n_layer == n + 1 and f"-{n + 1}x" in summary["version"]
     new_block = grown.model.trunk.h[-1]  # the one copied from the last block, output projections zeroed
     assert new_block.mlp.c_proj.weight.abs().sum() > 0  # fine-tuning moved them
-    data["model"] = {"grow_layers": 1}
     with pytest.raises(ValueError, match="grow_layers applies to a saved classifier"):
         train_model(recipe_from_dict(data), tiny_data_dir, tmp_path / "again", base=tiny_gpt2_dir)
 
