@@ -104,6 +104,9 @@ def page_queries(version: str, now: datetime) -> dict[str, dict[str, Callable[[A
                 topics=["Dividend"],
                 sentiments=["positive"],
             ),
+            "topic_365d": lambda c: store.search_stories(
+                c, version, start=day - timedelta(days=364), end=end, topics=["Earnings"]
+            ),
             "text_source_365d": lambda c: store.search_stories(
                 c, version, start=day - timedelta(days=364), end=end, text="buyback", sources=["wsj-markets"]
             ),

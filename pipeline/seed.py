@@ -285,6 +285,7 @@ def _rows(
             json.dumps(sentiment_probs),
             round(score, 4),
             fetched.isoformat(),
+            published.isoformat(),
         ]
         yield article, score_row
 

@@ -248,6 +248,14 @@ def test_read_only_connection_cannot_write(seeded_dashboard: SeededDashboard) ->
             conn.execute(sa.text("DELETE FROM alert_silences"))
 
 
+def test_read_only_session_gets_the_dashboard_work_mem(seeded_dashboard: SeededDashboard) -> None:
+    # At the server's default (4 MB) a common word's match bitmap turns lossy at 10M articles and the
+    # search re-reads every article on those pages; the session setting survives SET ROLE.
+    with queries.read_only_engine(seeded_dashboard.url).connect() as conn:
+        assert conn.execute(sa.text("SHOW work_mem")).scalar_one() == store.DASHBOARD_WORK_MEM
+        assert store.session_is_read_only(conn) == (store.DASHBOARD_ROLE, True)
+
+
 def test_dashboard_login_in_the_read_only_role_reads_every_page(
     seeded_dashboard: SeededDashboard, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -111,6 +111,50 @@ def test_shipped_migrations_apply_cleanly(db_url: str) -> None:
     assert count == len(db.load_migrations())
 
 
+def test_scores_published_at_migration_backfills_existing_scores(empty_db_url: str, tmp_path: Path) -> None:
+    shipped = db.load_migrations()
+    before = [m for m in shipped if m.version < "006"]
+    for m in before:
+        _write(tmp_path, f"{m.name}.sql", m.sql)
+    engine = db.get_engine(empty_db_url)
+    db.migrate(engine, tmp_path)
+    published = "2026-03-02T14:05:00+00:00"
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO sources (id, name, url) VALUES (1, 'wire', 'http://127.0.0.1/feed')")
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO articles (id, source_id, title, published_at, fetched_at, content_hash,"
+                " title_hash, story_id) VALUES (7, 1, 'Acme cuts outlook', :p, :p, 'c', 't', 7)"
+            ),
+            {"p": published},
+        )
+        conn.execute(sa.text("INSERT INTO model_versions (version) VALUES ('v1')"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO scores (article_id, model_version, topic, topic_probs, sentiment,"
+                " sentiment_probs, score) VALUES (7, 'v1', 'Earnings', '{}', 'negative', '{}', -0.8)"
+            )
+        )
+
+    assert "006_scores_published_at" in db.migrate(engine)
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT s.published_at, a.published_at AS a_published FROM scores s"
+                " JOIN articles a ON a.id = s.article_id"
+            )
+        ).one()
+        nullable = conn.execute(
+            sa.text(
+                "SELECT is_nullable FROM information_schema.columns"
+                " WHERE table_name = 'scores' AND column_name = 'published_at'"
+            )
+        ).scalar_one()
+    assert row.published_at == row.a_published and nullable == "NO"
+
+
 def test_ensure_database_creates_once_and_returns_its_url(empty_db_url: str) -> None:
     name = sa.make_url(empty_db_url).database + "_side"
     url = db.ensure_database(empty_db_url, name)

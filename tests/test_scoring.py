@@ -104,6 +104,15 @@ def test_stored_scores_are_the_model_predictions(engine: Engine, tiny_model_dir:
         assert row.score == pytest.approx(prediction.score, abs=1e-5)
         assert row.sentiment_probs == pytest.approx(prediction.sentiment_probs, abs=1e-5)
         assert sum(row.topic_probs.values()) == pytest.approx(1.0, abs=1e-4)
+    # Each score carries its article's publication time (the Explorer's topic search orders by it).
+    with engine.connect() as conn:
+        mismatched = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM scores s JOIN articles a ON a.id = s.article_id"
+                " WHERE s.published_at IS DISTINCT FROM a.published_at"
+            )
+        ).scalar_one()
+    assert len(stored) == 2 and mismatched == 0
 
 
 def test_first_run_registers_and_activates_the_model(engine: Engine, tiny_model_dir: Path) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline import store
 from pipeline.sources import Source
+from tests.fixtures.dashboard import SeededDashboard
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -168,3 +169,46 @@ def test_fetch_log_rows_name_their_source(engine: Engine) -> None:
     assert [(r["source"], r["url"], r["status"], r["http_status"]) for r in rows] == [
         ("boe", "https://boe.example.com/rss", "error", 503)
     ]
+
+
+def test_topic_search_returns_what_the_general_query_returns(seeded_dashboard: SeededDashboard) -> None:
+    # A topic filter alone reads the scores' (topic, sentiment, published_at) index, one branch per pair;
+    # any other filter (here every source, which excludes nothing) takes the general query.
+    version = seeded_dashboard.plan.version
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    start = end - timedelta(days=15)
+    with seeded_dashboard.engine.connect() as conn:
+        every_source = list(conn.execute(sa.text("SELECT name FROM sources")).scalars())
+        for topics, sentiments, limit in (
+            (["Earnings"], [], 50),
+            (["Earnings", "Dividend", "Earnings"], ["negative", "positive"], 300),
+            (["Dividend"], ["positive"], 100_000),
+        ):
+            by_topic = store.search_stories(
+                conn, version, start=start, end=end, topics=topics, sentiments=sentiments, limit=limit
+            )
+            general = store.search_stories(
+                conn,
+                version,
+                start=start,
+                end=end,
+                topics=topics,
+                sentiments=sentiments,
+                sources=every_source,
+                limit=limit,
+            )
+            assert by_topic and by_topic == general
+            assert len(by_topic) == len({r["id"] for r in by_topic})
+    matching = scalar_count(
+        seeded_dashboard,
+        "SELECT count(*) FROM articles a JOIN scores s ON s.article_id = a.id AND s.model_version = :v"
+        " WHERE a.published_at >= :start AND s.topic = 'Dividend' AND s.sentiment = 'positive'",
+        v=version,
+        start=start,
+    )
+    assert len(by_topic) == matching
+
+
+def scalar_count(seeded: SeededDashboard, sql: str, **params: object) -> int:
+    with seeded.engine.connect() as conn:
+        return int(conn.execute(sa.text(sql), params).scalar_one())
