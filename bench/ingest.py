@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scratch_db import fresh_database
+from scratch_db import drop_database, fresh_database
 
 from pipeline.demo_feeds import FeedItem, rss_document
 from pipeline.feedserver import FeedServer
@@ -317,6 +317,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             feeder.join(timeout=10)
             if server is not None:
                 server.cleanup()  # type: ignore[attr-defined]
+            else:
+                drop_database(url)
 
     full_bytes = full_stats["body_bytes"]
     result: dict[str, object] = {
