@@ -43,6 +43,11 @@ def _source_id(engine: Engine, name: str = "wire") -> int:
         return store.upsert_sources(conn, [Source(name=name, url=f"https://{name}.example.com/rss")])[name].id
 
 
+def _scalar_count(seeded: SeededDashboard, sql: str, **params: object) -> int:
+    with seeded.engine.connect() as conn:
+        return int(conn.execute(sa.text(sql), params).scalar_one())
+
+
 def test_upsert_sources_is_idempotent_and_returns_ids(engine: Engine) -> None:
     sources = [
         Source(name="fed", url="https://fed.example/rss", tags=["central bank", "us"]),
@@ -199,7 +204,7 @@ def test_topic_search_returns_what_the_general_query_returns(seeded_dashboard: S
             )
             assert by_topic and by_topic == general
             assert len(by_topic) == len({r["id"] for r in by_topic})
-    matching = scalar_count(
+    matching = _scalar_count(
         seeded_dashboard,
         "SELECT count(*) FROM articles a JOIN scores s ON s.article_id = a.id AND s.model_version = :v"
         " WHERE a.published_at >= :start AND s.topic = 'Dividend' AND s.sentiment = 'positive'",
@@ -207,8 +212,3 @@ def test_topic_search_returns_what_the_general_query_returns(seeded_dashboard: S
         start=start,
     )
     assert len(by_topic) == matching
-
-
-def scalar_count(seeded: SeededDashboard, sql: str, **params: object) -> int:
-    with seeded.engine.connect() as conn:
-        return int(conn.execute(sa.text(sql), params).scalar_one())
