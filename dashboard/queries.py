@@ -138,6 +138,7 @@ def alert_timeline(url: str, start: datetime, end: datetime) -> pd.DataFrame:
             "base_stories",
             "p_value",
             "silenced",
+            "inhibited_by",
         ],
     )
 

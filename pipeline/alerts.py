@@ -13,6 +13,10 @@ every value's share of negative stories with its trailing baseline (``stats.spik
 
 Transitions of the same dimension value at the same evaluation (say the 6h and 24h rules of one ticker)
 go out as one grouped email.
+
+A new firing of a topic, source or all rule is inhibited (recorded and shown, no email for it or its
+resolution) when tickers with firing alerts explain it: its test, run again on the window without the
+articles that name them, no longer breaches. One company's storm then mails as that company's alerts.
 """
 
 from __future__ import annotations
@@ -88,28 +92,31 @@ def observe(rule: Rule, counts: Mapping[str, Counts]) -> list[Observation]:
     The prior for thin baselines is the pooled baseline share of all values of the dimension.
     """
     watched = {value: c for value, c in counts.items() if value_watched(rule, value)}
+    prior = pooled_prior(counts)
+    return [Observation(rule, value, rule_test(rule, c, prior)) for value, c in sorted(watched.items())]
+
+
+def pooled_prior(counts: Mapping[str, Counts]) -> float:
+    """Return the baseline share of negative stories pooled over every value of a dimension."""
     pooled_stories = sum(c.base_stories for c in counts.values())
     pooled_neg = sum(c.base_neg for c in counts.values())
-    prior = pooled_neg / pooled_stories if pooled_stories else DEFAULT_PRIOR_SHARE
-    return [
-        Observation(
-            rule,
-            value,
-            spike_test(
-                c.neg_stories,
-                c.stories,
-                c.base_neg,
-                c.base_stories,
-                test=rule.test,
-                alpha=rule.alpha,
-                min_stories=rule.min_stories,
-                min_rise=rule.min_rise,
-                prior_share=prior,
-                prior_stories=rule.prior_stories,
-            ),
-        )
-        for value, c in sorted(watched.items())
-    ]
+    return pooled_neg / pooled_stories if pooled_stories else DEFAULT_PRIOR_SHARE
+
+
+def rule_test(rule: Rule, c: Counts, prior: float) -> SpikeResult:
+    """Return ``rule``'s spike test of one value's counts."""
+    return spike_test(
+        c.neg_stories,
+        c.stories,
+        c.base_neg,
+        c.base_stories,
+        test=rule.test,
+        alpha=rule.alpha,
+        min_stories=rule.min_stories,
+        min_rise=rule.min_rise,
+        prior_share=prior,
+        prior_stories=rule.prior_stories,
+    )
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,8 @@ class Transition:
     at: datetime
     silenced: bool
     window: timedelta
+    # Tickers whose firing alerts explain this one (then ``silenced`` too: no email).
+    inhibited_by: tuple[str, ...] = ()
 
 
 def step_rule(
@@ -255,6 +264,8 @@ class AlertView:
     since: str | None = None
     # "firing" or "resolved" when this evaluation made that transition, else None.
     transition: str | None = None
+    # For a transition of this evaluation: the tickers whose firing alerts inhibited its email.
+    inhibited_by: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -279,7 +290,12 @@ class AlertReport:
         return data
 
 
-def _view(state: AlertState, status: str | None = None, transition: str | None = None) -> AlertView:
+def _view(
+    state: AlertState,
+    status: str | None = None,
+    transition: str | None = None,
+    inhibited_by: Sequence[str] = (),
+) -> AlertView:
     since = state.firing_since if state.status == "firing" else state.pending_since
     return AlertView(
         rule=state.rule,
@@ -294,6 +310,7 @@ def _view(state: AlertState, status: str | None = None, transition: str | None =
         severity=state.severity,
         since=since.isoformat() if since else None,
         transition=transition,
+        inhibited_by=list(inhibited_by),
     )
 
 
@@ -337,6 +354,7 @@ def _event_row(t: Transition) -> dict[str, Any]:
         "base_stories": s.base_stories,
         "p_value": s.p_value,
         "silenced": t.silenced,
+        "inhibited_by": list(t.inhibited_by),
     }
 
 
@@ -397,6 +415,34 @@ def _queue_emails(
     return len(groups)
 
 
+def _inhibited(
+    conn: Connection,
+    version: str,
+    rule: Rule,
+    t: Transition,
+    firing_tickers: Sequence[str],
+    counts: Mapping[str, Counts],
+) -> Transition:
+    """Return ``t``, inhibited when it is a new firing of a non-ticker rule that ``firing_tickers`` explain.
+
+    Explained: the rule's test on the window without the articles naming those tickers does not breach
+    (the baseline stays as it is). The alert still fires and shows; only its emails are held back.
+    """
+    if t.transition != "firing" or t.silenced or rule.dimension == "ticker" or not rule.inhibit_by_tickers:
+        return t
+    end = window_end(t.at)
+    stories, neg, found = store.window_counts_without_tickers(
+        conn, version, rule.dimension, t.state.value, end - rule.window, end, firing_tickers
+    )
+    base = counts.get(t.state.value)
+    if not found or base is None:
+        return t
+    without = Counts(stories, neg, base.base_stories, base.base_neg)
+    if rule_test(rule, without, pooled_prior(counts)).breach:
+        return t
+    return replace(t, state=replace(t.state, notified=False), silenced=True, inhibited_by=tuple(found))
+
+
 def evaluate(
     now: datetime | None = None,
     *,
@@ -425,18 +471,29 @@ def evaluate(
         recorded: list[tuple[Transition, int]] = []
         changed_all: dict[str, AlertState] = {}
         counts_cache: dict[tuple[str, timedelta, timedelta, timedelta], dict[str, Counts]] = {}
+        stepped: list[tuple[Transition, dict[str, Counts]]] = []
         for rule in rules:
             key = (rule.dimension, rule.window, rule.baseline, rule.baseline_gap)
             if key not in counts_cache:
                 counts_cache[key] = _counts(conn, version, rule, now) if version else {}
             changed, transitions = step_rule(rule, observe(rule, counts_cache[key]), states, now, silences)
             changed_all.update(changed)
-            for t in transitions:
-                # The event references the state row, so that row goes first.
-                store.save_alert_state(conn, _state_row(t.state))
-                event_id = store.insert_alert_event(conn, _event_row(t))
-                if event_id is not None:
-                    recorded.append((t, event_id))
+            stepped += [(t, counts_cache[key]) for t in transitions]
+        # Inhibition needs every rule's outcome first: a ticker rule may come after the rules it explains.
+        current = {**states, **changed_all}
+        firing_tickers = sorted(
+            {s.value for s in current.values() if s.dimension == "ticker" and s.status == "firing"}
+        )
+        for stepped_t, value_counts in stepped:
+            t = stepped_t
+            if version and firing_tickers:
+                t = _inhibited(conn, version, by_name[t.state.rule], t, firing_tickers, value_counts)
+                changed_all[t.state.fingerprint] = t.state
+            # The event references the state row, so that row goes first.
+            store.save_alert_state(conn, _state_row(t.state))
+            event_id = store.insert_alert_event(conn, _event_row(t))
+            if event_id is not None:
+                recorded.append((t, event_id))
         for state in changed_all.values():
             store.save_alert_state(conn, _state_row(state))
         if version:
@@ -446,10 +503,13 @@ def evaluate(
         current = {**states, **changed_all}
         open_states = [s for s in current.values() if s.rule in by_name and s.status != "inactive"]
         report.firing = sum(1 for s in open_states if s.status == "firing")
-        fired_now = {t.state.fingerprint for t, _ in recorded if t.transition == "firing"}
+        fired_now = {t.state.fingerprint: t.inhibited_by for t, _ in recorded if t.transition == "firing"}
         resolved_now = [t.state for t, _ in recorded if t.transition == "resolved"]
         report.alerts = [
-            _view(s, transition="firing" if s.fingerprint in fired_now else None) for s in open_states
+            _view(s, transition="firing", inhibited_by=fired_now[s.fingerprint])
+            if s.fingerprint in fired_now
+            else _view(s)
+            for s in open_states
         ]
         report.alerts += [_view(s, "resolved", "resolved") for s in resolved_now]
         report.alerts.sort(key=lambda a: (a.status != "firing", a.rule, a.dimension, a.value))

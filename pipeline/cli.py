@@ -474,8 +474,9 @@ def alerts_command(
         table.add_column(column)
     styles = {"firing": "red", "pending": "yellow", "resolved": "green"}
     for a in report.alerts:
+        inhibited = f" [dim](inhibited by {escape(', '.join(a.inhibited_by))})[/]" if a.inhibited_by else ""
         table.add_row(
-            f"[{styles.get(a.status, 'white')}]{a.status}[/]",
+            f"[{styles.get(a.status, 'white')}]{a.status}[/]{inhibited}",
             a.rule,
             a.dimension,
             escape(a.value),

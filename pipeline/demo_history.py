@@ -360,7 +360,9 @@ def step_alerts(ctx: Any) -> None:
         resolved += [(t, a) for a in report.alerts if a.transition == "resolved"]
         t += HOUR
     table = Table(title="alert transitions over the last 48 hours of history")
-    for column in ("at (UTC)", "transition", "rule", "dimension", "value", "negative", "baseline", "stories"):
+    # "inhibited by": no email, because a firing ticker alert already explains this one.
+    columns = ("at (UTC)", "transition", "rule", "dimension", "value", "negative", "baseline", "stories")
+    for column in (*columns, "inhibited by"):
         table.add_column(column)
     for at, a, label in sorted(
         [(at, a, "firing") for at, a in fired] + [(at, a, "resolved") for at, a in resolved],
@@ -375,6 +377,7 @@ def step_alerts(ctx: Any) -> None:
             f"{(a.neg_share or 0):.0%}",
             f"{(a.baseline or 0):.0%}",
             str(a.stories),
+            ", ".join(a.inhibited_by),
         )
     ctx.console.print(table)
 
@@ -407,6 +410,8 @@ def step_alerts(ctx: Any) -> None:
     ctx.results["alerts"] = {
         "backtest_fired": replay.fired,
         "fired": [(at.isoformat(), a.rule, a.value) for at, a in fired],
+        "inhibited": [(at.isoformat(), a.rule, a.value) for at, a in fired if a.inhibited_by],
+        "resolved": [(at.isoformat(), a.rule, a.value) for at, a in resolved],
         "emails_sent": delivery.sent,
         "emails_pending": delivery.pending,
     }

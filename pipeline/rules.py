@@ -61,6 +61,10 @@ class Rule(BaseModel):
     recipients: tuple[str, ...] = ()
     # Optional glob patterns: only these dimension values are watched (default: every value).
     values: tuple[str, ...] = ()
+    # A firing alert of a topic, source or all rule is inhibited (recorded and shown, not emailed) when
+    # tickers with firing alerts explain it: without the articles naming them, the window does not
+    # breach. Ticker rules ignore it.
+    inhibit_by_tickers: bool = True
 
     @field_validator(
         "window", "baseline", "baseline_gap", "for_", "keep_firing_for", "cooldown", mode="before"

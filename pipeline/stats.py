@@ -126,6 +126,8 @@ def baseline_share(base_neg: int, base_stories: int, prior_share: float, prior_s
     A ticker seen in 12 stories over two weeks has a very rough baseline of its own; the prior (usually the
     share across all stories) keeps one lucky quiet fortnight from making every later story look alarming.
     """
+    if base_stories + prior_stories <= 0:
+        return prior_share
     return (base_neg + prior_share * prior_stories) / (base_stories + prior_stories)
 
 
@@ -161,7 +163,12 @@ def spike_test(
         p_value = binomial_sf(neg_stories, stories, base)
     elif test == "beta_binomial":
         weight = base_stories + prior_stories
-        p_value = beta_binomial_sf(neg_stories, stories, base * weight, (1.0 - base) * weight)
+        if base <= 0.0 or base >= 1.0 or weight <= 0:
+            # A baseline (prior included) that never saw a negative story, or saw nothing else, is certain
+            # of its share; the beta-binomial cannot express that, the binomial can.
+            p_value = binomial_sf(neg_stories, stories, base)
+        else:
+            p_value = beta_binomial_sf(neg_stories, stories, base * weight, (1.0 - base) * weight)
     elif test == "z":
         # The prior enters as pseudo-stories of the baseline sample so both tests see the same baseline.
         weight = base_stories + prior_stories

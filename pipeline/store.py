@@ -885,14 +885,58 @@ def save_alert_state(conn: Connection, state: dict[str, Any]) -> None:
     )
 
 
+def window_counts_without_tickers(
+    conn: Connection,
+    version: str,
+    dimension: str,
+    value: str,
+    start: datetime,
+    end: datetime,
+    tickers: Sequence[str],
+) -> tuple[int, int, list[str]]:
+    """Return ``(stories, neg_stories, tickers found)`` of one dimension value in [start, end), counted
+    as the rollups count them, after dropping every article that names one of ``tickers``; the third
+    item lists the ``tickers`` that the dropped articles named.
+    """
+    facts = (
+        " FROM score_facts f JOIN articles a ON a.id = f.article_id"
+        " WHERE f.model_version = :version AND f.dimension = :dimension AND f.value = :value"
+        "   AND f.published_at >= :start AND f.published_at < :end"
+    )
+    row = conn.execute(
+        sa.text(
+            "WITH per_story AS ("
+            "  SELECT f.bucket, f.story_id,"
+            "   count(*) FILTER (WHERE NOT a.tickers && CAST(:tickers AS text[])) AS n,"
+            "   count(*) FILTER (WHERE NOT a.tickers && CAST(:tickers AS text[])"
+            "                    AND f.sentiment = 'negative') AS neg"
+            f" {facts} GROUP BY f.bucket, f.story_id"
+            ")"
+            " SELECT (SELECT count(*) FROM per_story WHERE n > 0) AS stories,"
+            "  (SELECT count(*) FROM per_story WHERE n > 0 AND 2 * neg > n) AS neg_stories,"
+            "  ARRAY(SELECT DISTINCT t FROM (SELECT unnest(a.tickers) AS t"
+            f"   {facts}) AS named WHERE t = ANY(CAST(:tickers AS text[])) ORDER BY t) AS found"
+        ),
+        {
+            "version": version,
+            "dimension": dimension,
+            "value": value,
+            "start": start,
+            "end": end,
+            "tickers": list(tickers),
+        },
+    ).one()
+    return int(row.stories), int(row.neg_stories), list(row.found)
+
+
 def insert_alert_event(conn: Connection, event: dict[str, Any]) -> int | None:
     """Record one transition; return its id, or None when this (fingerprint, transition, at) exists."""
     return conn.execute(
         sa.text(
             "INSERT INTO alert_events (fingerprint, transition, at, rule, dimension, value, severity,"
-            " neg_share, baseline, stories, neg_stories, base_stories, p_value, silenced)"
+            " neg_share, baseline, stories, neg_stories, base_stories, p_value, silenced, inhibited_by)"
             " VALUES (:fingerprint, :transition, :at, :rule, :dimension, :value, :severity, :neg_share,"
-            " :baseline, :stories, :neg_stories, :base_stories, :p_value, :silenced)"
+            " :baseline, :stories, :neg_stories, :base_stories, :p_value, :silenced, :inhibited_by)"
             " ON CONFLICT (fingerprint, transition, at) DO NOTHING RETURNING id"
         ),
         event,
@@ -904,7 +948,8 @@ def alert_events(conn: Connection, since: datetime | None = None) -> list[sa.Row
     rows = conn.execute(
         sa.text(
             "SELECT id, fingerprint, transition, at, rule, dimension, value, severity, neg_share, baseline,"
-            " stories, neg_stories, base_stories, p_value, silenced, outbox_id FROM alert_events"
+            " stories, neg_stories, base_stories, p_value, silenced, inhibited_by, outbox_id"
+            " FROM alert_events"
             " WHERE CAST(:since AS timestamptz) IS NULL OR at >= :since ORDER BY at, id"
         ),
         {"since": since},
@@ -1362,14 +1407,17 @@ def alert_timeline(conn: Connection, start: datetime, end: datetime) -> list[dic
 
     Rows: ``fingerprint, rule, dimension, value, severity, fired_at, resolved_at`` (None while still
     firing), ``status`` (firing/resolved), the figures at firing (``neg_share, baseline, stories,
-    neg_stories, base_stories, p_value``) and whether its email was ``silenced``.
+    neg_stories, base_stories, p_value``), whether its email was ``silenced`` (by a silence or an
+    inhibition) and ``inhibited_by``: the tickers whose firing alerts explained it, comma-joined ('' if
+    none).
     """
     rows = conn.execute(
         sa.text(
             "SELECT fingerprint, rule, dimension, value, severity, at AS fired_at,"
             " CASE WHEN next_transition = 'resolved' THEN next_at END AS resolved_at,"
             " CASE WHEN next_transition = 'resolved' THEN 'resolved' ELSE 'firing' END AS status,"
-            " neg_share, baseline, stories, neg_stories, base_stories, p_value, silenced"
+            " neg_share, baseline, stories, neg_stories, base_stories, p_value, silenced,"
+            " array_to_string(inhibited_by, ', ') AS inhibited_by"
             " FROM ("
             "  SELECT e.*, lead(e.at) OVER w AS next_at, lead(e.transition) OVER w AS next_transition"
             "  FROM alert_events e WHERE e.at < :end"

@@ -391,3 +391,101 @@ def test_value_globs_restrict_a_rule(calm_db: Engine) -> None:
     only_glbx = RULE.model_copy(update={"for_": timedelta(0), "values": ("GL*",)})
     assert evaluate(STORM + H, engine=calm_db, rules=[only_glbx]).alerts == []
     assert alerts.value_watched(only_glbx, "GLBX") and not alerts.value_watched(only_glbx, "ACME")
+
+
+TOPIC_RULE = Rule.model_validate(
+    {
+        "name": "topic-1h",
+        "dimension": "topic",
+        "window": "1h",
+        "baseline": "2d",
+        "for": "0h",
+        "min_stories": 5,
+        "min_rise": 0.2,
+        "alpha": 0.01,
+        "severity": "warning",
+    }
+)
+
+
+def _scored_history(engine: Engine, storm: list[tuple[str, list[str], str]]) -> None:
+    """Two calm days of Earnings news (a quarter negative, half of it about ACME), then ``storm``:
+    (title, tickers, sentiment) items in the hour from STORM, all in the Earnings topic."""
+    _activate(engine)
+    base = STORM - 2 * 24 * H
+    calm = [
+        (f"Calm item {h}-{k}", ["ACME"] if k < 2 else [], "negative" if k == 3 else "neutral")
+        for h in range(48)
+        for k in range(4)
+    ]
+    specs = [
+        ArticleSpec(title, published_at=base + i // 4 * H + timedelta(minutes=i % 4), tickers=tickers)
+        for i, (title, tickers, _) in enumerate(calm)
+    ]
+    specs += [
+        ArticleSpec(title, published_at=STORM + timedelta(minutes=5 + i), tickers=tickers)
+        for i, (title, tickers, _) in enumerate(storm)
+    ]
+    sentiments = [s for _, _, s in calm + storm]
+    ids = add_articles(engine, specs)
+    rows = [
+        store.ScoreRow(i, "Earnings", {"Earnings": 1.0}, s, {s: 1.0}, -1.0 if s == "negative" else 0.0)
+        for i, s in zip(ids, sentiments, strict=True)
+    ]
+    with engine.begin() as conn:
+        store.insert_scores(conn, VERSION, rows)
+    rollups.rebuild_rollups(engine, VERSION)
+
+
+def test_a_ticker_storm_inhibits_the_topic_alert_it_explains(engine: Engine) -> None:
+    _scored_history(
+        engine,
+        [(f"ACME bad news {i}", ["ACME"], "negative") for i in range(8)]
+        + [(f"Quiet earnings item {i}", [], "neutral") for i in range(3)],
+    )
+    ticker_rule = RULE.model_copy(update={"for_": timedelta(0)})
+    report = evaluate(STORM + H, engine=engine, rules=[TOPIC_RULE, ticker_rule])
+
+    fired = {(a.rule, a.value): a for a in report.alerts if a.transition == "firing"}
+    assert set(fired) == {("topic-1h", "Earnings"), ("ticker-1h", "ACME")}
+    assert fired[("topic-1h", "Earnings")].inhibited_by == ["ACME"]
+    assert fired[("ticker-1h", "ACME")].inhibited_by == []
+    (email,) = _outbox(engine)
+    assert "ACME" in email.subject and "Earnings" not in email.subject
+    events = {e.rule: e for e in _events(engine)}
+    assert events["topic-1h"].silenced and events["topic-1h"].inhibited_by == ["ACME"]
+    assert events["topic-1h"].outbox_id is None and events["ticker-1h"].outbox_id == email.id
+    with engine.connect() as conn:  # what the dashboard's Alerts page lists
+        shown = {r["rule"]: r["inhibited_by"] for r in store.alert_timeline(conn, STORM, STORM + 2 * H)}
+    assert shown == {"topic-1h": "ACME", "ticker-1h": ""}
+
+
+def test_a_topic_storm_beyond_the_ticker_storm_still_emails(engine: Engine) -> None:
+    # Without ACME's articles the topic still holds 8 negative stories of 11: the ticker explains nothing.
+    _scored_history(
+        engine,
+        [(f"ACME bad news {i}", ["ACME"], "negative") for i in range(8)]
+        + [(f"Sector bad news {i}", [], "negative") for i in range(8)]
+        + [(f"Quiet earnings item {i}", [], "neutral") for i in range(3)],
+    )
+    ticker_rule = RULE.model_copy(update={"for_": timedelta(0)})
+    report = evaluate(STORM + H, engine=engine, rules=[TOPIC_RULE, ticker_rule])
+
+    fired = {a.rule: a for a in report.alerts if a.transition == "firing"}
+    assert set(fired) == {"topic-1h", "ticker-1h"} and fired["topic-1h"].inhibited_by == []
+    assert sorted(e.subject.split(":")[1].strip() for e in _outbox(engine)) == [
+        "ticker ACME",
+        "topic Earnings",
+    ]
+
+
+def test_inhibition_can_be_turned_off_per_rule(engine: Engine) -> None:
+    _scored_history(
+        engine,
+        [(f"ACME bad news {i}", ["ACME"], "negative") for i in range(8)]
+        + [(f"Quiet earnings item {i}", [], "neutral") for i in range(3)],
+    )
+    ticker_rule = RULE.model_copy(update={"for_": timedelta(0)})
+    topic_rule = TOPIC_RULE.model_copy(update={"inhibit_by_tickers": False})
+    evaluate(STORM + H, engine=engine, rules=[topic_rule, ticker_rule])
+    assert len(_outbox(engine)) == 2

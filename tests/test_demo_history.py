@@ -157,3 +157,15 @@ def test_the_shipped_model_catches_the_storm_and_nothing_else(engine: Engine, tm
     assert {value for _, rule, value in fired if rule.startswith("ticker-")} == {STORM_TICKER}
     first_fire = min(datetime.fromisoformat(at) for at, _, value in fired if value == STORM_TICKER)
     assert first_fire <= END - timedelta(hours=STORM_HOURS) + timedelta(hours=6)
+    # The topic, source and all alerts the storm lifts are explained by NWND: shown, not mailed. Only
+    # the ticker alerts' transitions are emailed (each evaluation's firings of one value share an email).
+    results = ctx.results["alerts"]
+    lifted = {(rule, value) for _, rule, value in fired if not rule.startswith("ticker-")}
+    assert lifted and {(rule, value) for _, rule, value in results["inhibited"]} == lifted
+    ticker_mails = {
+        (at, kind)
+        for kind in ("fired", "resolved")
+        for at, rule, _ in results[kind]
+        if rule.startswith("ticker-")
+    }
+    assert results["emails_sent"] == len(ticker_mails)

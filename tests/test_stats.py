@@ -101,6 +101,17 @@ def test_thin_baseline_is_shrunk_towards_the_prior_share() -> None:
     assert stats.baseline_share(250, 1000, prior_share=0.3, prior_stories=0) == pytest.approx(0.25)
 
 
+def test_spike_test_survives_a_baseline_that_never_saw_a_negative_story() -> None:
+    # A new deployment: every ticker's baseline (and so the pooled prior) holds no negative story yet.
+    # The beta-binomial would need Beta(0, b); the test falls back to the binomial, which is exact there.
+    for test in ("binomial", "beta_binomial", "z"):
+        storm = stats.spike_test(8, 8, 0, 96, test=test, alpha=0.001, prior_share=0.0)
+        assert storm.breach and storm.baseline == 0.0, test
+        calm = stats.spike_test(0, 8, 0, 96, test=test, alpha=0.001, prior_share=0.0)
+        assert not calm.breach, test
+    assert stats.baseline_share(0, 0, prior_share=0.3, prior_stories=0) == 0.3
+
+
 def test_unknown_test_name_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown test"):
         stats.spike_test(9, 10, 1, 10, test="chi2")  # type: ignore[arg-type]

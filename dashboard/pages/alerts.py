@@ -37,10 +37,14 @@ firing, resolved = (timeline["status"] == "firing").sum(), (timeline["status"] =
 first, second, third = st.columns(3)
 first.metric("Firing now", int(firing))
 second.metric(f"Resolved, last {days} days", int(resolved))
+inhibited = timeline["inhibited_by"] != ""
 third.metric(
-    "Silenced firings",
+    "Silenced or inhibited firings",
     int(timeline["silenced"].sum()),
-    help="Firings matched by a silence: recorded and shown, not emailed.",
+    help=(
+        f"Recorded and shown, not emailed: {int((timeline['silenced'] & ~inhibited).sum())} matched a"
+        f" silence, {int(inhibited.sum())} were explained by a firing ticker alert (inhibited)."
+    ),
 )
 
 if shown.empty:
@@ -88,6 +92,7 @@ else:
                 "neg_stories",
                 "p_value",
                 "silenced",
+                "inhibited_by",
             ]
         ],
         hide_index=True,
@@ -95,6 +100,7 @@ else:
             "neg_share": st.column_config.NumberColumn("negative share", format="percent"),
             "baseline": st.column_config.NumberColumn("baseline", format="percent"),
             "p_value": st.column_config.NumberColumn("p", format="%.2e"),
+            "inhibited_by": st.column_config.TextColumn("inhibited by (tickers)"),
         },
         key="alerts_table",
     )
