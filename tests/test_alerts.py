@@ -407,6 +407,10 @@ TOPIC_RULE = Rule.model_validate(
     }
 )
 
+TICKER_AT_ONCE = RULE.model_copy(update={"for_": timedelta(0)})
+ACME_STORM = [(f"ACME bad news {i}", ["ACME"], "negative") for i in range(8)]
+QUIET_EARNINGS = [(f"Quiet earnings item {i}", [], "neutral") for i in range(3)]
+
 
 def _scored_history(engine: Engine, storm: list[tuple[str, list[str], str]]) -> None:
     """Two calm days of Earnings news (a quarter negative, half of it about ACME), then ``storm``:
@@ -438,13 +442,8 @@ def _scored_history(engine: Engine, storm: list[tuple[str, list[str], str]]) -> 
 
 
 def test_a_ticker_storm_inhibits_the_topic_alert_it_explains(engine: Engine) -> None:
-    _scored_history(
-        engine,
-        [(f"ACME bad news {i}", ["ACME"], "negative") for i in range(8)]
-        + [(f"Quiet earnings item {i}", [], "neutral") for i in range(3)],
-    )
-    ticker_rule = RULE.model_copy(update={"for_": timedelta(0)})
-    report = evaluate(STORM + H, engine=engine, rules=[TOPIC_RULE, ticker_rule])
+    _scored_history(engine, ACME_STORM + QUIET_EARNINGS)
+    report = evaluate(STORM + H, engine=engine, rules=[TOPIC_RULE, TICKER_AT_ONCE])
 
     fired = {(a.rule, a.value): a for a in report.alerts if a.transition == "firing"}
     assert set(fired) == {("topic-1h", "Earnings"), ("ticker-1h", "ACME")}
@@ -462,14 +461,9 @@ def test_a_ticker_storm_inhibits_the_topic_alert_it_explains(engine: Engine) -> 
 
 def test_a_topic_storm_beyond_the_ticker_storm_still_emails(engine: Engine) -> None:
     # Without ACME's articles the topic still holds 8 negative stories of 11: the ticker explains nothing.
-    _scored_history(
-        engine,
-        [(f"ACME bad news {i}", ["ACME"], "negative") for i in range(8)]
-        + [(f"Sector bad news {i}", [], "negative") for i in range(8)]
-        + [(f"Quiet earnings item {i}", [], "neutral") for i in range(3)],
-    )
-    ticker_rule = RULE.model_copy(update={"for_": timedelta(0)})
-    report = evaluate(STORM + H, engine=engine, rules=[TOPIC_RULE, ticker_rule])
+    sector = [(f"Sector bad news {i}", [], "negative") for i in range(8)]
+    _scored_history(engine, ACME_STORM + sector + QUIET_EARNINGS)
+    report = evaluate(STORM + H, engine=engine, rules=[TOPIC_RULE, TICKER_AT_ONCE])
 
     fired = {a.rule: a for a in report.alerts if a.transition == "firing"}
     assert set(fired) == {"topic-1h", "ticker-1h"} and fired["topic-1h"].inhibited_by == []
@@ -480,12 +474,7 @@ def test_a_topic_storm_beyond_the_ticker_storm_still_emails(engine: Engine) -> N
 
 
 def test_inhibition_can_be_turned_off_per_rule(engine: Engine) -> None:
-    _scored_history(
-        engine,
-        [(f"ACME bad news {i}", ["ACME"], "negative") for i in range(8)]
-        + [(f"Quiet earnings item {i}", [], "neutral") for i in range(3)],
-    )
-    ticker_rule = RULE.model_copy(update={"for_": timedelta(0)})
+    _scored_history(engine, ACME_STORM + QUIET_EARNINGS)
     topic_rule = TOPIC_RULE.model_copy(update={"inhibit_by_tickers": False})
-    evaluate(STORM + H, engine=engine, rules=[topic_rule, ticker_rule])
+    evaluate(STORM + H, engine=engine, rules=[topic_rule, TICKER_AT_ONCE])
     assert len(_outbox(engine)) == 2
