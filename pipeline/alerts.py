@@ -428,14 +428,21 @@ def _inhibited(
     Explained: the rule's test on the window without the articles naming those tickers does not breach
     (the baseline stays as it is). The alert still fires and shows; only its emails are held back.
     """
-    if t.transition != "firing" or t.silenced or rule.dimension == "ticker" or not rule.inhibit_by_tickers:
+    base = counts.get(t.state.value)
+    if (
+        t.transition != "firing"
+        or t.silenced
+        or rule.dimension == "ticker"
+        or not rule.inhibit_by_tickers
+        or not firing_tickers
+        or base is None
+    ):
         return t
     end = window_end(t.at)
     stories, neg, found = store.window_counts_without_tickers(
         conn, version, rule.dimension, t.state.value, end - rule.window, end, firing_tickers
     )
-    base = counts.get(t.state.value)
-    if not found or base is None:
+    if not found:
         return t
     without = Counts(stories, neg, base.base_stories, base.base_neg)
     if rule_test(rule, without, pooled_prior(counts)).breach:
@@ -480,15 +487,17 @@ def evaluate(
             changed_all.update(changed)
             stepped += [(t, counts_cache[key]) for t in transitions]
         # Inhibition needs every rule's outcome first: a ticker rule may come after the rules it explains.
-        current = {**states, **changed_all}
         firing_tickers = sorted(
-            {s.value for s in current.values() if s.dimension == "ticker" and s.status == "firing"}
+            {
+                s.value
+                for s in {**states, **changed_all}.values()
+                if s.dimension == "ticker" and s.status == "firing"
+            }
         )
-        for stepped_t, value_counts in stepped:
-            t = stepped_t
-            if version and firing_tickers:
+        for t, value_counts in stepped:
+            if version:
                 t = _inhibited(conn, version, by_name[t.state.rule], t, firing_tickers, value_counts)
-                changed_all[t.state.fingerprint] = t.state
+                changed_all[t.state.fingerprint] = t.state  # an inhibited firing is not notified
             # The event references the state row, so that row goes first.
             store.save_alert_state(conn, _state_row(t.state))
             event_id = store.insert_alert_event(conn, _event_row(t))

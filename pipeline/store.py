@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from models.data import SENTIMENT_NAMES
 from pipeline.sources import Source
 
 # --- schema bookkeeping (used by pipeline.db) ------------------------------------------------
@@ -898,24 +899,24 @@ def window_counts_without_tickers(
     as the rollups count them, after dropping every article that names one of ``tickers``; the third
     item lists the ``tickers`` that the dropped articles named.
     """
-    facts = (
-        " FROM score_facts f JOIN articles a ON a.id = f.article_id"
-        " WHERE f.model_version = :version AND f.dimension = :dimension AND f.value = :value"
-        "   AND f.published_at >= :start AND f.published_at < :end"
-    )
     row = conn.execute(
         sa.text(
-            "WITH per_story AS ("
-            "  SELECT f.bucket, f.story_id,"
-            "   count(*) FILTER (WHERE NOT a.tickers && CAST(:tickers AS text[])) AS n,"
-            "   count(*) FILTER (WHERE NOT a.tickers && CAST(:tickers AS text[])"
-            "                    AND f.sentiment = 'negative') AS neg"
-            f" {facts} GROUP BY f.bucket, f.story_id"
+            # One read of the window's articles; "named" marks those that the count leaves out.
+            "WITH facts AS MATERIALIZED ("
+            "  SELECT f.bucket, f.story_id, f.sentiment, a.tickers,"
+            "   a.tickers && CAST(:tickers AS text[]) AS named"
+            "  FROM score_facts f JOIN articles a ON a.id = f.article_id"
+            "  WHERE f.model_version = :version AND f.dimension = :dimension AND f.value = :value"
+            "    AND f.published_at >= :start AND f.published_at < :end"
+            "), per_story AS ("
+            "  SELECT count(*) FILTER (WHERE NOT named) AS n,"
+            "   count(*) FILTER (WHERE NOT named AND sentiment = 'negative') AS neg"
+            "  FROM facts GROUP BY bucket, story_id"
             ")"
             " SELECT (SELECT count(*) FROM per_story WHERE n > 0) AS stories,"
             "  (SELECT count(*) FROM per_story WHERE n > 0 AND 2 * neg > n) AS neg_stories,"
-            "  ARRAY(SELECT DISTINCT t FROM (SELECT unnest(a.tickers) AS t"
-            f"   {facts}) AS named WHERE t = ANY(CAST(:tickers AS text[])) ORDER BY t) AS found"
+            "  ARRAY(SELECT DISTINCT t FROM facts, unnest(facts.tickers) AS t"
+            "   WHERE named AND t = ANY(CAST(:tickers AS text[])) ORDER BY t) AS found"
         ),
         {
             "version": version,
@@ -1437,7 +1438,6 @@ _STORY_COLUMNS = (
     "a.id, a.story_id, {t}.published_at, src.name AS source, a.title,"
     " COALESCE(a.canonical_url, a.url) AS url, a.tickers, s.topic, s.sentiment, s.score"
 )
-_SENTIMENTS = ("negative", "neutral", "positive")
 
 
 def search_stories(
@@ -1507,7 +1507,7 @@ def _search_by_topic(
     first, so one branch per pair, merged, stops after ``limit`` rows, however rare the topic or long the
     range. (One query with ``topic = ANY(...)`` would have to collect every match before sorting.)
     """
-    pairs = [(t, snt) for t in dict.fromkeys(topics) for snt in dict.fromkeys(sentiments or _SENTIMENTS)]
+    pairs = [(t, snt) for t in dict.fromkeys(topics) for snt in dict.fromkeys(sentiments or SENTIMENT_NAMES)]
     params: dict[str, Any] = {"version": version, "start": start, "end": end, "limit": limit}
     branches = []
     for i, (topic, sentiment) in enumerate(pairs):
