@@ -78,6 +78,21 @@ def baseline_probabilities(train: list[Example], test: list[Example], task: str,
     return probs
 
 
+def selection_scores(examples: list[Example], topic_p: np.ndarray, sent_p: np.ndarray) -> dict[str, float]:
+    """Return topic accuracy, sentiment weighted-F1 and their mean (the selection score) of row-aligned
+    probabilities for ``examples``, each scored on the task it is labeled for."""
+    t_idx = [i for i, e in enumerate(examples) if e.topic is not None]
+    s_idx = [i for i, e in enumerate(examples) if e.sentiment is not None]
+    topic_y = labels_of([examples[i] for i in t_idx], "topic")
+    t_acc = float(np.mean(topic_p[t_idx].argmax(1) == topic_y)) if t_idx else 0.0
+    s_f1 = (
+        float(f1_score([examples[i].sentiment for i in s_idx], sent_p[s_idx].argmax(1), average="weighted"))
+        if s_idx
+        else 0.0
+    )
+    return {"topic_accuracy": t_acc, "sentiment_weighted_f1": s_f1, "score": (t_acc + s_f1) / 2}
+
+
 # The number each task is judged by in the model issue.
 HEADLINE = {"sentiment": "weighted_f1", "topic": "accuracy"}
 
@@ -130,17 +145,22 @@ def evaluate(
     confusion: dict[str, list[list[int]]] = {}
     base: dict = {}
     gaps: dict[str, dict[str, float | str]] = {}
+    gpt_only: dict = {}
     for task in TASKS:
         valid = load_split(data_dir, task, "valid")
         y = labels_of(valid, task)
-        preds = classifier.predict([e.text for e in valid], batch_size=batch_size)
-        names = classifier.bundle.sentiments if task == "sentiment" else classifier.bundle.topics
-        if task == "sentiment":
-            probs = np.array([[p.sentiment_probs[n] for n in names] for p in preds])
-        else:
-            probs = np.array([[p.topic_probs[n] for n in names] for p in preds])
+        probs = _probabilities(classifier, [e.text for e in valid], task, batch_size)
         summary[task] = task_metrics(y, probs)
-        confusion[task] = confusion_matrix(y, probs.argmax(1), labels=list(range(len(names)))).tolist()
+        if classifier.bundle.lexical is not None and classifier.use_lexical:
+            # The model mixes in a lexical part: report the GPT alone too, so the mix's share is visible.
+            classifier.use_lexical = False
+            try:
+                gpt_only[task] = task_metrics(
+                    y, _probabilities(classifier, [e.text for e in valid], task, batch_size)
+                )
+            finally:
+                classifier.use_lexical = True
+        confusion[task] = confusion_matrix(y, probs.argmax(1), labels=list(range(probs.shape[1]))).tolist()
         if baseline:
             train = load_split(data_dir, task, "train")
             base_probs = baseline_probabilities(train, valid, task)
@@ -148,8 +168,18 @@ def evaluate(
             gaps[task] = paired_bootstrap(y, probs.argmax(1), base_probs.argmax(1), HEADLINE[task])
     if baseline:
         summary["baseline"] = base
+    if gpt_only:
+        summary["gpt_only"] = gpt_only
     summary["model_version"] = classifier.version
     return EvalReport(summary, confusion, gaps)
+
+
+def _probabilities(classifier: Classifier, texts: list[str], task: str, batch_size: int) -> np.ndarray:
+    """Return the classifier's (N, n_classes) probabilities of ``task`` in the model's label order."""
+    preds = classifier.predict(texts, batch_size=batch_size)
+    if task == "sentiment":
+        return np.array([[p.sentiment_probs[n] for n in classifier.bundle.sentiments] for p in preds])
+    return np.array([[p.topic_probs[n] for n in classifier.bundle.topics] for p in preds])
 
 
 def format_report(report: EvalReport, topics: tuple[str, ...], sentiments: tuple[str, ...]) -> str:
@@ -159,6 +189,8 @@ def format_report(report: EvalReport, topics: tuple[str, ...], sentiments: tuple
     lines.append(f"{'':22}" + "".join(f"{k:>12}" for k in keys))
     for task in TASKS:
         rows = [(task, report.summary[task])]
+        if "gpt_only" in report.summary:
+            rows.append((f"{task} (GPT alone)", report.summary["gpt_only"][task]))
         if "baseline" in report.summary:
             rows.append((f"{task} (tfidf+lr)", report.summary["baseline"][task]))
         for name, m in rows:

@@ -94,7 +94,10 @@ def batched_probabilities(
 
 
 class Classifier:
-    """A loaded model ready to classify texts; deterministic (eval mode, no sampling)."""
+    """A loaded model ready to classify texts; deterministic (eval mode, no sampling).
+
+    When the model directory holds a lexical part, its probabilities are averaged with the GPT's.
+    """
 
     def __init__(
         self,
@@ -102,6 +105,7 @@ class Classifier:
         device: str | torch.device | None = None,
         threads: int | None = None,
         int8: bool = False,
+        use_lexical: bool = True,
     ):
         if threads is not None:
             torch.set_num_threads(threads)
@@ -114,6 +118,8 @@ class Classifier:
             torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         )
         self.model = bundle.model.to(self.device).eval()
+        # False reads the GPT alone in a model that also has a lexical part (evaluation compares them).
+        self.use_lexical = use_lexical
 
     @property
     def version(self) -> str:
@@ -125,10 +131,13 @@ class Classifier:
         if not texts:
             return []
         b = self.bundle
-        seqs = encode_for_classification(b.tokenizer, [title_and_lead(t) for t in texts], b.max_length)
+        inputs = [title_and_lead(t) for t in texts]
+        seqs = encode_for_classification(b.tokenizer, inputs, b.max_length)
         topic_p, sent_p = batched_probabilities(
             self.model, seqs, b.pad_id, batch_size, self.device, b.temperatures
         )
+        if b.lexical is not None and self.use_lexical:
+            topic_p, sent_p = b.lexical.mix(inputs, topic_p, sent_p)
         i_neg, i_pos = b.sentiments.index("negative"), b.sentiments.index("positive")
         out = []
         for tp, sp in zip(topic_p, sent_p, strict=True):

@@ -1,4 +1,5 @@
-"""The classifier: a causal-LM trunk (GPT-2 by default) with topic and sentiment heads at the last token."""
+"""The classifier: a causal-LM trunk (GPT-2 by default) with topic and sentiment heads at the last token,
+optionally mixed with a lexical TF-IDF model (``models.lexical``) saved in the same directory."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from transformers import (
 from transformers.activations import NewGELUActivation
 
 from models.data import SENTIMENT_NAMES, TOPIC_NAMES
+from models.lexical import VOCAB_FILE as LEXICAL_VOCAB_FILE
+from models.lexical import WEIGHTS_FILE as LEXICAL_WEIGHTS_FILE
+from models.lexical import LexicalModel, load_lexical
 from models.tokenizer import TOKENIZER_FILE, load_tokenizer, save_tokenizer, special_ids
 
 CONFIG_FILE = "config.json"
@@ -118,6 +122,7 @@ class ModelBundle:
     max_length: int = 64
     version: str = "finsent-gpt-untrained"
     temperatures: tuple[float, float] = (1.0, 1.0)  # (topic, sentiment) logit divisors: models.calibrate
+    lexical: LexicalModel | None = None  # averaged with the GPT at inference when present
 
     @property
     def pad_id(self) -> int:
@@ -163,6 +168,9 @@ def save_bundle(bundle: ModelBundle, directory: Path, dtype: torch.dtype = torch
     }
     # Where the trunk was loaded from is a path on the training machine, not part of the model.
     config["trunk"].pop("_name_or_path", None)
+    if bundle.lexical is not None:
+        config["lexical"] = bundle.lexical.config()
+        bundle.lexical.save(directory)
     (directory / CONFIG_FILE).write_text(
         json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8"
     )
@@ -189,6 +197,9 @@ def load_bundle(directory: Path) -> ModelBundle:
         raise ModelDirError(
             f"{directory / CONFIG_FILE}: format {config.get('format')!r}, expected {FORMAT!r}"
         )
+    for name in (LEXICAL_WEIGHTS_FILE, LEXICAL_VOCAB_FILE) if "lexical" in config else ():
+        if not (directory / name).is_file():
+            raise ModelDirError(f"model directory {directory} has a lexical part but no {name}")
     trunk_cfg = dict(config["trunk"])
     model_type = trunk_cfg.pop("model_type")
     trunk = AutoModel.from_config(AutoConfig.for_model(model_type, **trunk_cfg))
@@ -209,6 +220,7 @@ def load_bundle(directory: Path) -> ModelBundle:
         max_length=int(config["max_length"]),
         version=str(config["version"]),
         temperatures=(float(temps.get("topic", 1.0)), float(temps.get("sentiment", 1.0))),
+        lexical=load_lexical(directory, config["lexical"]) if "lexical" in config else None,
     )
 
 

@@ -170,6 +170,29 @@ class DistillSpec:
 
 
 @dataclass(frozen=True)
+class LexicalSpec:
+    """A TF-IDF model trained beside the GPT and averaged with it at inference (``models.lexical``).
+
+    Its regressions are fit on train minus the hold-out; the GPT's share of the mix (``share``, or the
+    best on the hold-out from a 0.1 grid when null, by the mean of topic accuracy and sentiment
+    weighted-F1) and its temperatures are chosen on the hold-out. ``refit`` then fits it again on all of
+    train, keeping that share and those temperatures.
+    """
+
+    enabled: bool = False
+    c: float = 10.0  # inverse L2 strength of the logistic regressions (the baseline's)
+    class_weight: str | None = None  # None or "balanced"
+    share: float | None = None
+    refit: bool = True
+
+    def __post_init__(self) -> None:
+        if self.share is not None and not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"lexical.share must be in [0, 1], got {self.share}")
+        if self.class_weight not in (None, "balanced"):
+            raise ValueError(f"lexical.class_weight must be null or 'balanced', got {self.class_weight!r}")
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything that determines a trained model, given the data."""
 
@@ -181,6 +204,7 @@ class Recipe:
     pretrain: PretrainSpec = field(default_factory=PretrainSpec)
     finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
     distill: DistillSpec = field(default_factory=DistillSpec)
+    lexical: LexicalSpec = field(default_factory=LexicalSpec)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the recipe as plain nested dicts (for logs and model cards)."""
@@ -193,6 +217,7 @@ _SECTIONS = {
     "pretrain": PretrainSpec,
     "finetune": FinetuneSpec,
     "distill": DistillSpec,
+    "lexical": LexicalSpec,
 }
 
 

@@ -427,23 +427,15 @@ def label_tensors(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def heldout_scores(bundle: ModelBundle, examples: list[Example], device: torch.device) -> dict[str, float]:
-    """Return held-out topic accuracy, sentiment weighted-F1 and their mean (the selection score)."""
-    from sklearn.metrics import f1_score
-
+    """Return held-out topic accuracy, sentiment weighted-F1 and their mean (the selection score) of the
+    GPT (a lexical part, chosen after fine-tuning, is not in it)."""
+    from models.evaluate import selection_scores
     from models.inference import batched_probabilities
 
     bundle.model.eval()
     seqs = encode_for_classification(bundle.tokenizer, [e.text for e in examples], bundle.max_length)
     topic_p, sent_p = batched_probabilities(bundle.model, seqs, bundle.pad_id, 128, device)
-    t_idx = [i for i, e in enumerate(examples) if e.topic is not None]
-    s_idx = [i for i, e in enumerate(examples) if e.sentiment is not None]
-    t_acc = float(np.mean([topic_p[i].argmax() == examples[i].topic for i in t_idx])) if t_idx else 0.0
-    s_f1 = (
-        float(f1_score([examples[i].sentiment for i in s_idx], sent_p[s_idx].argmax(1), average="weighted"))
-        if s_idx
-        else 0.0
-    )
-    return {"topic_accuracy": t_acc, "sentiment_weighted_f1": s_f1, "score": (t_acc + s_f1) / 2}
+    return selection_scores(examples, topic_p, sent_p)
 
 
 @dataclass
@@ -739,6 +731,12 @@ def _average_with(
     return summary
 
 
+def _summary_of(model_dir: Path) -> dict | None:
+    """Return the training summary saved in ``model_dir``, or None when it has none."""
+    path = model_dir / "training_summary.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def _portable(recipe: dict) -> dict:
     """Return ``recipe`` with each absolute path of a saved model named by its directory, as ``base`` is."""
 
@@ -772,9 +770,16 @@ def train_model(
     Without ``base``: (resume) pre-training in ``checkpoint_dir`` up to the recipe's token budget,
     then (when the recipe asks for it) distillation on teacher-labeled unlabeled text, then
     fine-tuning. With ``base`` (a hub name or a local causal-LM dir):
-    fine-tuning of that model, no pre-training.
+    fine-tuning of that model, no pre-training. Last, when the recipe enables it, the lexical part.
+    ``finetune.epochs: 0`` (no distillation) keeps a saved classifier's GPT as it is: only a lexical
+    part is added.
     """
     torch.set_num_threads(recipe.threads)
+    trains_gpt = recipe.finetune.epochs > 0
+    if not trains_gpt and (recipe.distill.lines > 0 or base is None or not is_classifier_dir(base)):
+        raise ValueError(
+            "finetune.epochs: 0 keeps a saved classifier as it is: give one as --base (no distill)"
+        )
     pretrain_state = None
     if base is None:
         if checkpoint_dir is None or unlabeled_dir is None:
@@ -805,6 +810,8 @@ def train_model(
         lm, tok = load_base(base)
         classifier = classifier_from_language_model(lm, recipe.model.dropout)
     bundle = ModelBundle(classifier, tok, max_length=recipe.finetune.max_length, version=model_version(lm))
+    if not trains_gpt:
+        bundle.max_length, bundle.temperatures = start.max_length, start.temperatures
     lm_head = lm.get_output_embeddings() if recipe.finetune.lm_loss_weight > 0 else None
     examples = load_train_examples(data_dir)
     distill_dir: Path | None = None
@@ -812,7 +819,7 @@ def train_model(
         if unlabeled_dir is None:
             raise ValueError("distillation needs an unlabeled-text directory")
         distill_dir = Path(unlabeled_dir)
-    rounds = recipe.distill.rounds if distill_dir is not None else 1
+    rounds = (recipe.distill.rounds if distill_dir is not None else 1) if trains_gpt else 0
     work_dir = Path(checkpoint_dir if checkpoint_dir is not None else out_dir)
     round_summaries: list[dict] = []
     trunk_tokens = None if pretrain_state is None else pretrain_state.tokens
@@ -867,7 +874,9 @@ def train_model(
             )
     soup = _average_with(bundle, examples, recipe, log) if recipe.finetune.average_with else None
     calibration = None
-    if recipe.finetune.calibrate and recipe.finetune.refit_epochs is not None:
+    if not trains_gpt:
+        pass  # the saved classifier keeps its temperatures
+    elif recipe.finetune.calibrate and recipe.finetune.refit_epochs is not None:
         bundle.temperatures = recipe.finetune.refit_temperatures
         calibration = {"refit_temperatures": list(bundle.temperatures)}
         log(f"re-fit model: temperatures {bundle.temperatures} from the recipe (its held-out run)")
@@ -875,19 +884,31 @@ def train_model(
         from models.calibrate import calibrate
 
         calibration = calibrate(bundle, examples, recipe.finetune.holdout_fraction, recipe.seed, log)
+    lexical = None
+    if recipe.lexical.enabled:
+        from models.lexical_train import add_lexical
+
+        lexical = add_lexical(
+            bundle, examples, recipe.lexical, recipe.finetune.holdout_fraction, recipe.seed, log
+        )
     bundle.version = model_version(lm)  # stamped when the weights are final
     save_bundle(bundle, out_dir)
+    last_round = round_summaries[-1] if round_summaries else {}
     summary = {
         "version": bundle.version,
         "params": count_parameters(classifier),
         # A local base is named by its directory, not by a path on the training machine.
         "base": Path(base).name if Path(base).is_dir() else str(base),
+        "base_version": start.version if is_classifier_dir(base) else None,
         "pretrain_tokens": trunk_tokens,
-        "distill": round_summaries[-1]["distill"],
-        "finetune": round_summaries[-1]["finetune"],
+        "distill": last_round.get("distill"),
+        "finetune": last_round.get("finetune"),
         "rounds": round_summaries,
         "soup": soup,
         "calibration": calibration,
+        "lexical": lexical,
+        # An untrained GPT is the base's: its provenance is the base's summary.
+        "base_summary": None if trains_gpt else _summary_of(Path(base)),
         "recipe": _portable(recipe.to_dict()),
     }
     (Path(out_dir) / "training_summary.json").write_text(

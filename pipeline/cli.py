@@ -172,7 +172,9 @@ def train_command(
         finetune_minutes=finetune_minutes,
         distill_minutes=distill_minutes,
     )
-    typer.echo(f"saved {summary['version']} ({summary['params']:,} parameters) to {out_dir}")
+    lexical = summary.get("lexical")
+    extra = f" + {lexical['parameters']:,} in the lexical part" if lexical else ""
+    typer.echo(f"saved {summary['version']} ({summary['params']:,} GPT parameters{extra}) to {out_dir}")
     keys = ("version", "params", "pretrain_tokens")
     typer.echo(json.dumps({"out": str(out_dir), **{k: summary[k] for k in keys}}, sort_keys=True))
 

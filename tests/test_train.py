@@ -102,7 +102,15 @@ def test_every_committed_recipe_loads_and_names_saved_models_that_exist(path: Pa
 def test_shipped_model_was_trained_by_the_committed_recipe_from_committed_models() -> None:
     from models.inference import DEFAULT_MODEL_DIR
 
-    summary = json.loads((DEFAULT_MODEL_DIR / "training_summary.json").read_text(encoding="utf-8"))
+    shipped = json.loads((DEFAULT_MODEL_DIR / "training_summary.json").read_text(encoding="utf-8"))
+    # The last run added the lexical part to a saved GPT, untrained: that GPT's own run is its base's.
+    assert recipe_from_dict(shipped["recipe"]) == load_recipe(RECIPES / "lexical.yaml")
+    assert (
+        shipped["rounds"] == []
+        and shipped["lexical"]["share"] == load_bundle(DEFAULT_MODEL_DIR).lexical.share
+    )
+    summary = shipped["base_summary"]
+    assert shipped["base_version"] == summary["version"]
     committed = load_recipe(RECIPES / "ensemble-round.yaml")
     assert recipe_from_dict(summary["recipe"]) == committed  # keys added since keep their defaults
     # It trained on from the GPU run's student (--base), which also joins its teacher and its soup.
@@ -331,3 +339,45 @@ def test_packed_blocks_cut_the_joined_token_stream_in_order(tiny_gpt2_dir: Path)
     assert [b for b, _ in blocks] == [stream[i : i + 16] for i in range(0, len(stream) - 15, 16)]
     consumed = [n for _, n in blocks]
     assert consumed == sorted(consumed) and 0 < consumed[-1] <= 50
+
+
+def test_a_lexical_recipe_keeps_the_saved_gpt_and_adds_a_part_chosen_on_the_hold_out(
+    tiny_data_dir: Path, tiny_trained_dir: Path, tmp_path: Path
+) -> None:
+    data = {
+        "threads": 1,
+        "finetune": {"epochs": 0, "holdout_fraction": 0.2, "max_length": 32},
+        "lexical": {"enabled": True, "c": 10.0},
+    }
+    lines: list[str] = []
+    summary = train_model(
+        recipe_from_dict(data), tiny_data_dir, tmp_path / "out", base=tiny_trained_dir, log=lines.append
+    )
+    before, after = load_bundle(tiny_trained_dir), load_bundle(tmp_path / "out")
+    for name, weight in before.model.state_dict().items():  # the GPT is the saved one (fp16 both times)
+        assert torch.equal(weight, after.model.state_dict()[name]), name
+    assert after.temperatures == before.temperatures and after.lexical is not None
+    lexical = summary["lexical"]
+    assert after.lexical.share == lexical["share"] and str(lexical["share"]) in lexical["heldout"]["by_share"]
+    scores = lexical["heldout"]["by_share"]
+    assert len(scores) == 11 and scores[str(lexical["share"])] == max(scores.values())
+    assert lexical["heldout"]["mix"]["score"] >= max(
+        lexical["heldout"][p]["score"] for p in ("gpt", "lexical")
+    )
+    assert summary["rounds"] == [] and summary["base_version"] == before.version
+    assert summary["base_summary"] == json.loads((tiny_trained_dir / "training_summary.json").read_text())
+    data["lexical"]["share"] = 0.7
+    fixed = train_model(recipe_from_dict(data), tiny_data_dir, tmp_path / "fixed", base=tiny_trained_dir)
+    assert load_bundle(tmp_path / "fixed").lexical.share == 0.7 and list(
+        fixed["lexical"]["heldout"]["by_share"]
+    ) == ["0.7"]
+
+
+def test_a_recipe_that_trains_nothing_needs_a_saved_classifier(
+    tiny_data_dir: Path, tiny_gpt2_dir: Path
+) -> None:
+    recipe = recipe_from_dict({"finetune": {"epochs": 0}, "lexical": {"enabled": True}})
+    with pytest.raises(ValueError, match=r"finetune\.epochs: 0"):
+        train_model(recipe, tiny_data_dir, tiny_data_dir / "never", base=tiny_gpt2_dir)
+    with pytest.raises(ValueError, match=r"lexical\.share"):
+        recipe_from_dict({"lexical": {"share": 1.5}})
