@@ -155,12 +155,16 @@ class Classifier:
 
 
 def load(
-    path: str | Path | None = None, device: str | None = None, threads: int | None = None, int8: bool = False
+    path: str | Path | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    int8: bool = False,
+    use_lexical: bool = True,
 ) -> Classifier:
     """Return a Classifier for the model directory ``path`` (default: the shipped ``models/default``).
 
     ``int8`` quantises the Linear layers dynamically for faster CPU inference (slightly different
-    probabilities).
+    probabilities). ``use_lexical=False`` reads the GPT alone in a model that has a lexical part.
     """
     bundle = load_bundle(Path(path) if path else DEFAULT_MODEL_DIR)
-    return Classifier(bundle, device=device, threads=threads, int8=int8)
+    return Classifier(bundle, device=device, threads=threads, int8=int8, use_lexical=use_lexical)

@@ -6,13 +6,16 @@ part: its vocabularies, IDF weights and per-task weights are saved beside the GP
 directory, and ``models.inference`` mixes its probabilities with the GPT's by the model's ``share``.
 
 The features are those of the evaluation baseline (``models.evaluate.tfidf_vectorizers``), recomputed
-here from the stored vocabularies with scikit-learn's counting and the TF-IDF formula written out, so a
-saved model needs no pickled estimator.
+here from the stored vocabularies: scikit-learn's analyzers and TF-IDF formula written out, so a saved
+model needs no pickled estimator and inference does not import scikit-learn (~160 MB per process).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -20,9 +23,7 @@ from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
-from scipy.sparse import csr_matrix, diags, hstack
-from sklearn.feature_extraction.text import CountVectorizer
-from sklearn.preprocessing import normalize
+from scipy.sparse import csr_matrix, hstack
 
 from models.tokenizer import clean_text
 
@@ -32,6 +33,38 @@ VOCAB_FILE = "lexical_vocab.json"
 BLOCKS: tuple[tuple[str, str, tuple[int, int]], ...] = (("word", "word", (1, 2)), ("char", "char_wb", (2, 5)))
 # A class absent from the data the regression was fit on gets this logit bias: probability ~0, never argmax.
 ABSENT_BIAS = -30.0
+# scikit-learn's default token pattern and its char_wb whitespace folding.
+_TOKEN = re.compile(r"(?u)\b\w\w+\b")
+_SPACES = re.compile(r"\s\s+")
+
+
+def word_ngrams(text: str, ngrams: tuple[int, int]) -> list[str]:
+    """Return the word n-grams of lower-cased ``text`` as scikit-learn's ``analyzer="word"`` makes them."""
+    tokens = _TOKEN.findall(text.lower())
+    lo, hi = ngrams
+    grams = list(tokens) if lo == 1 else []
+    for n in range(max(lo, 2), min(hi, len(tokens)) + 1):
+        grams += [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return grams
+
+
+def char_wb_ngrams(text: str, ngrams: tuple[int, int]) -> list[str]:
+    """Return the character n-grams inside word boundaries (each word padded with a space on both sides)
+    of lower-cased ``text``, as scikit-learn's ``analyzer="char_wb"`` makes them."""
+    grams = []
+    for word in _SPACES.sub(" ", text.lower()).split():
+        w = f" {word} "
+        for n in range(ngrams[0], ngrams[1] + 1):
+            grams += [w[i : i + n] for i in range(max(len(w) - n + 1, 1))]
+            if len(w) <= n:  # a short word yields itself once, not once per n
+                break
+    return grams
+
+
+ANALYZERS: dict[str, Callable[[str, tuple[int, int]], list[str]]] = {
+    "word": word_ngrams,
+    "char_wb": char_wb_ngrams,
+}
 
 
 @dataclass
@@ -48,17 +81,9 @@ class LexicalModel:
     temperatures: tuple[float, float] = (1.0, 1.0)  # (topic, sentiment) logit divisors
 
     def __post_init__(self) -> None:
-        self._counters = [
-            CountVectorizer(
-                analyzer=analyzer,
-                ngram_range=ngrams,
-                vocabulary={term: i for i, term in enumerate(self.vocabularies[name])},
-            )
-            for name, analyzer, ngrams in BLOCKS
-        ]
-        sizes = [len(self.vocabularies[name]) for name, _, _ in BLOCKS]
-        self._bounds = np.cumsum([0, *sizes])
-        self._idf = [diags(self.idf[lo:hi].astype(np.float64)) for lo, hi in pairwise(self._bounds)]
+        self._index = [{term: i for i, term in enumerate(self.vocabularies[name])} for name, _, _ in BLOCKS]
+        bounds = np.cumsum([0, *(len(index) for index in self._index)])
+        self._idf = [self.idf[lo:hi].astype(np.float64) for lo, hi in pairwise(bounds)]
 
     @property
     def n_parameters(self) -> int:
@@ -70,11 +95,20 @@ class LexicalModel:
         """Return the (N, n_features) TF-IDF matrix: sublinear counts times IDF, L2-normalised per block."""
         cleaned = [clean_text(t) for t in texts]
         blocks = []
-        for counter, idf in zip(self._counters, self._idf, strict=True):
-            x = counter.transform(cleaned).astype(np.float64)
-            np.log(x.data, out=x.data)  # sublinear TF: 1 + log(count)
-            x.data += 1.0
-            blocks.append(normalize(x @ idf, norm="l2", copy=False))
+        for (_, analyzer, ngrams), index, idf in zip(BLOCKS, self._index, self._idf, strict=True):
+            indptr, indices, tf = [0], [], []
+            for text in cleaned:
+                counts = Counter(map(index.get, ANALYZERS[analyzer](text, ngrams)))
+                counts.pop(None, None)  # n-grams outside the vocabulary
+                indices += counts.keys()
+                tf += counts.values()
+                indptr.append(len(indices))
+            cols = np.asarray(indices, dtype=np.int64)
+            data = (1.0 + np.log(np.asarray(tf, dtype=np.float64))) * idf[cols]  # sublinear TF x IDF
+            x = csr_matrix((data, cols, indptr), shape=(len(cleaned), len(index)))
+            norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+            x.data /= np.repeat(np.where(norms > 0, norms, 1.0), np.diff(x.indptr))  # L2 per row
+            blocks.append(x)
         return hstack(blocks).tocsr()
 
     def probabilities(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

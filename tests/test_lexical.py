@@ -11,7 +11,7 @@ from scipy.sparse import hstack
 from sklearn.linear_model import LogisticRegression
 
 from models.evaluate import tfidf_vectorizers
-from models.inference import Classifier
+from models.inference import Classifier, load
 from models.lexical import VOCAB_FILE, LexicalModel, from_fitted, mix_probabilities
 from models.network import ModelDirError, load_bundle, save_bundle
 from models.tokenizer import clean_text
@@ -91,7 +91,7 @@ def test_a_bundle_with_a_lexical_part_saves_loads_and_mixes(tiny_gpt2_dir: Path,
     before, after = lexical.probabilities(TEXTS), loaded.lexical.probabilities(TEXTS)
     assert np.allclose(before[1], after[1], atol=2e-3) and (before[1].argmax(1) == after[1].argmax(1)).all()
     mixed = Classifier(loaded, device="cpu").predict(TEXTS + UNSEEN)
-    alone = Classifier(load_bundle(tmp_path / "m"), device="cpu", use_lexical=False).predict(TEXTS + UNSEEN)
+    alone = load(tmp_path / "m", device="cpu", use_lexical=False).predict(TEXTS + UNSEEN)
     for g, a, m, text in zip(gpt_only, alone, mixed, TEXTS + UNSEEN, strict=True):
         assert np.allclose(list(g.sentiment_probs.values()), list(a.sentiment_probs.values()), atol=1e-3)
         _, lex_sent = loaded.lexical.probabilities([text])
