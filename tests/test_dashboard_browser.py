@@ -135,6 +135,20 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         driver.quit()
 
 
+def _finished_download(folder: Path, pattern: str) -> bool:
+    """Return whether Chromium has finished writing a file matching ``pattern`` into ``folder``.
+
+    The file can show up before its bytes do, so a finished download is one with content, no partial
+    ``.crdownload`` beside it, and the same size on two looks 0.2 s apart.
+    """
+    files = list(folder.glob(pattern))
+    if not files or any(folder.glob("*.crdownload")) or files[0].stat().st_size == 0:
+        return False
+    size = files[0].stat().st_size
+    time.sleep(0.2)
+    return files[0].stat().st_size == size
+
+
 def open_page(driver: WebDriver, url: str, ready_text: str) -> None:
     """Load ``url`` and wait until ``ready_text`` is on the page and the script has finished running."""
     driver.get(url)
@@ -202,7 +216,7 @@ def test_dashboard_pages_render_in_chromium_with_headlines_as_text(
     button = next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text == "Download CSV")
     button.click()
     downloads: Path = browser.download_dir  # type: ignore[attr-defined]
-    WebDriverWait(browser, WAIT_S).until(lambda _: any(downloads.glob("finsent-stories-*.csv")))
+    WebDriverWait(browser, WAIT_S).until(lambda _: _finished_download(downloads, "finsent-stories-*.csv"))
     csv_path = next(downloads.glob("finsent-stories-*.csv"))
     rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
     assert len(rows) == min(last_week, 500)
