@@ -143,7 +143,8 @@ def render_alert_email(
     top = max(figures, key=lambda f: (_SEVERITY_RANK.get(f.severity, 1), f.neg_share))
     label = "all stories" if dimension == "all" else f"{dimension} {one_line(value, 80)}"
     state = "FIRING" if transition == "firing" else "RESOLVED"
-    what = "negative news spike" if transition == "firing" else "negative news back to normal"
+    # Resolved means the test no longer breaches, not that the share is back at its baseline.
+    what = "negative news spike" if transition == "firing" else "no longer a significant negative spike"
     subject = (
         f"[finsent] {state} {top.severity}: {label}: {what}, {_pct(top.neg_share)} negative "
         f"vs {_pct(top.baseline)} baseline ({_span(top.window)})"

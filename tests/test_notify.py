@@ -78,6 +78,7 @@ def test_subject_names_state_severity_dimension_and_shares() -> None:
     assert "80% negative vs 22% baseline (6h)" in email.subject
     resolved = render_alert_email("resolved", "all", "*", [FIGURES], [], AT)
     assert resolved.subject.startswith("[finsent] RESOLVED critical: all stories")
+    assert "no longer a significant negative spike" in resolved.subject
 
 
 def test_text_body_gives_shares_counts_and_headlines_with_links() -> None:
