@@ -11,7 +11,7 @@ from scipy.sparse import hstack
 from sklearn.linear_model import LogisticRegression
 
 from models.evaluate import tfidf_vectorizers
-from models.inference import Classifier, load
+from models.inference import Classifier, load, title_and_lead
 from models.lexical import VOCAB_FILE, LexicalModel, from_fitted, mix_probabilities
 from models.network import ModelDirError, load_bundle, save_bundle
 from models.tokenizer import clean_text
@@ -19,7 +19,12 @@ from tests.fixtures.models import NEGATIVE, NEUTRAL, POSITIVE, TOPICS, tiny_bund
 
 TEXTS = [*POSITIVE, *NEGATIVE, *NEUTRAL] + [t for t, _ in TOPICS]
 SENTIMENT_Y = [2] * len(POSITIVE) + [0] * len(NEGATIVE) + [1] * len(NEUTRAL)
-UNSEEN = ["Shares of Acme &amp; Co plunge after profit warning https://t.co/x", "", "日本株が上昇 🚀"]
+UNSEEN = [
+    "Shares of Acme &amp; Co plunge after profit warning https://t.co/x",
+    "",
+    "日本株が上昇 🚀",
+    "Acme profit warning. " + "Shares fell sharply in early trading. " * 2000,
+]
 
 
 def _fitted() -> tuple[list, LogisticRegression, LogisticRegression, LexicalModel]:
@@ -94,7 +99,7 @@ def test_a_bundle_with_a_lexical_part_saves_loads_and_mixes(tiny_gpt2_dir: Path,
     alone = load(tmp_path / "m", device="cpu", use_lexical=False).predict(TEXTS + UNSEEN)
     for g, a, m, text in zip(gpt_only, alone, mixed, TEXTS + UNSEEN, strict=True):
         assert np.allclose(list(g.sentiment_probs.values()), list(a.sentiment_probs.values()), atol=1e-3)
-        _, lex_sent = loaded.lexical.probabilities([text])
+        _, lex_sent = loaded.lexical.probabilities([title_and_lead(text)])  # what the GPT reads, too
         expected = 0.3 * np.array(list(a.sentiment_probs.values())) + 0.7 * lex_sent[0]
         assert np.allclose(list(m.sentiment_probs.values()), expected, atol=1e-5)
         assert m.score == pytest.approx(expected[2] - expected[0], abs=1e-5)
