@@ -17,20 +17,13 @@ from models.data import Example, holdout_split, load_train_examples
 from models.evaluate import expected_calibration_error
 from models.inference import batched_probabilities
 from models.network import ModelBundle, load_bundle, save_bundle
+from models.probs import tempered
 from models.recipe import recipe_from_dict
 from models.tokenizer import encode_for_classification
 from models.train import model_version
 
 # Candidate temperatures: a log-spaced grid is enough for one scalar and cannot diverge.
 GRID = np.exp(np.linspace(np.log(0.25), np.log(8.0), 161))
-
-
-def tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Return ``softmax(log(probs) / T)``: the probabilities of logits divided by ``temperature``."""
-    logits = np.log(np.clip(probs, 1e-30, None)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    out = np.exp(logits)
-    return out / out.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:

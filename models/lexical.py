@@ -25,6 +25,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from scipy.sparse import csr_matrix, hstack
 
+from models.probs import softmax, tempered
 from models.tokenizer import clean_text
 
 WEIGHTS_FILE = "lexical.safetensors"
@@ -78,7 +79,9 @@ class LexicalModel:
     sentiment_weight: np.ndarray  # (n_sentiments, n_features)
     sentiment_bias: np.ndarray  # (n_sentiments,)
     share: float = 0.5
-    temperatures: tuple[float, float] = (1.0, 1.0)  # (topic, sentiment) logit divisors
+    temperatures: tuple[float, float] = (1.0, 1.0)  # (topic, sentiment) logit divisors of this part
+    # Of the mixed probabilities: an average of two calibrated models is under-confident (T < 1 sharpens).
+    mix_temperatures: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         self._index = [{term: i for i, term in enumerate(self.vocabularies[name])} for name, _, _ in BLOCKS]
@@ -125,14 +128,19 @@ class LexicalModel:
     def mix(
         self, texts: list[str], gpt_topic: np.ndarray, gpt_sentiment: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Return the GPT's probabilities averaged with this model's, the GPT weighted by ``share``."""
-        return mix_probabilities(self.share, (gpt_topic, gpt_sentiment), self.probabilities(texts))
+        """Return the GPT's probabilities averaged with this model's, the GPT weighted by ``share``, then
+        temperature-scaled by ``mix_temperatures`` (which changes no label)."""
+        topic, sentiment = mix_probabilities(
+            self.share, (gpt_topic, gpt_sentiment), self.probabilities(texts)
+        )
+        return tempered(topic, self.mix_temperatures[0]), tempered(sentiment, self.mix_temperatures[1])
 
     def config(self) -> dict[str, Any]:
         """Return the settings stored under ``"lexical"`` in the model's ``config.json``."""
         return {
             "share": self.share,
             "temperatures": {"topic": self.temperatures[0], "sentiment": self.temperatures[1]},
+            "mix_temperatures": {"topic": self.mix_temperatures[0], "sentiment": self.mix_temperatures[1]},
             "blocks": [{"name": n, "analyzer": a, "ngram_range": list(r)} for n, a, r in BLOCKS],
             "features": {name: len(self.vocabularies[name]) for name, _, _ in BLOCKS},
         }
@@ -161,18 +169,11 @@ def mix_probabilities(
     return topic, sentiment
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Return the row-wise softmax of ``logits`` as float32."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
 def load_lexical(directory: Path, config: dict[str, Any]) -> LexicalModel:
     """Return the lexical model saved in ``directory``, given the ``"lexical"`` section of its config."""
     tensors = load_file(str(Path(directory) / WEIGHTS_FILE))
     vocabularies = json.loads((Path(directory) / VOCAB_FILE).read_text(encoding="utf-8"))
-    temps = config.get("temperatures", {})
+    temps, mix_temps = config.get("temperatures", {}), config.get("mix_temperatures", {})
     return LexicalModel(
         vocabularies={name: vocabularies[name] for name, _, _ in BLOCKS},
         idf=tensors["idf"],
@@ -182,6 +183,7 @@ def load_lexical(directory: Path, config: dict[str, Any]) -> LexicalModel:
         sentiment_bias=tensors["sentiment.bias"],
         share=float(config["share"]),
         temperatures=(float(temps.get("topic", 1.0)), float(temps.get("sentiment", 1.0))),
+        mix_temperatures=(float(mix_temps.get("topic", 1.0)), float(mix_temps.get("sentiment", 1.0))),
     )
 
 

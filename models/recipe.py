@@ -175,8 +175,8 @@ class LexicalSpec:
 
     Its regressions are fit on train minus the hold-out; the GPT's share of the mix (``share``, or the
     best on the hold-out from a 0.1 grid when null, by the mean of topic accuracy and sentiment
-    weighted-F1) and its temperatures are chosen on the hold-out. ``refit`` then fits it again on all of
-    train, keeping that share and those temperatures.
+    weighted-F1), its temperatures and those of the mixed probabilities are chosen on the hold-out.
+    ``refit`` then fits it again on all of train, keeping that share and those temperatures.
     """
 
     enabled: bool = False

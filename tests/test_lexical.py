@@ -14,6 +14,7 @@ from models.evaluate import tfidf_vectorizers
 from models.inference import Classifier, load, title_and_lead
 from models.lexical import VOCAB_FILE, LexicalModel, from_fitted, mix_probabilities
 from models.network import ModelDirError, load_bundle, save_bundle
+from models.probs import tempered
 from models.tokenizer import clean_text
 from tests.fixtures.models import NEGATIVE, NEUTRAL, POSITIVE, TOPICS, tiny_bundle
 
@@ -81,7 +82,7 @@ def test_temperature_softens_and_the_mix_weights_the_gpt_by_its_share() -> None:
 
 def test_a_bundle_with_a_lexical_part_saves_loads_and_mixes(tiny_gpt2_dir: Path, tmp_path: Path) -> None:
     *_, lexical = _fitted()
-    lexical.share, lexical.temperatures = 0.3, (1.2, 1.7)
+    lexical.share, lexical.temperatures, lexical.mix_temperatures = 0.3, (1.2, 1.7), (0.9, 0.8)
     bundle = tiny_bundle(tiny_gpt2_dir)
     gpt_only = Classifier(bundle, device="cpu").predict(TEXTS + UNSEEN)
     bundle.lexical = lexical
@@ -92,6 +93,7 @@ def test_a_bundle_with_a_lexical_part_saves_loads_and_mixes(tiny_gpt2_dir: Path,
     }
     loaded = load_bundle(tmp_path / "m")
     assert loaded.lexical is not None and loaded.lexical.temperatures == (1.2, 1.7)
+    assert loaded.lexical.mix_temperatures == (0.9, 0.8)
     # Stored in float16: probabilities move a little, labels do not.
     before, after = lexical.probabilities(TEXTS), loaded.lexical.probabilities(TEXTS)
     assert np.allclose(before[1], after[1], atol=2e-3) and (before[1].argmax(1) == after[1].argmax(1)).all()
@@ -100,7 +102,9 @@ def test_a_bundle_with_a_lexical_part_saves_loads_and_mixes(tiny_gpt2_dir: Path,
     for g, a, m, text in zip(gpt_only, alone, mixed, TEXTS + UNSEEN, strict=True):
         assert np.allclose(list(g.sentiment_probs.values()), list(a.sentiment_probs.values()), atol=1e-3)
         _, lex_sent = loaded.lexical.probabilities([title_and_lead(text)])  # what the GPT reads, too
-        expected = 0.3 * np.array(list(a.sentiment_probs.values())) + 0.7 * lex_sent[0]
+        mixed = 0.3 * np.array(list(a.sentiment_probs.values())) + 0.7 * lex_sent[0]
+        expected = tempered(mixed[None, :], 0.8)[0]  # the mix's own temperature: sharper, same label
+        assert expected.argmax() == mixed.argmax() and expected.max() >= mixed.max() - 1e-6
         assert np.allclose(list(m.sentiment_probs.values()), expected, atol=1e-5)
         assert m.score == pytest.approx(expected[2] - expected[0], abs=1e-5)
 

@@ -364,6 +364,9 @@ def test_a_lexical_recipe_keeps_the_saved_gpt_and_adds_a_part_chosen_on_the_hold
     assert lexical["heldout"]["mix"]["score"] >= max(
         lexical["heldout"][p]["score"] for p in ("gpt", "lexical")
     )
+    assert after.lexical.mix_temperatures == tuple(lexical["mix_temperatures"])
+    ece = lexical["heldout"]["mix_ece"]
+    assert all(ece[task]["after"] <= ece[task]["before"] + 0.05 for task in ("topic", "sentiment")), ece
     assert summary["rounds"] == [] and summary["base_version"] == before.version
     assert summary["base_summary"] == json.loads((tiny_trained_dir / "training_summary.json").read_text())
     data["lexical"]["share"] = 0.7
