@@ -139,6 +139,7 @@ def alert_timeline(url: str, start: datetime, end: datetime) -> pd.DataFrame:
             "p_value",
             "silenced",
             "inhibited_by",
+            "released_at",
         ],
     )
 

@@ -17,6 +17,8 @@ go out as one grouped email.
 A new firing of a topic, source or all rule is inhibited (recorded and shown, no email for it or its
 resolution) when tickers with firing alerts explain it: its test, run again on the window without the
 articles that name them, no longer breaches. One company's storm then mails as that company's alerts.
+When none of those tickers fires any more and the alert still breaches, unexplained by another firing
+ticker, the inhibition is released: its firing email goes out then, and its resolution will too.
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ class AlertState:
     base_stories: int | None = None
     p_value: float | None = None
     evaluated_at: datetime | None = None
+    inhibited_by: tuple[str, ...] = ()  # while firing: the tickers whose alerts hold its email back
 
     @property
     def fingerprint(self) -> str:
@@ -201,6 +204,8 @@ class Transition:
     window: timedelta
     # Tickers whose firing alerts explain this one (then ``silenced`` too: no email).
     inhibited_by: tuple[str, ...] = ()
+    # A held-back firing emailed now: the tickers whose alerts had explained it (``transition`` "firing").
+    released_from: tuple[str, ...] = ()
 
 
 def step_rule(
@@ -238,7 +243,7 @@ def step_rule(
                 new = replace(new, notified=not mute)
             else:
                 mute = mute or not state.notified
-                new = replace(new, notified=False)
+                new = replace(new, notified=False, inhibited_by=())
             transitions.append(Transition(new, transition, now, mute, rule.window))
         changed[fp] = new
     return changed, transitions
@@ -262,7 +267,8 @@ class AlertView:
     p_value: float | None = None
     severity: str = "warning"
     since: str | None = None
-    # "firing" or "resolved" when this evaluation made that transition, else None.
+    # "firing" or "resolved" when this evaluation made that transition; "released" when it emailed an
+    # inhibited firing that no firing ticker alert explains any more; else None.
     transition: str | None = None
     # For a transition of this evaluation: the tickers whose firing alerts inhibited its email.
     inhibited_by: list[str] = field(default_factory=list)
@@ -277,6 +283,7 @@ class AlertReport:
     firing: int = 0
     new_firing: int = 0
     resolved: int = 0
+    released: int = 0
     emails_queued: int = 0
     emails_sent: int = 0
     emails_pending: int = 0
@@ -320,11 +327,11 @@ def _view(
 def _state_from_row(row: Any) -> AlertState:
     data = dict(row._mapping)
     data.pop("fingerprint")
-    return AlertState(**data)
+    return AlertState(**data | {"inhibited_by": tuple(data["inhibited_by"] or ())})
 
 
 def _state_row(state: AlertState) -> dict[str, Any]:
-    return {"fingerprint": state.fingerprint, **asdict(state)}
+    return {"fingerprint": state.fingerprint, **asdict(state), "inhibited_by": list(state.inhibited_by)}
 
 
 def _counts(conn: Connection, version: str, rule: Rule, now: datetime) -> dict[str, Counts]:
@@ -390,6 +397,13 @@ def _queue_emails(
                 conn, version, dimension, value, end - widest.window, end, HEADLINES_PER_EMAIL
             )
         ]
+        held_by = sorted({ticker for m in members for ticker in m[0].released_from})
+        note = (
+            f"Held back while firing alerts for {', '.join(held_by)} explained it. They have ended and"
+            " this alert still fires without their stories."
+            if held_by
+            else None
+        )
         email = notify.render_alert_email(
             transition,
             dimension,
@@ -397,6 +411,7 @@ def _queue_emails(
             [notify.AlertFigures.from_state(m[0].state, m[0].window) for m in members],
             headlines,
             now,
+            note,
         )
         outbox_id = store.enqueue_email(
             conn,
@@ -447,7 +462,38 @@ def _inhibited(
     without = Counts(stories, neg, base.base_stories, base.base_neg)
     if rule_test(rule, without, pooled_prior(counts)).breach:
         return t
-    return replace(t, state=replace(t.state, notified=False), silenced=True, inhibited_by=tuple(found))
+    held = replace(t.state, notified=False, inhibited_by=tuple(found))
+    return replace(t, state=held, silenced=True, inhibited_by=tuple(found))
+
+
+def _released(
+    conn: Connection,
+    version: str,
+    rule: Rule,
+    state: AlertState,
+    firing_tickers: Sequence[str],
+    counts: Mapping[str, Counts],
+    now: datetime,
+    silences: Sequence[Mapping[str, Any]],
+) -> tuple[AlertState, Transition | None]:
+    """Return an inhibited firing alert's state after checking its inhibition at ``now``, and the
+    firing transition to email when the inhibition ends.
+
+    It ends when none of its tickers fires any more and no other firing ticker explains it, while the
+    alert still breaches (one only kept firing by ``keep_firing_for`` resolves quietly, as inhibited).
+    """
+    if any(ticker in firing_tickers for ticker in state.inhibited_by) or state.last_breach_at != now:
+        return state, None
+    again = _inhibited(
+        conn, version, rule, Transition(state, "firing", now, False, rule.window), firing_tickers, counts
+    )
+    if again.inhibited_by:
+        return again.state, None  # another firing ticker explains it now
+    freed = replace(state, inhibited_by=())
+    if silenced(silences, rule.name, rule.dimension, state.value):
+        return freed, None  # a silence holds it back instead
+    freed = replace(freed, notified=True)
+    return freed, Transition(freed, "firing", now, False, rule.window, released_from=state.inhibited_by)
 
 
 def evaluate(
@@ -503,20 +549,34 @@ def evaluate(
             event_id = store.insert_alert_event(conn, _event_row(t))
             if event_id is not None:
                 recorded.append((t, event_id))
+        released: list[tuple[Transition, int]] = []
+        held = [s for s in {**states, **changed_all}.values() if s.status == "firing" and s.inhibited_by]
+        for state in held if version else ():
+            rule = by_name[state.rule]
+            counts = counts_cache[(rule.dimension, rule.window, rule.baseline, rule.baseline_gap)]
+            new, t = _released(conn, version, rule, state, firing_tickers, counts, now, silences)
+            changed_all[new.fingerprint] = new
+            event_id = store.release_alert_event(conn, new.fingerprint, new.firing_since, now) if t else None
+            if t is not None and event_id is not None:
+                released.append((t, event_id))
         for state in changed_all.values():
             store.save_alert_state(conn, _state_row(state))
         if version:
-            report.emails_queued = _queue_emails(conn, version, by_name, recorded, now, settings)
+            report.emails_queued = _queue_emails(conn, version, by_name, recorded + released, now, settings)
         report.new_firing = sum(1 for t, _ in recorded if t.transition == "firing")
+        report.released = len(released)
         report.resolved = sum(1 for t, _ in recorded if t.transition == "resolved")
         current = {**states, **changed_all}
         open_states = [s for s in current.values() if s.rule in by_name and s.status != "inactive"]
         report.firing = sum(1 for s in open_states if s.status == "firing")
         fired_now = {t.state.fingerprint: t.inhibited_by for t, _ in recorded if t.transition == "firing"}
+        released_now = {t.state.fingerprint: t.released_from for t, _ in released}
         resolved_now = [t.state for t, _ in recorded if t.transition == "resolved"]
         report.alerts = [
             _view(s, transition="firing", inhibited_by=fired_now[s.fingerprint])
             if s.fingerprint in fired_now
+            else _view(s, transition="released", inhibited_by=released_now[s.fingerprint])
+            if s.fingerprint in released_now
             else _view(s)
             for s in open_states
         ]

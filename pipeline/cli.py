@@ -476,7 +476,9 @@ def alerts_command(
         table.add_column(column)
     styles = {"firing": "red", "pending": "yellow", "resolved": "green"}
     for a in report.alerts:
-        inhibited = f" [dim](inhibited by {escape(', '.join(a.inhibited_by))})[/]" if a.inhibited_by else ""
+        held = escape(", ".join(a.inhibited_by))
+        inhibited = f" [dim]({'released, was ' if a.transition == 'released' else ''}inhibited by {held})[/]"
+        inhibited = inhibited if a.inhibited_by else ""
         table.add_row(
             f"[{styles.get(a.status, 'white')}]{a.status}[/]{inhibited}",
             a.rule,

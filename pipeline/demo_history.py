@@ -352,25 +352,23 @@ def step_alerts(ctx: Any) -> None:
         f"backtest over the last {DAYS - 14} days of history ({replay.evaluations} hourly evaluations, "
         f"{len(rules)} rules): {replay.fired} alerts would have fired"
     )
-    fired, resolved = [], []
+    moves = []  # (at, alert) for each transition: firing, resolved, released (an inhibition that ended)
     t = end - timedelta(hours=48)
     while t <= end:
         report = evaluate(t, engine=ctx.engine, rules=rules, settings=ctx.settings)
-        fired += [(t, a) for a in report.alerts if a.transition == "firing"]
-        resolved += [(t, a) for a in report.alerts if a.transition == "resolved"]
+        moves += [(t, a) for a in report.alerts if a.transition]
         t += HOUR
+    fired = [(at, a) for at, a in moves if a.transition == "firing"]
     table = Table(title="alert transitions over the last 48 hours of history")
-    # "inhibited by": no email, because a firing ticker alert already explains this one.
+    # "inhibited by": no email, because a firing ticker alert already explains this one (until it is
+    # released: still firing when that ticker alert has ended).
     columns = ("at (UTC)", "transition", "rule", "dimension", "value", "negative", "baseline", "stories")
     for column in (*columns, "inhibited by"):
         table.add_column(column)
-    for at, a, label in sorted(
-        [(at, a, "firing") for at, a in fired] + [(at, a, "resolved") for at, a in resolved],
-        key=lambda x: x[0],
-    ):
+    for at, a in sorted(moves, key=lambda m: m[0]):
         table.add_row(
             f"{at:%m-%d %H:%M}",
-            label,
+            a.transition,
             a.rule,
             a.dimension,
             a.value,
@@ -411,7 +409,8 @@ def step_alerts(ctx: Any) -> None:
         "backtest_fired": replay.fired,
         "fired": [(at.isoformat(), a.rule, a.value) for at, a in fired],
         "inhibited": [(at.isoformat(), a.rule, a.value) for at, a in fired if a.inhibited_by],
-        "resolved": [(at.isoformat(), a.rule, a.value) for at, a in resolved],
+        "released": [(at.isoformat(), a.rule, a.value) for at, a in moves if a.transition == "released"],
+        "resolved": [(at.isoformat(), a.rule, a.value) for at, a in moves if a.transition == "resolved"],
         "emails_sent": delivery.sent,
         "emails_pending": delivery.pending,
     }

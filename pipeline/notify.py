@@ -136,8 +136,10 @@ def render_alert_email(
     figures: Sequence[AlertFigures],
     headlines: Sequence[Headline],
     at: datetime,
+    note: str | None = None,
 ) -> RenderedEmail:
-    """Return subject, plain text and HTML of the email for one group of transitions."""
+    """Return subject, plain text and HTML of the email for one group of transitions; ``note``, when
+    given, is a paragraph of its own after the first line (why an email comes late, say)."""
     if not figures:
         raise ValueError(f"an alert email needs at least one rule's figures ({dimension}={value})")
     top = max(figures, key=lambda f: (_SEVERITY_RANK.get(f.severity, 1), f.neg_share))
@@ -152,6 +154,8 @@ def render_alert_email(
     when = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
     text = [f"{state}: {what} for {label}", f"Evaluated at {when}.", ""]
+    if note:
+        text += [note, ""]
     for f in figures:
         text += [
             f"Rule {f.rule} ({f.severity}, window {_span(f.window)}):",
@@ -190,7 +194,8 @@ def render_alert_email(
     body_html = (
         '<!DOCTYPE html><html><body style="font-family:sans-serif">'
         f"<h2>{state}: {esc(what)} for {esc(label)}</h2><p>Evaluated at {when}.</p>"
-        '<table border="1" cellpadding="4" cellspacing="0">'
+        + (f"<p>{esc(note)}</p>" if note else "")
+        + '<table border="1" cellpadding="4" cellspacing="0">'
         "<tr><th>rule</th><th>severity</th><th>window</th><th>negative share</th><th>baseline</th>"
         f"<th>p-value</th></tr>{rows}</table>"
         + (

@@ -849,6 +849,7 @@ _ALERT_STATE_COLUMNS = (
     "base_stories",
     "p_value",
     "evaluated_at",
+    "inhibited_by",
 )
 
 
@@ -944,12 +945,25 @@ def insert_alert_event(conn: Connection, event: dict[str, Any]) -> int | None:
     ).scalar_one_or_none()
 
 
+def release_alert_event(conn: Connection, fingerprint: str, fired_at: datetime, at: datetime) -> int | None:
+    """Mark the inhibited firing event of ``fingerprint`` at ``fired_at`` released at ``at``; return its id,
+    or None when it was released already (a rerun) or does not exist."""
+    return conn.execute(
+        sa.text(
+            "UPDATE alert_events SET released_at = :at"
+            " WHERE fingerprint = :fingerprint AND transition = 'firing' AND at = :fired_at"
+            "   AND released_at IS NULL RETURNING id"
+        ),
+        {"fingerprint": fingerprint, "fired_at": fired_at, "at": at},
+    ).scalar_one_or_none()
+
+
 def alert_events(conn: Connection, since: datetime | None = None) -> list[sa.Row[Any]]:
     """Return the recorded transitions at or after ``since`` (all by default), oldest first."""
     rows = conn.execute(
         sa.text(
             "SELECT id, fingerprint, transition, at, rule, dimension, value, severity, neg_share, baseline,"
-            " stories, neg_stories, base_stories, p_value, silenced, inhibited_by, outbox_id"
+            " stories, neg_stories, base_stories, p_value, silenced, inhibited_by, released_at, outbox_id"
             " FROM alert_events"
             " WHERE CAST(:since AS timestamptz) IS NULL OR at >= :since ORDER BY at, id"
         ),
@@ -1409,8 +1423,8 @@ def alert_timeline(conn: Connection, start: datetime, end: datetime) -> list[dic
     Rows: ``fingerprint, rule, dimension, value, severity, fired_at, resolved_at`` (None while still
     firing), ``status`` (firing/resolved), the figures at firing (``neg_share, baseline, stories,
     neg_stories, base_stories, p_value``), whether its email was ``silenced`` (by a silence or an
-    inhibition) and ``inhibited_by``: the tickers whose firing alerts explained it, comma-joined ('' if
-    none).
+    inhibition), ``inhibited_by``: the tickers whose firing alerts explained it, comma-joined ('' if
+    none), and ``released_at``: when an inhibited alert that still breached without them was emailed.
     """
     rows = conn.execute(
         sa.text(
@@ -1418,7 +1432,7 @@ def alert_timeline(conn: Connection, start: datetime, end: datetime) -> list[dic
             " CASE WHEN next_transition = 'resolved' THEN next_at END AS resolved_at,"
             " CASE WHEN next_transition = 'resolved' THEN 'resolved' ELSE 'firing' END AS status,"
             " neg_share, baseline, stories, neg_stories, base_stories, p_value, silenced,"
-            " array_to_string(inhibited_by, ', ') AS inhibited_by"
+            " array_to_string(inhibited_by, ', ') AS inhibited_by, released_at"
             " FROM ("
             "  SELECT e.*, lead(e.at) OVER w AS next_at, lead(e.transition) OVER w AS next_transition"
             "  FROM alert_events e WHERE e.at < :end"

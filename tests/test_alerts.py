@@ -412,9 +412,12 @@ ACME_STORM = [(f"ACME bad news {i}", ["ACME"], "negative") for i in range(8)]
 QUIET_EARNINGS = [(f"Quiet earnings item {i}", [], "neutral") for i in range(3)]
 
 
-def _scored_history(engine: Engine, storm: list[tuple[str, list[str], str]]) -> None:
+def _scored_history(
+    engine: Engine, storm: list[tuple[str, list[str], str]], later: list[tuple[str, list[str], str]] = ()
+) -> None:
     """Two calm days of Earnings news (a quarter negative, half of it about ACME), then ``storm``:
-    (title, tickers, sentiment) items in the hour from STORM, all in the Earnings topic."""
+    (title, tickers, sentiment) items in the hour from STORM, then ``later`` ones in the hour after, all
+    in the Earnings topic."""
     _activate(engine)
     base = STORM - 2 * 24 * H
     calm = [
@@ -427,10 +430,11 @@ def _scored_history(engine: Engine, storm: list[tuple[str, list[str], str]]) -> 
         for i, (title, tickers, _) in enumerate(calm)
     ]
     specs += [
-        ArticleSpec(title, published_at=STORM + timedelta(minutes=5 + i), tickers=tickers)
-        for i, (title, tickers, _) in enumerate(storm)
+        ArticleSpec(title, published_at=start + timedelta(minutes=5 + i), tickers=tickers)
+        for start, items in ((STORM, storm), (STORM + H, later))
+        for i, (title, tickers, _) in enumerate(items)
     ]
-    sentiments = [s for _, _, s in calm + storm]
+    sentiments = [s for _, _, s in [*calm, *storm, *later]]
     ids = add_articles(engine, specs)
     rows = [
         store.ScoreRow(i, "Earnings", {"Earnings": 1.0}, s, {s: 1.0}, -1.0 if s == "negative" else 0.0)
@@ -471,6 +475,57 @@ def test_a_topic_storm_beyond_the_ticker_storm_still_emails(engine: Engine) -> N
         "ticker ACME",
         "topic Earnings",
     ]
+
+
+QUICK_TICKER = TICKER_AT_ONCE.model_copy(update={"keep_firing_for": timedelta(0)})
+
+
+def test_an_inhibited_alert_that_outlives_its_ticker_storm_is_emailed_then(engine: Engine) -> None:
+    # Hour 1: ACME's storm explains the topic's rise. Hour 2: no ACME news, the topic's bad news goes on.
+    sector = [(f"Later sector bad news {i}", [], "negative") for i in range(8)]
+    _scored_history(engine, ACME_STORM + QUIET_EARNINGS, later=sector + QUIET_EARNINGS)
+    rules = [TOPIC_RULE, QUICK_TICKER]
+    first = evaluate(STORM + H, engine=engine, rules=rules)
+    fired = {a.rule: a.inhibited_by for a in first.alerts if a.transition == "firing"}
+    assert fired == {"topic-1h": ["ACME"], "ticker-1h": []} and len(_outbox(engine)) == 1
+
+    second = evaluate(STORM + 2 * H, engine=engine, rules=rules)
+    assert second.released == 1 and second.new_firing == 0
+    moved = {(a.rule, a.transition): a for a in second.alerts if a.transition}
+    assert set(moved) == {("topic-1h", "released"), ("ticker-1h", "resolved")}
+    assert moved[("topic-1h", "released")].inhibited_by == ["ACME"]
+    mails = {e.subject.split(":")[0] + ":" + e.subject.split(":")[1]: e for e in _outbox(engine)}
+    assert set(mails) == {
+        "[finsent] FIRING critical: ticker ACME",
+        "[finsent] RESOLVED critical: ticker ACME",
+        "[finsent] FIRING warning: topic Earnings",
+    }
+    topic_mail = mails["[finsent] FIRING warning: topic Earnings"]
+    assert "Held back while firing alerts for ACME explained it" in topic_mail.body_text
+    firing_event = next(e for e in _events(engine) if e.rule == "topic-1h" and e.transition == "firing")
+    assert firing_event.released_at == STORM + 2 * H and firing_event.outbox_id == topic_mail.id
+    with engine.connect() as conn:  # the dashboard shows it inhibited, then released
+        (row,) = [r for r in store.alert_timeline(conn, STORM, STORM + 3 * H) if r["rule"] == "topic-1h"]
+    assert row["inhibited_by"] == "ACME" and row["released_at"] == STORM + 2 * H
+
+    # A rerun of the same hour sends nothing twice; the topic's resolution is emailed, as its firing was.
+    assert evaluate(STORM + 2 * H, engine=engine, rules=rules).released == 0 and len(_outbox(engine)) == 3
+    for hours in (3, 4):
+        evaluate(STORM + hours * H, engine=engine, rules=rules)
+    subjects = [e.subject for e in _outbox(engine)]
+    assert len(subjects) == 4 and subjects[-1].startswith("[finsent] RESOLVED warning: topic Earnings")
+
+
+def test_an_inhibited_alert_that_only_lingers_after_its_ticker_storm_resolves_quietly(engine: Engine) -> None:
+    _scored_history(engine, ACME_STORM + QUIET_EARNINGS)
+    rules = [TOPIC_RULE, QUICK_TICKER]
+    for hours in range(1, 5):
+        report = evaluate(STORM + hours * H, engine=engine, rules=rules)
+        assert report.released == 0
+    # The topic kept firing (keep_firing_for) after ACME's alert resolved, without breaching: no email.
+    transitions = [(e.rule, e.transition) for e in _events(engine)]
+    assert ("topic-1h", "resolved") in transitions
+    assert sorted(e.subject.split(":")[1].strip() for e in _outbox(engine)) == ["ticker ACME", "ticker ACME"]
 
 
 def test_inhibition_can_be_turned_off_per_rule(engine: Engine) -> None:

@@ -155,6 +155,53 @@ def test_scores_published_at_migration_backfills_existing_scores(empty_db_url: s
     assert row.published_at == row.a_published and nullable == "NO"
 
 
+def test_inhibition_release_migration_carries_current_inhibitions_over(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    for m in (m for m in db.load_migrations() if m.version < "008"):
+        _write(tmp_path, f"{m.name}.sql", m.sql)
+    engine = db.get_engine(empty_db_url)
+    db.migrate(engine, tmp_path)
+    fired = "2026-03-02T14:00:00+00:00"
+    with engine.begin() as conn:
+        for fp, rule, notified, inhibited in (
+            ("topic-1h/topic=Earnings", "topic-1h", False, "{ACME}"),  # inhibited, still firing
+            ("ticker-1h/ticker=ACME", "ticker-1h", True, "{}"),
+        ):
+            dimension, value = fp.split("/")[1].split("=")
+            conn.execute(
+                sa.text(
+                    "INSERT INTO alert_state (fingerprint, rule, dimension, value, status, severity,"
+                    " firing_since, notified, evaluated_at)"
+                    " VALUES (:fp, :rule, :dim, :value, 'firing', 'warning', :at, :notified, :at)"
+                ),
+                {"fp": fp, "rule": rule, "dim": dimension, "value": value, "at": fired, "notified": notified},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO alert_events (fingerprint, transition, at, rule, dimension, value, severity,"
+                    " silenced, inhibited_by) VALUES (:fp, 'firing', :at, :rule, :dim, :value, 'warning',"
+                    " NOT :notified, CAST(:inhibited AS text[]))"
+                ),
+                {
+                    "fp": fp,
+                    "rule": rule,
+                    "dim": dimension,
+                    "value": value,
+                    "at": fired,
+                    "notified": notified,
+                    "inhibited": inhibited,
+                },
+            )
+
+    assert "008_alert_inhibition_release" in db.migrate(engine)
+    with engine.connect() as conn:
+        held = dict(conn.execute(sa.text("SELECT fingerprint, inhibited_by FROM alert_state")).all())
+        released = conn.execute(sa.text("SELECT count(*) FROM alert_events WHERE released_at IS NOT NULL"))
+    assert held == {"topic-1h/topic=Earnings": ["ACME"], "ticker-1h/ticker=ACME": []}
+    assert released.scalar_one() == 0
+
+
 def test_ensure_database_creates_once_and_returns_its_url(empty_db_url: str) -> None:
     name = sa.make_url(empty_db_url).database + "_side"
     url = db.ensure_database(empty_db_url, name)

@@ -38,12 +38,15 @@ first, second, third = st.columns(3)
 first.metric("Firing now", int(firing))
 second.metric(f"Resolved, last {days} days", int(resolved))
 inhibited = timeline["inhibited_by"] != ""
+released = timeline["released_at"].notna()
 third.metric(
     "Silenced or inhibited firings",
-    int(timeline["silenced"].sum()),
+    int((timeline["silenced"] & ~released).sum()),
     help=(
         f"Recorded and shown, not emailed: {int((timeline['silenced'] & ~inhibited).sum())} matched a"
-        f" silence, {int(inhibited.sum())} were explained by a firing ticker alert (inhibited)."
+        f" silence, {int((inhibited & ~released).sum())} were explained by a firing ticker alert"
+        f" (inhibited). {int(released.sum())} more were inhibited, then emailed when they outlived the"
+        " ticker alerts that explained them (released)."
     ),
 )
 
@@ -93,6 +96,7 @@ else:
                 "p_value",
                 "silenced",
                 "inhibited_by",
+                "released_at",
             ]
         ],
         hide_index=True,
@@ -101,6 +105,7 @@ else:
             "baseline": st.column_config.NumberColumn("baseline", format="percent"),
             "p_value": st.column_config.NumberColumn("p", format="%.2e"),
             "inhibited_by": st.column_config.TextColumn("inhibited by (tickers)"),
+            "released_at": st.column_config.DatetimeColumn("emailed when released"),
         },
         key="alerts_table",
     )
