@@ -18,7 +18,8 @@ A new firing of a topic, source or all rule is inhibited (recorded and shown, no
 resolution) when tickers with firing alerts explain it: its test, run again on the window without the
 articles that name them, no longer breaches. One company's storm then mails as that company's alerts.
 When none of those tickers fires any more and the alert still breaches, unexplained by another firing
-ticker, the inhibition is released: its firing email goes out then, and its resolution will too.
+ticker, the inhibition is released: its firing email goes out then, and its resolution will too. A firing
+held back by a silence is released the same way when the silence ends.
 """
 
 from __future__ import annotations
@@ -204,7 +205,9 @@ class Transition:
     window: timedelta
     # Tickers whose firing alerts explain this one (then ``silenced`` too: no email).
     inhibited_by: tuple[str, ...] = ()
-    # A held-back firing emailed now: the tickers whose alerts had explained it (``transition`` "firing").
+    # A held-back firing emailed now (``transition`` "firing"), and the tickers whose alerts had explained
+    # it (none when a silence held it back).
+    released: bool = False
     released_from: tuple[str, ...] = ()
 
 
@@ -267,8 +270,8 @@ class AlertView:
     p_value: float | None = None
     severity: str = "warning"
     since: str | None = None
-    # "firing" or "resolved" when this evaluation made that transition; "released" when it emailed an
-    # inhibited firing that no firing ticker alert explains any more; else None.
+    # "firing" or "resolved" when this evaluation made that transition; "released" when it emailed a
+    # held-back firing whose inhibition or silence has ended; else None.
     transition: str | None = None
     # For a transition of this evaluation: the tickers whose firing alerts inhibited its email.
     inhibited_by: list[str] = field(default_factory=list)
@@ -398,12 +401,17 @@ def _queue_emails(
             )
         ]
         held_by = sorted({ticker for m in members for ticker in m[0].released_from})
-        note = (
-            f"Held back while firing alerts for {', '.join(held_by)} explained it. They have ended and"
-            " this alert still fires without their stories."
+        notes = (
+            [
+                f"Held back while firing alerts for {', '.join(held_by)} explained it. They have ended and"
+                " this alert still fires without their stories."
+            ]
             if held_by
-            else None
+            else []
         )
+        if any(m[0].released and not m[0].released_from for m in members):
+            notes.append("Held back by a silence that has ended; this alert still fires.")
+        note = " ".join(notes) or None
         email = notify.render_alert_email(
             transition,
             dimension,
@@ -476,24 +484,29 @@ def _released(
     now: datetime,
     silences: Sequence[Mapping[str, Any]],
 ) -> tuple[AlertState, Transition | None]:
-    """Return an inhibited firing alert's state after checking its inhibition at ``now``, and the
-    firing transition to email when the inhibition ends.
+    """Return a held-back firing alert's state after checking what holds it at ``now``, and the firing
+    transition to email when nothing does any more.
 
-    It ends when none of its tickers fires any more and no other firing ticker explains it, while the
-    alert still breaches (one only kept firing by ``keep_firing_for`` resolves quietly, as inhibited).
+    An inhibition (``inhibited_by``) holds it until none of its tickers fires and no other firing ticker
+    explains it; a silence (a firing never notified) until no silence matches. Either is released only
+    while the alert still breaches: one only kept firing by ``keep_firing_for`` resolves quietly.
     """
-    if any(ticker in firing_tickers for ticker in state.inhibited_by) or state.last_breach_at != now:
+    if state.last_breach_at != now:
         return state, None
-    again = _inhibited(
-        conn, version, rule, Transition(state, "firing", now, False, rule.window), firing_tickers, counts
-    )
-    if again.inhibited_by:
-        return again.state, None  # another firing ticker explains it now
-    freed = replace(state, inhibited_by=())
+    if state.inhibited_by:
+        if any(ticker in firing_tickers for ticker in state.inhibited_by):
+            return state, None
+        again = _inhibited(
+            conn, version, rule, Transition(state, "firing", now, False, rule.window), firing_tickers, counts
+        )
+        if again.inhibited_by:
+            return again.state, None  # another firing ticker explains it now
     if silenced(silences, rule.name, rule.dimension, state.value):
-        return freed, None  # a silence holds it back instead
-    freed = replace(freed, notified=True)
-    return freed, Transition(freed, "firing", now, False, rule.window, released_from=state.inhibited_by)
+        return replace(state, inhibited_by=()), None  # a silence holds it back (still or instead)
+    freed = replace(state, inhibited_by=(), notified=True)
+    return freed, Transition(
+        freed, "firing", now, False, rule.window, released_from=state.inhibited_by, released=True
+    )
 
 
 def evaluate(
@@ -550,7 +563,12 @@ def evaluate(
             if event_id is not None:
                 recorded.append((t, event_id))
         released: list[tuple[Transition, int]] = []
-        held = [s for s in {**states, **changed_all}.values() if s.status == "firing" and s.inhibited_by]
+        # Held back: a firing that was inhibited, or silenced (never notified).
+        held = [
+            s
+            for s in {**states, **changed_all}.values()
+            if s.status == "firing" and (s.inhibited_by or not s.notified) and s.rule in by_name
+        ]
         for state in held if version else ():
             rule = by_name[state.rule]
             counts = counts_cache[(rule.dimension, rule.window, rule.baseline, rule.baseline_gap)]

@@ -1424,7 +1424,7 @@ def alert_timeline(conn: Connection, start: datetime, end: datetime) -> list[dic
     firing), ``status`` (firing/resolved), the figures at firing (``neg_share, baseline, stories,
     neg_stories, base_stories, p_value``), whether its email was ``silenced`` (by a silence or an
     inhibition), ``inhibited_by``: the tickers whose firing alerts explained it, comma-joined ('' if
-    none), and ``released_at``: when an inhibited alert that still breached without them was emailed.
+    none), and ``released_at``: when a held-back (inhibited or silenced) firing was emailed after all.
     """
     rows = conn.execute(
         sa.text(

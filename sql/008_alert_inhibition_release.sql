@@ -1,6 +1,7 @@
--- Alerts: an inhibited alert that still breaches once no firing ticker alert explains it is emailed then
--- (Alertmanager notifies when an inhibition ends). alert_state.inhibited_by: the tickers of a firing
--- alert's current inhibition; alert_events.released_at: when its held-back firing email was queued.
+-- Alerts: a held-back firing (inhibited, or silenced) that still breaches once no firing ticker alert
+-- explains it and no silence matches is emailed then (Alertmanager notifies when an inhibition or a
+-- silence ends). alert_state.inhibited_by: the tickers of a firing alert's current inhibition;
+-- alert_events.released_at: when its held-back firing email was queued.
 ALTER TABLE alert_state ADD COLUMN inhibited_by text[] NOT NULL DEFAULT '{}';
 ALTER TABLE alert_events ADD COLUMN released_at timestamptz;
 

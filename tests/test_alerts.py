@@ -193,6 +193,33 @@ def test_expired_silence_no_longer_applies(calm_db: Engine) -> None:
     assert len(_outbox(calm_db)) == 1
 
 
+def test_an_alert_still_firing_when_its_silence_ends_is_emailed_then(calm_db: Engine) -> None:
+    with calm_db.begin() as conn:
+        store.add_silence(
+            conn,
+            rule=None,
+            dimension="ticker",
+            value="ACME",
+            starts_at=START,
+            ends_at=STORM + 2 * H + timedelta(minutes=30),
+            comment="known: ACME earnings",
+            created_by="test",
+        )
+    _storm(calm_db, "ACME", [STORM, STORM + H, STORM + 2 * H])
+    evaluate(STORM + H, engine=calm_db, rules=[RULE])
+    assert evaluate(STORM + 2 * H, engine=calm_db, rules=[RULE]).new_firing == 1 and _outbox(calm_db) == []
+
+    report = evaluate(STORM + 3 * H, engine=calm_db, rules=[RULE])  # the silence has ended; the storm has not
+    assert report.released == 1
+    assert [(a.value, a.transition, a.inhibited_by) for a in report.alerts] == [("ACME", "released", [])]
+    (email,) = _outbox(calm_db)
+    assert email.subject.startswith("[finsent] FIRING critical: ticker ACME")
+    assert "Held back by a silence that has ended" in email.body_text
+    (event,) = _events(calm_db)
+    assert event.silenced and event.released_at == STORM + 3 * H and event.outbox_id == email.id
+    assert evaluate(STORM + 3 * H, engine=calm_db, rules=[RULE]).released == 0 and len(_outbox(calm_db)) == 1
+
+
 def test_cooldown_holds_a_new_storm_back_until_it_has_passed(calm_db: Engine) -> None:
     first = [STORM, STORM + H]
     second = [STORM + 5 * H + i * H for i in range(8)]  # starts 1h after the resolve at STORM + 4h

@@ -45,8 +45,8 @@ third.metric(
     help=(
         f"Recorded and shown, not emailed: {int((timeline['silenced'] & ~inhibited).sum())} matched a"
         f" silence, {int((inhibited & ~released).sum())} were explained by a firing ticker alert"
-        f" (inhibited). {int(released.sum())} more were inhibited, then emailed when they outlived the"
-        " ticker alerts that explained them (released)."
+        f" (inhibited). {int(released.sum())} more were held back, then emailed when they outlived their"
+        " silence or the ticker alerts that explained them (released)."
     ),
 )
 
