@@ -149,18 +149,23 @@ def test_a_spike_in_one_ticker_does_not_fire_for_the_others(calm_db: Engine) -> 
     assert {e.value for e in _events(calm_db)} == {"ACME"}
 
 
-def test_silence_suppresses_the_email_but_keeps_the_alert(calm_db: Engine) -> None:
-    with calm_db.begin() as conn:
+def _silence_tickers(engine: Engine, value: str, ends_at: datetime) -> None:
+    """Silence ticker alerts whose value matches ``value`` from START to ``ends_at``."""
+    with engine.begin() as conn:
         store.add_silence(
             conn,
             rule=None,
             dimension="ticker",
-            value="AC*",
+            value=value,
             starts_at=START,
-            ends_at=STORM + 24 * H,
+            ends_at=ends_at,
             comment="known: ACME earnings",
             created_by="test",
         )
+
+
+def test_silence_suppresses_the_email_but_keeps_the_alert(calm_db: Engine) -> None:
+    _silence_tickers(calm_db, "AC*", STORM + 24 * H)
     _storm(calm_db, "ACME", [STORM, STORM + H])
     evaluate(STORM + H, engine=calm_db, rules=[RULE])
     report = evaluate(STORM + 2 * H, engine=calm_db, rules=[RULE])
@@ -194,17 +199,7 @@ def test_expired_silence_no_longer_applies(calm_db: Engine) -> None:
 
 
 def test_an_alert_still_firing_when_its_silence_ends_is_emailed_then(calm_db: Engine) -> None:
-    with calm_db.begin() as conn:
-        store.add_silence(
-            conn,
-            rule=None,
-            dimension="ticker",
-            value="ACME",
-            starts_at=START,
-            ends_at=STORM + 2 * H + timedelta(minutes=30),
-            comment="known: ACME earnings",
-            created_by="test",
-        )
+    _silence_tickers(calm_db, "ACME", STORM + 2 * H + timedelta(minutes=30))
     _storm(calm_db, "ACME", [STORM, STORM + H, STORM + 2 * H])
     evaluate(STORM + H, engine=calm_db, rules=[RULE])
     assert evaluate(STORM + 2 * H, engine=calm_db, rules=[RULE]).new_firing == 1 and _outbox(calm_db) == []
