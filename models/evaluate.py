@@ -149,17 +149,15 @@ def evaluate(
     for task in TASKS:
         valid = load_split(data_dir, task, "valid")
         y = labels_of(valid, task)
-        probs = _probabilities(classifier, [e.text for e in valid], task, batch_size)
+        which = 0 if task == "topic" else 1  # Classifier.probabilities returns (topic, sentiment)
+        texts = [e.text for e in valid]
+        probs = classifier.probabilities(texts, batch_size)[which]
         summary[task] = task_metrics(y, probs)
         if classifier.bundle.lexical is not None and classifier.use_lexical:
             # The model mixes in a lexical part: report the GPT alone too, so the mix's share is visible.
-            classifier.use_lexical = False
-            try:
-                gpt_only[task] = task_metrics(
-                    y, _probabilities(classifier, [e.text for e in valid], task, batch_size)
-                )
-            finally:
-                classifier.use_lexical = True
+            gpt_only[task] = task_metrics(
+                y, classifier.probabilities(texts, batch_size, use_lexical=False)[which]
+            )
         confusion[task] = confusion_matrix(y, probs.argmax(1), labels=list(range(probs.shape[1]))).tolist()
         if baseline:
             train = load_split(data_dir, task, "train")
@@ -172,14 +170,6 @@ def evaluate(
         summary["gpt_only"] = gpt_only
     summary["model_version"] = classifier.version
     return EvalReport(summary, confusion, gaps)
-
-
-def _probabilities(classifier: Classifier, texts: list[str], task: str, batch_size: int) -> np.ndarray:
-    """Return the classifier's (N, n_classes) probabilities of ``task`` in the model's label order."""
-    preds = classifier.predict(texts, batch_size=batch_size)
-    if task == "sentiment":
-        return np.array([[p.sentiment_probs[n] for n in classifier.bundle.sentiments] for p in preds])
-    return np.array([[p.topic_probs[n] for n in classifier.bundle.topics] for p in preds])
 
 
 def format_report(report: EvalReport, topics: tuple[str, ...], sentiments: tuple[str, ...]) -> str:

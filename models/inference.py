@@ -126,18 +126,27 @@ class Classifier:
         """Return the model version stored in the model directory."""
         return self.bundle.version
 
-    def predict(self, texts: list[str], batch_size: int = 64) -> list[Prediction]:
-        """Return one Prediction per text, in input order."""
-        if not texts:
-            return []
+    def probabilities(
+        self, texts: list[str], batch_size: int = 64, use_lexical: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(topic probs (N, n_topics), sentiment probs (N, n_sentiments))`` in the model's label
+        order; ``use_lexical`` (default: the classifier's setting) False reads the GPT alone."""
         b = self.bundle
         inputs = [title_and_lead(t) for t in texts]
         seqs = encode_for_classification(b.tokenizer, inputs, b.max_length)
         topic_p, sent_p = batched_probabilities(
             self.model, seqs, b.pad_id, batch_size, self.device, b.temperatures
         )
-        if b.lexical is not None and self.use_lexical:
+        if b.lexical is not None and (self.use_lexical if use_lexical is None else use_lexical):
             topic_p, sent_p = b.lexical.mix(inputs, topic_p, sent_p)
+        return topic_p, sent_p
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[Prediction]:
+        """Return one Prediction per text, in input order."""
+        if not texts:
+            return []
+        b = self.bundle
+        topic_p, sent_p = self.probabilities(texts, batch_size)
         i_neg, i_pos = b.sentiments.index("negative"), b.sentiments.index("positive")
         out = []
         for tp, sp in zip(topic_p, sent_p, strict=True):

@@ -114,16 +114,18 @@ class LexicalModel:
             blocks.append(x)
         return hstack(blocks).tocsr()
 
-    def probabilities(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(topic probs (N, n_topics), sentiment probs (N, n_sentiments))``, temperature-scaled."""
+    def logits(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(topic logits (N, n_topics), sentiment logits (N, n_sentiments))``, unscaled."""
         x = self.features(texts)
-        out = []
-        for w, b, t in (
-            (self.topic_weight, self.topic_bias, self.temperatures[0]),
-            (self.sentiment_weight, self.sentiment_bias, self.temperatures[1]),
-        ):
-            out.append(softmax((x @ w.T + b) / t))
-        return out[0], out[1]
+        return x @ self.topic_weight.T + self.topic_bias, x @ self.sentiment_weight.T + self.sentiment_bias
+
+    def probabilities(
+        self, texts: list[str], logits: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(topic probs (N, n_topics), sentiment probs (N, n_sentiments))``, temperature-scaled;
+        from ``logits`` of ``texts`` when given (so trying temperatures needs one feature pass)."""
+        topic, sentiment = self.logits(texts) if logits is None else logits
+        return softmax(topic / self.temperatures[0]), softmax(sentiment / self.temperatures[1])
 
     def mix(
         self, texts: list[str], gpt_topic: np.ndarray, gpt_sentiment: np.ndarray

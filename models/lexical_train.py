@@ -47,8 +47,9 @@ def add_lexical(
     device = next(bundle.model.parameters()).device
     seqs = encode_for_classification(bundle.tokenizer, texts, bundle.max_length)
     gpt = batched_probabilities(bundle.model.eval(), seqs, bundle.pad_id, 128, device, bundle.temperatures)
-    lexical.temperatures = _temperatures(held, lexical.probabilities(texts))
-    lex = lexical.probabilities(texts)
+    logits = lexical.logits(texts)
+    lexical.temperatures = _temperatures(held, lexical.probabilities(texts, logits))  # at T = 1
+    lex = lexical.probabilities(texts, logits)
     by_share = {}
     for share in SHARE_GRID if spec.share is None else (spec.share,):
         by_share[share] = selection_scores(held, *mix_probabilities(share, gpt, lex))

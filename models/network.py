@@ -176,7 +176,9 @@ def save_bundle(bundle: ModelBundle, directory: Path, dtype: torch.dtype = torch
     )
     save_tokenizer(bundle.tokenizer, directory)
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT, "version": bundle.version})
+    # No version in the file: re-stamping unchanged weights (a new lexical part, a recalibration) then
+    # rewrites the same bytes, and git stores no second copy. The version lives in config.json.
+    save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT})
     return directory
 
 

@@ -400,18 +400,6 @@ def _queue_emails(
                 conn, version, dimension, value, end - widest.window, end, HEADLINES_PER_EMAIL
             )
         ]
-        held_by = sorted({ticker for m in members for ticker in m[0].released_from})
-        notes = (
-            [
-                f"Held back while firing alerts for {', '.join(held_by)} explained it. They have ended and"
-                " this alert still fires without their stories."
-            ]
-            if held_by
-            else []
-        )
-        if any(m[0].released and not m[0].released_from for m in members):
-            notes.append("Held back by a silence that has ended; this alert still fires.")
-        note = " ".join(notes) or None
         email = notify.render_alert_email(
             transition,
             dimension,
@@ -419,7 +407,7 @@ def _queue_emails(
             [notify.AlertFigures.from_state(m[0].state, m[0].window) for m in members],
             headlines,
             now,
-            note,
+            _release_note([m[0] for m in members]),
         )
         outbox_id = store.enqueue_email(
             conn,
@@ -436,6 +424,21 @@ def _queue_emails(
         )
         store.link_events_to_email(conn, [event_id for _, event_id in members], outbox_id)
     return len(groups)
+
+
+def _release_note(transitions: Sequence[Transition]) -> str | None:
+    """Return why a released (held-back) firing among ``transitions`` is emailed only now, or None."""
+    released = [t for t in transitions if t.released]
+    held_by = sorted({ticker for t in released for ticker in t.released_from})
+    notes = []
+    if held_by:
+        notes.append(
+            f"Held back while firing alerts for {', '.join(held_by)} explained it. They have ended and this"
+            " alert still fires without their stories."
+        )
+    if any(not t.released_from for t in released):
+        notes.append("Held back by a silence that has ended; this alert still fires.")
+    return " ".join(notes) or None
 
 
 def _inhibited(

@@ -476,11 +476,10 @@ def alerts_command(
         table.add_column(column)
     styles = {"firing": "red", "pending": "yellow", "resolved": "green"}
     for a in report.alerts:
-        held = escape(", ".join(a.inhibited_by))
-        inhibited = f" [dim]({'released, was ' if a.transition == 'released' else ''}inhibited by {held})[/]"
-        inhibited = inhibited if a.inhibited_by else ""
+        was = "released, was " if a.transition == "released" else ""
+        held = f" [dim]({was}inhibited by {escape(', '.join(a.inhibited_by))})[/]" if a.inhibited_by else ""
         table.add_row(
-            f"[{styles.get(a.status, 'white')}]{a.status}[/]{inhibited}",
+            f"[{styles.get(a.status, 'white')}]{a.status}[/]{held}",
             a.rule,
             a.dimension,
             escape(a.value),

@@ -946,8 +946,8 @@ def insert_alert_event(conn: Connection, event: dict[str, Any]) -> int | None:
 
 
 def release_alert_event(conn: Connection, fingerprint: str, fired_at: datetime, at: datetime) -> int | None:
-    """Mark the inhibited firing event of ``fingerprint`` at ``fired_at`` released at ``at``; return its id,
-    or None when it was released already (a rerun) or does not exist."""
+    """Mark the held-back (inhibited or silenced) firing event of ``fingerprint`` at ``fired_at`` released
+    at ``at``; return its id, or None when it was released already (a rerun) or does not exist."""
     return conn.execute(
         sa.text(
             "UPDATE alert_events SET released_at = :at"
