@@ -43,12 +43,14 @@ def calibrate(
     holdout_fraction: float,
     seed: int,
     log: Callable[[str], None] = print,
+    heldout: list[Example] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Set ``bundle.temperatures`` from the seeded hold-out of ``examples``; return T and ECE per head.
 
-    The hold-out is the one fine-tuning used for early stopping (same fraction and seed), never valid.
+    The hold-out is the one fine-tuning used for early stopping (same fraction and seed, or ``heldout``
+    when fine-tuning was given one), never valid.
     """
-    _, held = holdout_split(examples, holdout_fraction, seed)
+    held = heldout if heldout is not None else holdout_split(examples, holdout_fraction, seed)[1]
     bundle.model.eval()
     device = next(bundle.model.parameters()).device
     seqs = encode_for_classification(bundle.tokenizer, [e.text for e in held], bundle.max_length)

@@ -1,39 +1,16 @@
-"""Readers for the labeled Twitter Financial News sets (CSV or hub), the unlabeled corpus, label maps."""
+"""Readers for the labeled Twitter Financial News sets (CSV or hub), labeled news, the unlabeled corpus."""
 
 from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-TOPIC_NAMES: tuple[str, ...] = (
-    "Analyst Update",
-    "Fed | Central Banks",
-    "Company | Product News",
-    "Treasuries | Corporate Debt",
-    "Dividend",
-    "Earnings",
-    "Energy | Oil",
-    "Financials",
-    "Currencies",
-    "General News | Opinion",
-    "Gold | Metals | Materials",
-    "IPO",
-    "Legal | Regulation",
-    "M&A | Investments",
-    "Macro",
-    "Markets",
-    "Politics",
-    "Personnel Change",
-    "Stock Commentary",
-    "Stock Movement",
-)
-SENTIMENT_NAMES: tuple[str, ...] = ("negative", "neutral", "positive")
-# The dataset's ids: 0 Bearish, 1 Bullish, 2 Neutral -> our index into SENTIMENT_NAMES.
-SENTIMENT_FROM_DATASET: dict[int, int] = {0: 0, 1: 2, 2: 1}
+from models.labels import SENTIMENT_FROM_DATASET, SENTIMENT_NAMES, TOPIC_NAMES
 
 SENTIMENT_DIR = "twitter_financial_news_sentiment"
 TOPIC_DIR = "twitter_financial_news_topic"
@@ -68,6 +45,7 @@ class Example:
     text: str
     topic: int | None = None
     sentiment: int | None = None
+    domain: str = "tweet"  # "tweet" (the Twitter sets), "news" (headlines/) or "weak" (weakly labeled news)
 
 
 def read_labeled_csv(path: Path) -> list[tuple[str, int]]:
@@ -143,6 +121,67 @@ def holdout_split(examples: list[Example], fraction: float, seed: int) -> tuple[
     n_held = round(len(examples) * fraction)
     held = set(order[:n_held])
     return [e for i, e in enumerate(examples) if i not in held], [examples[i] for i in sorted(held)]
+
+
+NEWS_DIR = "headlines"
+# Labeled news that training may use (MIT and ODC-BY); headlines/MANIFEST.md has their provenance.
+NEWS_TRAIN_FILES: tuple[str, ...] = ("sentfin.csv", "finentity.csv")
+# Evaluation only (non-commercial licence): never trained, tuned or selected on.
+NEWS_EVAL_FILE = "sentivent_eval.csv"
+
+
+def read_news_csv(path: Path) -> list[Example]:
+    """Return the sentiment examples of a ``text,label[,entities]`` news file (labels spelled out)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"labeled news file {path} not found (is the data directory set right?)")
+    out: list[Example] = []
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"text", "label"} <= set(reader.fieldnames):
+            raise DataFormatError(f"{path}: expected columns text,label, got {reader.fieldnames}")
+        for lineno, row in enumerate(reader, start=2):
+            label = (row["label"] or "").strip().lower()
+            if label not in SENTIMENT_NAMES:
+                raise DataFormatError(
+                    f"{path} row {lineno}: label {row['label']!r} is not one of {SENTIMENT_NAMES}"
+                )
+            out.append(Example(row["text"], sentiment=SENTIMENT_NAMES.index(label), domain="news"))
+    return out
+
+
+def stratified_split(
+    examples: list[Example], fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Return ``(fit, held_out)`` with ``fraction`` of each sentiment class held out, chosen by a seeded
+    hash of the text: the same rows whatever else is in the file or in which order."""
+    fit: list[Example] = []
+    held: list[Example] = []
+    by_class: dict[int | None, list[Example]] = {}
+    for e in examples:
+        by_class.setdefault(e.sentiment, []).append(e)
+    for rows in by_class.values():
+        ranked = sorted(rows, key=lambda e: hashlib.sha1(f"{seed}:{e.text}".encode()).digest())
+        n_held = round(len(rows) * fraction)
+        held.extend(ranked[:n_held])
+        fit.extend(ranked[n_held:])
+    order = {id(e): i for i, e in enumerate(examples)}
+    return sorted(fit, key=lambda e: order[id(e)]), sorted(held, key=lambda e: order[id(e)])
+
+
+def load_news(data_dir: Path, split: str, fraction: float = 0.2, seed: int = 0) -> dict[str, list[Example]]:
+    """Return per training-allowed news file (``sentfin``, ``finentity``) its ``split``: 'train' (the
+    fit part), 'heldout' (the stratified ``fraction`` kept for model selection) or 'all'."""
+    out: dict[str, list[Example]] = {}
+    for name in NEWS_TRAIN_FILES:
+        rows = read_news_csv(Path(data_dir) / NEWS_DIR / name)
+        fit, held = stratified_split(rows, fraction, seed)
+        out[name.removesuffix(".csv")] = {"train": fit, "heldout": held, "all": rows}[split]
+    return out
+
+
+def load_news_eval(data_dir: Path) -> list[Example]:
+    """Return SENTiVENT's news sentences: for measurement only, never for training or selection."""
+    return read_news_csv(Path(data_dir) / NEWS_DIR / NEWS_EVAL_FILE)
 
 
 def unlabeled_files(directory: Path) -> list[Path]:

@@ -10,13 +10,16 @@ import numpy as np
 from scipy.sparse import hstack
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from models.data import SENTIMENT_NAMES, TOPIC_NAMES, Example, load_split
+from models.data import NEWS_DIR, NEWS_EVAL_FILE, Example, load_news, load_news_eval, load_split
 from models.inference import Classifier
+from models.labels import SENTIMENT_NAMES, TOPIC_NAMES
 from models.tokenizer import clean_text
 
 TASKS: tuple[str, ...] = ("sentiment", "topic")
+# The news hold-outs (fraction, seed): the ones models/recipes/news.yaml selects on.
+NEWS_HOLDOUT: tuple[float, int] = (0.2, 0)
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -43,6 +46,18 @@ def task_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float | int
         "weighted_f1": float(f1_score(labels, pred, average="weighted", zero_division=0)),
         "ece": expected_calibration_error(probs, labels),
         "n": len(labels),
+    }
+
+
+def per_class(labels: np.ndarray, probs: np.ndarray, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Return precision, recall and support of each class (recall of ``negative`` is what alerts live on)."""
+    ids = list(range(len(names)))
+    precision, recall, _, support = precision_recall_fscore_support(
+        labels, probs.argmax(1), labels=ids, zero_division=0
+    )
+    return {
+        name: {"precision": float(p), "recall": float(r), "n": int(n)}
+        for name, p, r, n in zip(names, precision, recall, support, strict=True)
     }
 
 
@@ -80,17 +95,24 @@ def baseline_probabilities(train: list[Example], test: list[Example], task: str,
 
 def selection_scores(examples: list[Example], topic_p: np.ndarray, sent_p: np.ndarray) -> dict[str, float]:
     """Return topic accuracy, sentiment weighted-F1 and their mean (the selection score) of row-aligned
-    probabilities for ``examples``, each scored on the task it is labeled for."""
+    probabilities for ``examples``, each scored on the task it is labeled for.
+
+    With several domains (tweets and news) in ``examples``, the sentiment number is the mean of each
+    domain's weighted-F1, so the larger set does not drown the other; each is reported too.
+    """
     t_idx = [i for i, e in enumerate(examples) if e.topic is not None]
-    s_idx = [i for i, e in enumerate(examples) if e.sentiment is not None]
     topic_y = labels_of([examples[i] for i in t_idx], "topic")
     t_acc = float(np.mean(topic_p[t_idx].argmax(1) == topic_y)) if t_idx else 0.0
-    s_f1 = (
-        float(f1_score([examples[i].sentiment for i in s_idx], sent_p[s_idx].argmax(1), average="weighted"))
-        if s_idx
-        else 0.0
-    )
-    return {"topic_accuracy": t_acc, "sentiment_weighted_f1": s_f1, "score": (t_acc + s_f1) / 2}
+    by_domain: dict[str, float] = {}
+    for domain in sorted({e.domain for e in examples if e.sentiment is not None}):
+        s_idx = [i for i, e in enumerate(examples) if e.sentiment is not None and e.domain == domain]
+        y = [examples[i].sentiment for i in s_idx]
+        by_domain[domain] = float(f1_score(y, sent_p[s_idx].argmax(1), average="weighted"))
+    s_f1 = float(np.mean(list(by_domain.values()))) if by_domain else 0.0
+    out = {"topic_accuracy": t_acc, "sentiment_weighted_f1": s_f1, "score": (t_acc + s_f1) / 2}
+    if len(by_domain) > 1:
+        out.update({f"sentiment_weighted_f1_{d}": v for d, v in by_domain.items()})
+    return out
 
 
 # The number each task is judged by in the model issue.
@@ -168,8 +190,58 @@ def evaluate(
         summary["baseline"] = base
     if gpt_only:
         summary["gpt_only"] = gpt_only
+    if (Path(data_dir) / NEWS_DIR / NEWS_EVAL_FILE).is_file():
+        summary["news"] = evaluate_news(classifier, data_dir, confusion, baseline, batch_size)
     summary["model_version"] = classifier.version
     return EvalReport(summary, confusion, gaps)
+
+
+def news_sets(data_dir: Path, fraction: float = NEWS_HOLDOUT[0], seed: int = NEWS_HOLDOUT[1]) -> dict:
+    """Return the news rows sentiment is measured on: SENTiVENT (evaluation only) and the hold-outs of
+    the training-allowed files (the same rows a news recipe selects on, never trained on)."""
+    sets = {"sentivent_eval": load_news_eval(data_dir)}
+    for name, rows in load_news(data_dir, "heldout", fraction, seed).items():
+        sets[f"{name}_heldout"] = rows
+    return sets
+
+
+def evaluate_news(
+    classifier: Classifier,
+    data_dir: Path,
+    confusion: dict[str, list[list[int]]],
+    baseline: bool = True,
+    batch_size: int = 64,
+) -> dict:
+    """Return sentiment metrics, per-class precision/recall and the baseline on each news set; add each
+    set's confusion matrix to ``confusion`` as ``news/<set>``.
+
+    The baseline is the TF-IDF model fit on the tweets plus the fit part of the labeled news: what
+    the labels alone give, on the same rows.
+    """
+    names = SENTIMENT_NAMES
+    sets = news_sets(data_dir)
+    base_train: list[Example] = []
+    if baseline:
+        base_train = load_split(data_dir, "sentiment", "train")
+        base_train += [e for rows in load_news(data_dir, "train", *NEWS_HOLDOUT).values() for e in rows]
+    out: dict = {}
+    lexical = classifier.bundle.lexical is not None and classifier.use_lexical
+    for name, rows in sets.items():
+        y = labels_of(rows, "sentiment")
+        texts = [e.text for e in rows]
+        probs = classifier.probabilities(texts, batch_size)[1]
+        entry: dict = {**task_metrics(y, probs), "per_class": per_class(y, probs, names)}
+        if lexical:
+            gpt = classifier.probabilities(texts, batch_size, use_lexical=False)[1]
+            entry["gpt_only"] = {**task_metrics(y, gpt), "per_class": per_class(y, gpt, names)}
+        if baseline:
+            base_probs = baseline_probabilities(base_train, rows, "sentiment")
+            entry["baseline"] = {**task_metrics(y, base_probs), "per_class": per_class(y, base_probs, names)}
+        confusion[f"news/{name}"] = confusion_matrix(
+            y, probs.argmax(1), labels=list(range(len(names)))
+        ).tolist()
+        out[name] = entry
+    return out
 
 
 def format_report(report: EvalReport, topics: tuple[str, ...], sentiments: tuple[str, ...]) -> str:
@@ -192,7 +264,22 @@ def format_report(report: EvalReport, topics: tuple[str, ...], sentiments: tuple
             f"{task} {gap['metric']}: model - baseline = {gap['gap']:+.4f} (95% paired-bootstrap interval "
             f"{interval}; no gain in {gap['p_no_gain']:.0%} of resamples)"
         )
-    for task, names in (("sentiment", sentiments), ("topic", topics)):
+    news = report.summary.get("news", {})
+    if news:
+        lines.append("\nnews sentiment (tweets are above; negative recall is what alerts live on):")
+        lines.append(f"{'':34}" + "".join(f"{k:>12}" for k in ("weighted_f1", "macro_f1", "neg_recall", "n")))
+        for name, entry in news.items():
+            for label, m in (
+                ("", entry),
+                (" (GPT alone)", entry.get("gpt_only")),
+                (" (tfidf+lr)", entry.get("baseline")),
+            ):
+                if m is None:
+                    continue
+                cells = (m["weighted_f1"], m["macro_f1"], m["per_class"]["negative"]["recall"])
+                lines.append(f"{name + label:34}" + "".join(f"{v:>12.4f}" for v in cells) + f"{m['n']:>12}")
+    matrices = [("sentiment", sentiments), ("topic", topics)] + [(f"news/{n}", sentiments) for n in news]
+    for task, names in matrices:
         lines.append(f"\nconfusion matrix, {task} (rows true, columns predicted):")
         for name, row in zip(names, report.confusion[task], strict=True):
             lines.append(f"  {name[:26]:26}" + "".join(f"{v:>5}" for v in row))

@@ -37,11 +37,18 @@ def add_lexical(
     holdout_fraction: float,
     seed: int,
     log: Callable[[str], None] = print,
+    heldout: list[Example] | None = None,
 ) -> dict:
     """Set ``bundle.lexical``: fit on train minus the hold-out, temperatures and share chosen on the
-    hold-out, then (``spec.refit``) fit again on all of ``examples``. Return what was measured."""
+    hold-out, then (``spec.refit``) fit again on all of ``examples``. Return what was measured.
+
+    With ``heldout`` (a news recipe's), ``examples`` is the fit set and the re-fit adds ``heldout``."""
     started = time.monotonic()
-    fit, held = holdout_split(examples, holdout_fraction, seed)
+    if heldout is not None:
+        fit, held = examples, heldout
+        examples = examples + heldout
+    else:
+        fit, held = holdout_split(examples, holdout_fraction, seed)
     lexical = fit_lexical(bundle, fit, spec, seed)
     texts = [e.text for e in held]
     device = next(bundle.model.parameters()).device

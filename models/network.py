@@ -22,7 +22,7 @@ from transformers import (
 )
 from transformers.activations import NewGELUActivation
 
-from models.data import SENTIMENT_NAMES, TOPIC_NAMES
+from models.labels import SENTIMENT_NAMES, TOPIC_NAMES
 from models.lexical import VOCAB_FILE as LEXICAL_VOCAB_FILE
 from models.lexical import WEIGHTS_FILE as LEXICAL_WEIGHTS_FILE
 from models.lexical import LexicalModel, load_lexical

@@ -193,6 +193,42 @@ class LexicalSpec:
 
 
 @dataclass(frozen=True)
+class NewsSpec:
+    """Labeled and weakly labeled news beside the tweets (``models.news_data``, ``models.weak``).
+
+    ``labeled`` trains on the fit part of each training-allowed news file; the stratified
+    ``holdout_fraction`` of each joins the tweets' hold-out, so early stopping, calibration and the
+    lexical share are chosen on both domains. ``weak_lines`` unlabeled lines (spread over
+    ``weak_files``, leads split from their headlines) are labeled by rules, a lexicon and the base
+    classifier's confident calls where they agree, at most ``weak_per_class`` per class.
+    """
+
+    labeled: bool = False
+    holdout_fraction: float = 0.2
+    weak_lines: int = 0
+    weak_files: tuple[str, ...] = (
+        "financial_news_headlines_2017_2020.txt.gz",
+        "reuters_headline_lead_2006_2013.txt.gz",
+        "reuters_news_titles_2007_2016.txt.gz",
+    )
+    lexicon_threshold: float = 0.4
+    model_confidence: float = 0.85
+    weak_per_class: int = 8000
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weak_files", tuple(self.weak_files))  # YAML gives a list
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"news.holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.weak_lines < 0 or self.weak_per_class < 0:
+            raise ValueError("news.weak_lines and news.weak_per_class must be >= 0")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the recipe trains on news at all."""
+        return self.labeled or self.weak_lines > 0
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything that determines a trained model, given the data."""
 
@@ -205,6 +241,7 @@ class Recipe:
     finetune: FinetuneSpec = field(default_factory=FinetuneSpec)
     distill: DistillSpec = field(default_factory=DistillSpec)
     lexical: LexicalSpec = field(default_factory=LexicalSpec)
+    news: NewsSpec = field(default_factory=NewsSpec)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the recipe as plain nested dicts (for logs and model cards)."""
@@ -218,6 +255,7 @@ _SECTIONS = {
     "finetune": FinetuneSpec,
     "distill": DistillSpec,
     "lexical": LexicalSpec,
+    "news": NewsSpec,
 }
 
 

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from models.data import Example, holdout_split, iter_unlabeled, load_train_examples, unlabeled_files
 from models.distill import SoftTargets, self_train, soft_cross_entropy, soft_targets_loss
-from models.inference import pad_batch
+from models.inference import Classifier, pad_batch
 from models.network import (
     ModelBundle,
     average_weights,
@@ -457,6 +457,7 @@ def finetune(
     log: Callable[[str], None] = print,
     max_minutes: float | None = None,
     targets: SoftTargets | None = None,
+    heldout: list[Example] | None = None,
 ) -> FinetuneResult:
     """Return the history of jointly fine-tuning ``bundle.model`` in place, left at its best held-out state.
 
@@ -465,7 +466,8 @@ def finetune(
     schedule, and the last state is kept. ``max_minutes`` stops early (at the next evaluation past it),
     keeping the best state so far. With ``spec.distill_mix`` > 0, each step also learns a random batch of
     the teacher-labeled unlabeled lines in ``targets``; with ``spec.cross_labels`` > 0, each text also
-    learns the teacher's targets for the head it has no label for.
+    learns the teacher's targets for the head it has no label for. ``heldout`` (a news recipe's tweet
+    and news hold-outs) replaces the seeded split: all of ``examples`` then trains.
     """
     if spec.needs_teacher_targets and targets is None:
         raise ValueError(
@@ -475,7 +477,12 @@ def finetune(
     device = default_device()
     model = bundle.model.to(device)
     refit = spec.refit_epochs is not None
-    fit, held = (examples, []) if refit else holdout_split(examples, spec.holdout_fraction, seed)
+    if refit:
+        fit, held = examples, []
+    elif heldout is not None:
+        fit, held = examples, heldout
+    else:
+        fit, held = holdout_split(examples, spec.holdout_fraction, seed)
     seqs = encode_for_classification(bundle.tokenizer, [e.text for e in fit], spec.max_length)
     topic_y, sent_y = label_tensors(fit)
     topic_w = class_weights(
@@ -814,6 +821,22 @@ def train_model(
         bundle.max_length, bundle.temperatures = start.max_length, start.temperatures
     lm_head = lm.get_output_embeddings() if recipe.finetune.lm_loss_weight > 0 else None
     examples = load_train_examples(data_dir)
+    heldout: list[Example] | None = None
+    news_summary = None
+    if recipe.news.enabled:
+        if recipe.distill.lines > 0 or recipe.finetune.refit_epochs is not None:
+            raise ValueError("a news recipe keeps its hold-outs: no distill.lines, no finetune.refit_epochs")
+        from models.news_data import training_sets
+
+        voter = Classifier(load_bundle(Path(base))) if is_classifier_dir(base) else None
+        sets = training_sets(
+            recipe,
+            data_dir,
+            unlabeled_dir,
+            None if voter is None else (lambda texts: voter.probabilities(texts, 128)[1]),
+            log,
+        )
+        examples, heldout, news_summary = sets.fit, sets.held, sets.summary
     distill_dir: Path | None = None
     if recipe.distill.lines > 0:
         if unlabeled_dir is None:
@@ -850,7 +873,9 @@ def train_model(
             f"fine-tuning {count_parameters(classifier):,} parameters on {len(examples):,} train examples"
             + (" (re-fit: the hold-out included)" if refit else "")
         )
-        result = finetune(bundle, examples, spec, recipe.seed, lm_head, log, finetune_minutes, targets)
+        result = finetune(
+            bundle, examples, spec, recipe.seed, lm_head, log, finetune_minutes, targets, heldout=heldout
+        )
         append_log(Path(out_dir), {"stage": "finetune", "round": r, "history": result.history})
         round_summary = {
             "round": r,
@@ -883,13 +908,15 @@ def train_model(
     elif recipe.finetune.calibrate:
         from models.calibrate import calibrate
 
-        calibration = calibrate(bundle, examples, recipe.finetune.holdout_fraction, recipe.seed, log)
+        calibration = calibrate(
+            bundle, examples, recipe.finetune.holdout_fraction, recipe.seed, log, heldout=heldout
+        )
     lexical = None
     if recipe.lexical.enabled:
         from models.lexical_train import add_lexical
 
         lexical = add_lexical(
-            bundle, examples, recipe.lexical, recipe.finetune.holdout_fraction, recipe.seed, log
+            bundle, examples, recipe.lexical, recipe.finetune.holdout_fraction, recipe.seed, log, heldout
         )
     bundle.version = model_version(lm)  # stamped when the weights are final
     save_bundle(bundle, out_dir)
@@ -907,6 +934,7 @@ def train_model(
         "soup": soup,
         "calibration": calibration,
         "lexical": lexical,
+        "news": news_summary,
         # An untrained GPT is the base's: its provenance is the base's summary.
         "base_summary": None if trains_gpt else _summary_of(Path(base)),
         "recipe": _portable(recipe.to_dict()),

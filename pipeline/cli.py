@@ -198,15 +198,23 @@ def eval_command(
     data: DataDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="End with one JSON line.")] = False,
     baseline: Annotated[bool, typer.Option(help="Also fit and score the TF-IDF + LR baseline.")] = True,
+    write_metrics: Annotated[
+        bool, typer.Option("--write-metrics", help="Save the report as the model dir's metrics.json.")
+    ] = False,
 ) -> None:
-    """Evaluate a model on the valid splits, next to a TF-IDF + logistic-regression baseline."""
+    """Evaluate a model on the tweets' valid splits and on labeled news, next to a TF-IDF + LR baseline."""
     from models.evaluate import evaluate, format_report
-    from models.inference import load
+    from models.inference import DEFAULT_MODEL_DIR, load
 
     data_dir = _data_dir_or_fail(data)
     clf = load(model)
     report = evaluate(clf, data_dir, baseline=baseline)
     typer.echo(format_report(report, clf.bundle.topics, clf.bundle.sentiments))
+    if write_metrics:
+        path = Path(model or DEFAULT_MODEL_DIR) / "metrics.json"
+        recorded = {**report.summary, "confusion": report.confusion, "gaps": report.gaps}
+        path.write_text(json.dumps(recorded, sort_keys=True) + "\n", encoding="utf-8")
+        typer.echo(f"wrote {path}")
     if as_json:
         typer.echo(json.dumps(report.summary, sort_keys=True))
 

@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 from sqlalchemy.engine import Engine
 
-from models.data import SENTIMENT_NAMES, TOPIC_NAMES
+from models.labels import SENTIMENT_NAMES, TOPIC_NAMES
 from pipeline import rollups, store
 from pipeline.config import DEFAULT_SOURCES, DEFAULT_WATCHLIST
 from pipeline.sources import Source, load_sources

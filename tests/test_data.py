@@ -14,11 +14,15 @@ from models.data import (
     holdout_split,
     iter_unlabeled,
     load_hub_split,
+    load_news,
+    load_news_eval,
     load_split,
     load_train_examples,
+    read_news_csv,
+    stratified_split,
     unlabeled_files,
 )
-from tests.fixtures.models import write_csv
+from tests.fixtures.models import write_csv, write_news_csv
 from tests.shared_data import shared_data_dir
 
 
@@ -81,3 +85,48 @@ def test_real_train_sets_have_the_documented_sizes() -> None:
     assert sum(e.sentiment is not None for e in examples) == 9543
     assert sum(e.topic is not None for e in examples) == 16990
     assert len(load_split(data_dir, "sentiment", "valid")) == 2388
+
+
+def test_news_rows_read_label_names_and_are_marked_news(tmp_path: Path) -> None:
+    path = write_news_csv(
+        tmp_path / "n.csv", [("Up 5%", "positive"), ("Flat", "Neutral"), ("Down", "negative")]
+    )
+    examples = read_news_csv(path)
+    assert [SENTIMENT_NAMES[e.sentiment] for e in examples] == ["positive", "neutral", "negative"]
+    assert {e.domain for e in examples} == {"news"} and all(e.topic is None for e in examples)
+
+
+def test_a_news_row_with_an_unknown_label_names_file_and_row(tmp_path: Path) -> None:
+    path = write_news_csv(tmp_path / "n.csv", [("ok", "positive"), ("bad", "bullish")])
+    with pytest.raises(DataFormatError, match=r"n.csv row 3: label 'bullish'"):
+        read_news_csv(path)
+
+
+def test_stratified_split_holds_out_each_class_by_text_not_by_position() -> None:
+    rows = [Example(f"text {i}", sentiment=i % 3, domain="news") for i in range(300)]
+    fit, held = stratified_split(rows, 0.2, seed=0)
+    assert len(held) == 60 and {e.sentiment for e in held} == {0, 1, 2}
+    assert all(sum(e.sentiment == c for e in held) == 20 for c in range(3))
+    assert not {e.text for e in fit} & {e.text for e in held}
+    # The same rows are held out whatever the file's order, or other rows beside them.
+    _, held_reversed = stratified_split(rows[::-1], 0.2, seed=0)
+    assert {e.text for e in held_reversed} == {e.text for e in held}
+    _, other_seed = stratified_split(rows, 0.2, seed=1)
+    assert {e.text for e in other_seed} != {e.text for e in held}
+
+
+def test_news_splits_partition_each_training_file(tiny_data_dir: Path) -> None:
+    fit, held, every = (load_news(tiny_data_dir, split) for split in ("train", "heldout", "all"))
+    assert set(every) == {"sentfin", "finentity"}
+    for name in every:
+        assert sorted(e.text for e in fit[name] + held[name]) == sorted(e.text for e in every[name])
+    # 20 % of each class: 10 rows a class -> 2; 4 rows a class -> 1.
+    assert (len(held["sentfin"]), len(held["finentity"])) == (6, 3)
+
+
+def test_real_news_sets_have_the_documented_sizes() -> None:
+    data = shared_data_dir("headlines").parent
+    every = load_news(data, "all")
+    assert (len(every["sentfin"]), len(every["finentity"]), len(load_news_eval(data))) == (9458, 841, 4219)
+    held = load_news(data, "heldout")
+    assert (len(held["sentfin"]), len(held["finentity"])) == (1892, 167)

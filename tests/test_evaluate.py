@@ -21,6 +21,7 @@ from models.evaluate import (
     task_metrics,
 )
 from models.inference import load
+from tests.fixtures.models import TOPICS, sentiment_rows, write_csv
 from tests.shared_data import shared_data_dir
 
 METRIC_KEYS = {"accuracy", "macro_f1", "weighted_f1", "ece", "n"}
@@ -61,7 +62,7 @@ def test_report_has_the_documented_shape(tiny_trained_dir: Path, tiny_data_dir: 
     clf = load(tiny_trained_dir)
     report = evaluate(clf, tiny_data_dir)
     summary = report.summary
-    assert set(summary) == {"sentiment", "topic", "baseline", "model_version"}
+    assert set(summary) == {"sentiment", "topic", "baseline", "news", "model_version"}
     assert set(summary["sentiment"]) == set(summary["topic"]) == METRIC_KEYS
     assert set(summary["baseline"]["sentiment"]) == set(summary["baseline"]["topic"]) == METRIC_KEYS
     assert summary["sentiment"]["n"] == 12 and summary["topic"]["n"] == 6
@@ -70,6 +71,42 @@ def test_report_has_the_documented_shape(tiny_trained_dir: Path, tiny_data_dir: 
     assert "confusion matrix, topic" in format_report(report, clf.bundle.topics, clf.bundle.sentiments)
     assert set(report.gaps) == {"sentiment", "topic"}
     assert "paired-bootstrap interval" in format_report(report, clf.bundle.topics, clf.bundle.sentiments)
+
+
+def test_news_section_reports_each_set_per_class_and_beside_the_baseline(
+    tiny_trained_dir: Path, tiny_data_dir: Path
+) -> None:
+    clf = load(tiny_trained_dir)
+    report = evaluate(clf, tiny_data_dir)
+    news = report.summary["news"]
+    # SENTiVENT (evaluation only) and the hold-outs of the training-allowed files; 6 + 6 + 3 rows.
+    assert {name: m["n"] for name, m in news.items()} == {
+        "sentivent_eval": 6,
+        "sentfin_heldout": 6,
+        "finentity_heldout": 3,
+    }
+    for name, m in news.items():
+        assert set(m) >= METRIC_KEYS and set(m["per_class"]) == {"negative", "neutral", "positive"}
+        assert sum(c["n"] for c in m["per_class"].values()) == m["n"]
+        assert set(m["baseline"]) >= METRIC_KEYS and "per_class" in m["baseline"]
+        matrix = np.array(report.confusion[f"news/{name}"])
+        assert matrix.sum() == m["n"]
+        # Recall read off the confusion matrix: the diagonal over the row sums.
+        recall = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
+        assert [m["per_class"][c]["recall"] for c in ("negative", "neutral", "positive")] == pytest.approx(
+            recall
+        )
+    text = format_report(report, clf.bundle.topics, clf.bundle.sentiments)
+    assert "news sentiment" in text and "confusion matrix, news/sentivent_eval" in text
+
+
+def test_news_section_is_left_out_without_labeled_news(tiny_trained_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_csv(data / "twitter_financial_news_sentiment" / "sent_train.csv", sentiment_rows() * 3)
+    write_csv(data / "twitter_financial_news_sentiment" / "sent_valid.csv", sentiment_rows())
+    write_csv(data / "twitter_financial_news_topic" / "topic_train.csv", list(TOPICS) * 3)
+    write_csv(data / "twitter_financial_news_topic" / "topic_valid.csv", list(TOPICS))
+    assert "news" not in evaluate(load(tiny_trained_dir), data, baseline=False).summary
 
 
 def test_paired_bootstrap_brackets_the_gap_and_sees_a_sure_gain() -> None:

@@ -205,6 +205,41 @@ def test_training_from_a_saved_classifier_carries_on_from_its_weights_and_heads(
         train_model(recipe_from_dict(data), tiny_data_dir, tmp_path / "again", base=tmp_path / "start")
 
 
+def test_a_news_recipe_trains_on_labeled_and_weak_news_and_selects_on_both_domains(
+    tiny_data_dir: Path, tiny_trained_dir: Path, tmp_path: Path
+) -> None:
+    data = tiny_recipe_dict()
+    data["finetune"] |= {"epochs": 2}
+    data["news"] = {
+        "labeled": True,
+        "weak_lines": 100,
+        "weak_files": ["financial_news_headlines_2017_2020.txt.gz"],
+        "weak_per_class": 5,
+    }
+    lines: list[str] = []
+    summary = train_model(
+        recipe_from_dict(data),
+        tiny_data_dir,
+        tmp_path / "out",
+        unlabeled_dir=tiny_data_dir / "unlabeled",
+        base=tiny_trained_dir,
+        log=lines.append,
+    )
+    news = summary["news"]
+    # 24 of sentfin's 30 rows and 9 of finentity's 12 train; the rest (6 + 3) join the tweets' hold-out.
+    assert (news["sentfin"]["fit"], news["finentity"]["fit"]) == (24, 9)
+    assert news["heldout"]["news"] == 9
+    # Weak labels: the tiny unlabeled lines repeat the labeled headlines, so every class is found; capped.
+    assert all(0 < n <= 5 for n in news["weak"]["kept"].values())
+    assert set(news["weak"]["quality_on_news_heldout"]) == {"rules", "lexicon", "model", "combined"}
+    # Selection read both domains: each held-out evaluation reports the tweets' and the news' F1.
+    held = [json.loads(line.removeprefix("held-out: ")) for line in lines if line.startswith("held-out: ")]
+    assert held and all({"sentiment_weighted_f1_tweet", "sentiment_weighted_f1_news"} <= set(h) for h in held)
+    with pytest.raises(ValueError, match="keeps its hold-outs"):
+        data["finetune"] |= {"refit_epochs": 1.0, "refit_temperatures": [1.0, 1.0]}
+        train_model(recipe_from_dict(data), tiny_data_dir, tmp_path / "again", base=tiny_trained_dir)
+
+
 def test_a_grown_classifier_starts_from_the_saved_predictions_and_trains_its_new_blocks(
     tiny_data_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path
 ) -> None:

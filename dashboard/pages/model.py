@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import queries
-from models.data import SENTIMENT_NAMES, TOPIC_NAMES
+from models.labels import SENTIMENT_NAMES, TOPIC_NAMES
 
 BINS = 20
 SAMPLE_ROWS = 50_000
@@ -55,7 +55,9 @@ def scalar_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float
 
 
 def _labels(task: str, size: int) -> list[str]:
-    known = {"sentiment": SENTIMENT_NAMES, "topic": TOPIC_NAMES}.get(task.rsplit(".", 1)[-1], ())
+    # News sets ("news/sentivent_eval") are sentiment matrices.
+    kind = "sentiment" if task.startswith("news/") else task.rsplit(".", 1)[-1]
+    known = {"sentiment": SENTIMENT_NAMES, "topic": TOPIC_NAMES}.get(kind, ())
     return list(known) if len(known) == size else [str(i) for i in range(size)]
 
 
@@ -81,6 +83,35 @@ def confusion_matrices(metrics: dict[str, Any], prefix: str = "") -> dict[str, p
     return found
 
 
+NEWS_SETS = {
+    "sentivent_eval": "SENTiVENT news sentences (evaluation only)",
+    "sentfin_heldout": "SEntFiN headlines (held out)",
+    "finentity_heldout": "FinEntity paragraphs (held out)",
+}
+
+
+def news_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Return a row per labeled news set: weighted F1 and per-class recall, the model's and the baseline's."""
+    rows = []
+    for name, m in (metrics.get("news") or {}).items():
+        if not isinstance(m, dict) or "per_class" not in m:
+            continue
+        base = m.get("baseline") or {}
+        rows.append(
+            {
+                "news set": NEWS_SETS.get(name, name),
+                "texts": m["n"],
+                "weighted F1": m["weighted_f1"],
+                "negative recall": m["per_class"]["negative"]["recall"],
+                "negative precision": m["per_class"]["negative"]["precision"],
+                "positive recall": m["per_class"]["positive"]["recall"],
+                "baseline weighted F1": base.get("weighted_f1"),
+                "baseline negative recall": (base.get("per_class") or {}).get("negative", {}).get("recall"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 st.markdown(
     f"**Active version** `{version}` · {row['name'] or 'unnamed'} · registered "
     f"{row['created_at']:%Y-%m-%d %H:%M} UTC · {int(row['articles']):,} articles scored"
@@ -97,6 +128,23 @@ with card:
 
 metrics = metrics_of(row, model_dir)
 with numbers:
+    news = news_table(metrics)
+    if not news.empty:
+        st.markdown(
+            "**News sentiment** — how often a negative news text is called negative (*negative recall*) "
+            "is what alerts depend on; the baseline is TF-IDF + logistic regression on the same training "
+            "data."
+        )
+        st.dataframe(
+            news,
+            hide_index=True,
+            key="model_news",
+            column_config={
+                c: st.column_config.NumberColumn(format="%.3f")
+                for c in news.columns
+                if c not in ("news set", "texts")
+            },
+        )
     flat = scalar_metrics(metrics)
     if not flat:
         st.info("No evaluation metrics recorded for this version.")
