@@ -32,6 +32,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from pipeline.config import Settings, get_settings
+from pipeline.decode import BadEncoding, BodyTooLarge, BoundedDecoder
 from pipeline.robots import (
     MAX_ROBOTS_BYTES,
     RobotsCache,
@@ -458,9 +459,10 @@ class Fetcher:
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int, truncate: bool) -> bytes:
-    """Return the (decoded) body, raising ``too_large`` as soon as it passes ``max_bytes``.
+    """Return the decoded body, raising ``too_large`` as soon as it passes ``max_bytes``.
 
-    The cap applies to decompressed bytes, so a small gzip bomb is stopped as well.
+    The cap applies to decoded bytes, counted as every Content-Encoding layer produces them
+    (``pipeline.decode``), so neither a gzip bomb nor a stack of them (``gzip, gzip``) inflates in memory.
     """
     declared = response.headers.get("Content-Length", "")
     if not truncate and declared.isdigit() and int(declared) > max_bytes:
@@ -469,19 +471,21 @@ async def _read_capped(response: httpx.Response, max_bytes: int, truncate: bool)
             f"body of {int(declared):,} bytes is over the {max_bytes:,}-byte cap ({response.url})",
             response.status_code,
         )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        if size + len(chunk) > max_bytes:
-            if truncate:
-                chunks.append(chunk[: max_bytes - size])
+    try:
+        decoder = BoundedDecoder(response.headers.get("Content-Encoding"), max_bytes, truncate)
+        async for chunk in response.aiter_raw():
+            decoder.feed(chunk)
+            if decoder.full:
                 break
-            raise FetchFailure(
-                "too_large", f"body passed the {max_bytes:,}-byte cap ({response.url})", response.status_code
-            )
-        size += len(chunk)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        return decoder.finish()
+    except BodyTooLarge as exc:
+        raise FetchFailure(
+            "too_large",
+            f"decoded body passed the {max_bytes:,}-byte cap ({response.url})",
+            response.status_code,
+        ) from exc
+    except BadEncoding as exc:
+        raise FetchFailure("network", f"cannot decode the body from {response.url}: {exc}") from exc
 
 
 async def fetch_all(

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import resource
 import time
+import zlib
 
+import brotli
 import httpx
 import pytest
+import zstandard
 
 from pipeline.config import Settings
 from pipeline.fetch import (
@@ -183,6 +187,64 @@ def test_compressed_body_is_capped_on_its_decompressed_size(
     result = fetch_one(fetch_settings, Source(name="bomb", url=url))
     assert len(bomb) < fetch_settings.max_body_bytes
     assert result.status == "error" and result.error_kind == "too_large"
+
+
+def stacked_bomb(decoded_bytes: int, codings: tuple[str, ...]) -> bytes:
+    """Return zeros of ``decoded_bytes`` encoded by each of ``codings`` in turn, built in 16 MB pieces."""
+    first = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip
+    block = b"\0" * (1 << 24)
+    body = b"".join(first.compress(block) for _ in range(decoded_bytes >> 24)) + first.flush()
+    for coding in codings[1:]:
+        body = encode(body, coding)
+    return body
+
+
+def encode(body: bytes, coding: str) -> bytes:
+    return {
+        "gzip": gzip.compress,
+        "deflate": zlib.compress,
+        "br": brotli.compress,
+        "zstd": zstandard.ZstdCompressor().compress,
+    }[coding](body)
+
+
+@pytest.mark.parametrize(
+    "codings", [("gzip", "gzip"), ("gzip", "br"), ("gzip", "zstd", "deflate"), ("gzip", "gzip", "gzip")]
+)
+def test_stacked_encodings_are_capped_on_what_the_last_layer_decodes(
+    feed_server: FaultyFeedServer, fetch_settings: Settings, codings: tuple[str, ...]
+) -> None:
+    # A few KB on the wire that inflate, layer by layer, to 2 GiB: stopped at the cap, memory flat.
+    bomb = stacked_bomb(1 << 31, codings)
+    assert len(bomb) < 100_000
+    url = feed_server.add("/stacked.xml", bomb, headers={"Content-Encoding": ", ".join(codings)})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = fetch_one(fetch_settings, Source(name="stacked", url=url))
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert result.status == "error" and result.error_kind == "too_large", result.error
+    assert "decoded body passed the 262,144-byte cap" in (result.error or "")
+    assert grown_mb < 100
+
+
+@pytest.mark.parametrize("codings", [("br",), ("zstd",), ("deflate",), ("gzip", "br", "zstd")])
+def test_every_content_coding_decodes_in_any_order(
+    feed_server: FaultyFeedServer, fetch_settings: Settings, codings: tuple[str, ...]
+) -> None:
+    feed = b"<rss><channel><title>t</title></channel></rss>"
+    body = feed
+    for coding in codings:
+        body = encode(body, coding)
+    url = feed_server.add("/enc.xml", body, headers={"Content-Encoding": ", ".join(codings)})
+    result = fetch_one(fetch_settings, Source(name="enc", url=url))
+    assert result.status == "ok" and result.body == feed
+
+
+def test_an_unknown_content_coding_is_a_clear_error(
+    feed_server: FaultyFeedServer, fetch_settings: Settings
+) -> None:
+    url = feed_server.add("/odd.xml", b"<rss/>", headers={"Content-Encoding": "compress"})
+    result = fetch_one(fetch_settings, Source(name="odd", url=url))
+    assert result.status == "error" and "unsupported Content-Encoding 'compress'" in (result.error or "")
 
 
 def test_redirect_loop_is_stopped(feed_server: FaultyFeedServer, fetch_settings: Settings) -> None:
