@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     source_deadline_s: float = 30.0
     max_body_bytes: int = 10 * 1024 * 1024
     max_redirects: int = 5
+    # Server-side guards on an ingest run's connection: a run that dies mid-transaction (its client
+    # killed) is ended by the server after this long, and a statement waits at most lock_timeout_s
+    # for a lock, so a crashed run never blocks the next one for longer.
+    idle_in_transaction_timeout_s: float = 60.0
+    lock_timeout_s: float = 120.0
     retries: int = 3
     concurrency: int = 64
     per_host_concurrency: int = 4

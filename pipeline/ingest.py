@@ -10,10 +10,14 @@ broken feed never stops the others; running the same ingest twice adds nothing.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import inspect
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -47,6 +51,7 @@ MAX_FUTURE = timedelta(days=2)
 MAX_FULLTEXT_PER_SOURCE = 10
 # Below this many changed feeds, starting worker processes costs more than parsing in-process.
 PARALLEL_PARSE_MIN_FEEDS = 16
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when the thread that forked it exits
 _WARM_UP_FEED = (
     b"<rss version='2.0'><channel><item><title>Warm up the parser here</title></item></channel></rss>"
 )
@@ -249,34 +254,83 @@ def _parse_processes(jobs: int) -> int:
     return min(cpus, 8)
 
 
-def prepare_all(
-    results: Sequence[FetchResult], fetched_at: datetime, watchlist: Path | str
-) -> Iterator[tuple[FetchResult, PreparedFeed]]:
-    """Yield each fetched feed with its prepared entries, in order, parsing in parallel when worth it."""
-    jobs = [
-        (r.body, r.source.name, r.final_url or r.url, r.content_type, fetched_at, str(watchlist))
-        for r in results
-    ]
-    workers = _parse_processes(len(jobs))
-    if not workers:
-        for result, job in zip(results, jobs, strict=True):
-            yield result, _prepare_job(job)
-        return
-    # Load the language model and watchlist once here so forked workers inherit them ready.
-    tagger_for(str(watchlist))
-    prepare_feed(
-        _WARM_UP_FEED,
-        source_name="warm-up",
-        url="http://localhost/",
-        content_type=None,
-        fetched_at=fetched_at,
-        watchlist=str(watchlist),
-    )
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        chunk = max(1, min(16, len(jobs) // (workers * 8)))
-        yield from zip(results, pool.map(_prepare_job, jobs, chunksize=chunk), strict=True)
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: the kernel kills this worker when the run that forked it dies, even by SIGKILL,
+    so no orphan lingers (Linux; elsewhere the check below catches a parent gone before start)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class ParsePool:
+    """The worker processes a run parses its feeds in, or none when the run is small.
+
+    Enter it before the run opens its database connection: workers are forked then, so none inherits
+    a connection (a worker that outlived its run would keep that connection's transaction and locks
+    alive), and each dies with the run. The watchlist and language model are loaded before the fork,
+    so the workers start warm.
+    """
+
+    def __init__(self, feeds: int, watchlist: Path | str, engine: Engine | None = None) -> None:
+        self.workers = _parse_processes(feeds)
+        self.watchlist = str(watchlist)
+        self.engine = engine
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> ParsePool:
+        if not self.workers:
+            return self
+        tagger_for(self.watchlist)
+        prepare_feed(
+            _WARM_UP_FEED,
+            source_name="warm-up",
+            url="http://localhost/",
+            content_type=None,
+            fetched_at=datetime.now(UTC),
+            watchlist=self.watchlist,
+        )
+        if self.engine is not None:
+            self.engine.dispose()  # idle pooled connections are closed, not inherited
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=context,
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        )
+        self._pool.submit(_ready).result()  # with fork, the first task starts every worker now
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def worker_pids(self) -> list[int]:
+        """Return the process ids of the workers (empty when parsing in this process)."""
+        return [] if self._pool is None else [p.pid for p in self._pool._processes.values() if p.pid]
+
+    def prepare_all(
+        self, results: Sequence[FetchResult], fetched_at: datetime
+    ) -> Iterator[tuple[FetchResult, PreparedFeed]]:
+        """Yield each fetched feed with its prepared entries, in order, parsed by the workers if any."""
+        jobs = [
+            (r.body, r.source.name, r.final_url or r.url, r.content_type, fetched_at, self.watchlist)
+            for r in results
+        ]
+        if self._pool is None:
+            for result, job in zip(results, jobs, strict=True):
+                yield result, _prepare_job(job)
+            return
+        chunk = max(1, min(16, len(jobs) // (self.workers * 8)))
+        yield from zip(results, self._pool.map(_prepare_job, jobs, chunksize=chunk), strict=True)
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -314,6 +368,9 @@ class _Run:
             self._conn = self.engine.connect()
             with self._conn.begin():
                 store.relax_commit_durability(self._conn)
+                store.guard_session(
+                    self._conn, self.settings.idle_in_transaction_timeout_s, self.settings.lock_timeout_s
+                )
         with self._conn.begin():
             yield self._conn
 
@@ -481,14 +538,16 @@ async def _fetch_pages(wanted: list[tuple[str, list[PreparedEntry]]], settings: 
 
 
 def _ingest(sources: list[Source], engine: Engine, settings: Settings) -> IngestReport:
-    run = _Run(engine, settings)
-    try:
-        return _ingest_run(run, sources, settings)
-    finally:
-        run.close()
+    # Workers first, connection second: see ParsePool.
+    with ParsePool(len(sources), settings.watchlist, engine) as pool:
+        run = _Run(engine, settings)
+        try:
+            return _ingest_run(run, sources, settings, pool)
+        finally:
+            run.close()
 
 
-def _ingest_run(run: _Run, sources: list[Source], settings: Settings) -> IngestReport:
+def _ingest_run(run: _Run, sources: list[Source], settings: Settings, pool: ParsePool) -> IngestReport:
     started = time.monotonic()
     report = IngestReport(run_id=run.run_id)
     started_at = datetime.now(UTC)
@@ -530,7 +589,7 @@ def _ingest_run(run: _Run, sources: list[Source], settings: Settings) -> IngestR
             finish(result, rep)
 
     deferred: list[tuple[FetchResult, SourceReport, PreparedFeed, list[PreparedEntry]]] = []
-    for result, feed in prepare_all(changed, fetched_at, settings.watchlist):
+    for result, feed in pool.prepare_all(changed, fetched_at):
         t0 = time.monotonic()
         source = result.source
         source_id = states[source.name].id

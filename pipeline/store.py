@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from models.data import SENTIMENT_NAMES
+from models.labels import SENTIMENT_NAMES
 from pipeline.sources import Source
 
 # --- schema bookkeeping (used by pipeline.db) ------------------------------------------------
@@ -379,9 +379,24 @@ def relax_commit_durability(conn: Connection) -> None:
     conn.execute(sa.text("SET synchronous_commit TO OFF"))
 
 
+def guard_session(conn: Connection, idle_in_transaction_s: float, lock_timeout_s: float) -> None:
+    """Bound what a dead or stuck client of this session can hold: the server ends a transaction left
+    idle for ``idle_in_transaction_s``; a statement gives up after ``lock_timeout_s`` waiting for a lock."""
+    conn.execute(
+        sa.text(
+            "SELECT set_config('idle_in_transaction_session_timeout', :idle, false),"
+            " set_config('lock_timeout', :lock, false)"
+        ),
+        {"idle": f"{round(idle_in_transaction_s * 1000)}ms", "lock": f"{round(lock_timeout_s * 1000)}ms"},
+    )
+
+
 def restore_commit_durability(conn: Connection) -> None:
-    """Undo :func:`relax_commit_durability` before the connection goes back to the pool."""
+    """Undo :func:`relax_commit_durability` and :func:`guard_session` before the connection goes back to
+    the pool."""
     conn.execute(sa.text("RESET synchronous_commit"))
+    conn.execute(sa.text("RESET idle_in_transaction_session_timeout"))
+    conn.execute(sa.text("RESET lock_timeout"))
 
 
 def insert_fetch_log(conn: Connection, row: FetchLogRow) -> None:
