@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pretrain_stream.py --json
 	$(BIN)/python bench/scoring.py --json
 	$(BIN)/python bench/alerts.py --json
+	$(BIN)/python bench/storms.py --json
 	$(BIN)/python bench/dashboard.py --rows 1000000
 
 ## airflow: Airflow 3 standalone (scheduler, dag-processor, triggerer, api-server) on http://127.0.0.1:8080,

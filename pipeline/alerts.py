@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from pipeline import notify, store
 from pipeline.config import Settings, get_settings
 from pipeline.rules import Rule, load_rules
-from pipeline.stats import SpikeResult, spike_test
+from pipeline.stats import SpikeResult, market_activity, spike_test
 
 HOUR = timedelta(hours=1)
 HEADLINES_PER_EMAIL = 5
@@ -69,6 +69,7 @@ class Counts:
     neg_stories: int
     base_stories: int
     base_neg: int
+    activity: float = 1.0  # all news in the window against its baseline rate (count tests only)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,10 @@ def rule_test(rule: Rule, c: Counts, prior: float) -> SpikeResult:
         min_rise=rule.min_rise,
         prior_share=prior,
         prior_stories=rule.prior_stories,
+        min_negative=rule.min_negative,
+        window_hours=rule.window / HOUR,
+        baseline_hours=rule.baseline / HOUR,
+        activity=c.activity,
     )
 
 
@@ -337,14 +342,24 @@ def _state_row(state: AlertState) -> dict[str, Any]:
     return {"fingerprint": state.fingerprint, **asdict(state), "inhibited_by": list(state.inhibited_by)}
 
 
+def _counts_key(rule: Rule) -> tuple[str, timedelta, timedelta, timedelta, bool]:
+    """Return what the counts of ``rule`` depend on: rules that share it share one query."""
+    return (rule.dimension, rule.window, rule.baseline, rule.baseline_gap, rule.test == "poisson_count")
+
+
 def _counts(conn: Connection, version: str, rule: Rule, now: datetime) -> dict[str, Counts]:
     end = window_end(now)
     win_start = end - rule.window
     base_end = win_start - rule.baseline_gap
-    rows = store.window_counts(
-        conn, version, rule.dimension, base_end - rule.baseline, base_end, win_start, end
-    )
-    return {r.value: Counts(r.stories, r.neg_stories, r.base_stories, r.base_neg) for r in rows}
+    bounds = (base_end - rule.baseline, base_end, win_start, end)
+    rows = store.window_counts(conn, version, rule.dimension, *bounds)
+    activity = 1.0
+    if rule.test == "poisson_count":
+        every = store.window_counts(conn, version, "all", *bounds)
+        if every:
+            a = every[0]
+            activity = market_activity(a.stories, rule.window / HOUR, a.base_stories, rule.baseline / HOUR)
+    return {r.value: Counts(r.stories, r.neg_stories, r.base_stories, r.base_neg, activity) for r in rows}
 
 
 def _event_row(t: Transition) -> dict[str, Any]:
@@ -539,10 +554,10 @@ def evaluate(
         silences = [dict(row._mapping) for row in store.active_silences(conn, now)]
         recorded: list[tuple[Transition, int]] = []
         changed_all: dict[str, AlertState] = {}
-        counts_cache: dict[tuple[str, timedelta, timedelta, timedelta], dict[str, Counts]] = {}
+        counts_cache: dict[tuple[str, timedelta, timedelta, timedelta, bool], dict[str, Counts]] = {}
         stepped: list[tuple[Transition, dict[str, Counts]]] = []
         for rule in rules:
-            key = (rule.dimension, rule.window, rule.baseline, rule.baseline_gap)
+            key = _counts_key(rule)
             if key not in counts_cache:
                 counts_cache[key] = _counts(conn, version, rule, now) if version else {}
             changed, transitions = step_rule(rule, observe(rule, counts_cache[key]), states, now, silences)
@@ -574,7 +589,7 @@ def evaluate(
         ]
         for state in held if version else ():
             rule = by_name[state.rule]
-            counts = counts_cache[(rule.dimension, rule.window, rule.baseline, rule.baseline_gap)]
+            counts = counts_cache[_counts_key(rule)]
             new, t = _released(conn, version, rule, state, firing_tickers, counts, now, silences)
             changed_all[new.fingerprint] = new
             event_id = store.release_alert_event(conn, new.fingerprint, new.firing_since, now) if t else None

@@ -27,7 +27,7 @@ from pipeline.alerts import (
     window_end,
 )
 from pipeline.rules import Rule, load_rules
-from pipeline.stats import spike_test
+from pipeline.stats import market_activity, spike_test
 
 # Float slack for the vectorised pre-filter, which must never drop a value spike_test would flag.
 _EPS = 1e-9
@@ -115,7 +115,13 @@ def evaluation_times(start: datetime, end: datetime) -> list[datetime]:
 
 
 def _observations(
-    rule: Rule, series: StorySeries, cum_s: np.ndarray, cum_n: np.ndarray, t: datetime, watched: np.ndarray
+    rule: Rule,
+    series: StorySeries,
+    cum_s: np.ndarray,
+    cum_n: np.ndarray,
+    t: datetime,
+    watched: np.ndarray,
+    every: np.ndarray | None = None,
 ) -> list[Observation]:
     """Return the observations of values that could breach at ``t`` (others cannot, see ``_EPS``)."""
     end = int((t - series.start) / HOUR)
@@ -136,7 +142,20 @@ def _observations(
     base_share = (k0 + prior * rule.prior_stories) / (n0 + rule.prior_stories)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(n > 0, k / np.maximum(n, 1), 0.0)
-    possible = watched & (n >= rule.min_stories) & (share - base_share >= rule.min_rise - _EPS)
+    activity = 1.0
+    if rule.test == "poisson_count" and every is not None:
+        activity = market_activity(
+            int(span(every, end - win, end)[0]),
+            win,
+            int(span(every, end - win - gap - base, end - win - gap)[0]),
+            base,
+        )
+    possible = (
+        watched
+        & (n >= rule.min_stories)
+        & (k >= rule.min_negative)
+        & (share - base_share >= rule.min_rise - _EPS)
+    )
     candidates = np.nonzero(possible)[0]
     return [
         Observation(
@@ -153,6 +172,10 @@ def _observations(
                 min_rise=rule.min_rise,
                 prior_share=float(prior),
                 prior_stories=rule.prior_stories,
+                min_negative=rule.min_negative,
+                window_hours=win,
+                baseline_hours=base,
+                activity=activity,
             ),
         )
         for v in candidates
@@ -185,7 +208,8 @@ def replay(
             if s is None or not s.values:
                 continue
             cum_s, cum_n = cums[rule.dimension]
-            obs = _observations(rule, s, cum_s, cum_n, t, watched[(rule.name, rule.dimension)])
+            every = cums["all"][0] if "all" in cums else None
+            obs = _observations(rule, s, cum_s, cum_n, t, watched[(rule.name, rule.dimension)], every)
             changed, transitions = step_rule(rule, obs, states, t)
             states.update(changed)
             for o in obs:
@@ -235,8 +259,10 @@ def backtest(
     *,
     engine: Engine | None = None,
     rules: Sequence[Rule] | None = None,
+    model_version: str | None = None,
 ) -> BacktestReport:
-    """Return what hourly evaluation from ``start`` to ``end`` over the stored rollups would have fired."""
+    """Return what hourly evaluation from ``start`` to ``end`` over the stored rollups would have fired,
+    on ``model_version``'s rollups (default: the version alerts read)."""
     from pipeline.db import get_engine
 
     start, end = start.astimezone(UTC), end.astimezone(UTC)
@@ -246,12 +272,16 @@ def backtest(
     rules = list(rules) if rules is not None else load_rules()
     times = evaluation_times(start, end)
     with engine.connect() as conn:
-        version = store.alert_model_version(conn)
+        version = model_version or store.alert_model_version(conn)
     report = BacktestReport(start.isoformat(), end.isoformat(), len(times), version)
     if version is None or not times or not rules:
         return report
     lookback = max(rule.window + rule.baseline_gap + rule.baseline for rule in rules)
     first = times[0] - lookback
-    series = load_series(engine, version, sorted({r.dimension for r in rules}), first, times[-1])
+    # Count tests read the activity of all news beside their own dimension.
+    dims = {r.dimension for r in rules} | (
+        {"all"} if any(r.test == "poisson_count" for r in rules) else set()
+    )
+    series = load_series(engine, version, sorted(dims), first, times[-1])
     report.episodes = replay(rules, series, times)
     return report

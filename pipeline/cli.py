@@ -511,6 +511,9 @@ def backtest_command(
     start: Annotated[str, typer.Option("--from", help="First evaluation time, ISO 8601.")],
     end: Annotated[str, typer.Option("--to", help="Last evaluation time, ISO 8601.")],
     rules: RulesOption = None,
+    model_version: Annotated[
+        str | None, typer.Option("--model-version", help="Replay this version's scores (default: active).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Replay hourly evaluation over stored history and list what would have fired (sends nothing)."""
@@ -520,7 +523,7 @@ def backtest_command(
     assert begin is not None and finish is not None
     if finish < begin:
         raise _fail(f"--to {end} is before --from {start}")
-    report = backtest(begin, finish, rules=_load_rules_or_fail(rules))
+    report = backtest(begin, finish, rules=_load_rules_or_fail(rules), model_version=model_version)
     table = Table(title=f"backtest {start} → {end}: {report.evaluations} hourly evaluations")
     for column in ("fired", "resolved", "rule", "dimension", "value", "peak negative", "baseline", "stories"):
         table.add_column(column)

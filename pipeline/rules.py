@@ -48,9 +48,10 @@ class Rule(BaseModel):
     # The baseline ends this long before the window starts, so a storm that has run for hours does not
     # raise its own baseline and mask itself (Prometheus users write ``offset 1d``).
     baseline_gap: timedelta = timedelta(hours=24)
-    test: Literal["binomial", "beta_binomial", "z"] = "beta_binomial"
+    test: Literal["binomial", "beta_binomial", "z", "poisson_count"] = "beta_binomial"
     alpha: float = Field(default=0.001, gt=0, lt=1)
     min_stories: int = Field(default=5, ge=1)
+    min_negative: int = Field(default=0, ge=0)  # negative stories the window needs (any test)
     min_rise: float = Field(default=0.15, ge=0, le=1)
     # Pseudo-stories at the all-stories share that steady a thin baseline (see stats.baseline_share).
     prior_stories: float = Field(default=20.0, ge=0)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-TestName = Literal["binomial", "beta_binomial", "z"]
+TestName = Literal["binomial", "beta_binomial", "z", "poisson_count"]
 
 # Summation stops once a term adds less than this fraction of the running total.
 _REL_EPS = 1e-17
@@ -86,6 +86,44 @@ def beta_binomial_sf(k: int, n: int, a: float, b: float) -> float:
     return max(0.0, 1.0 - lower)
 
 
+def poisson_sf(k: int, mu: float) -> float:
+    """Return P(X >= k) for X ~ Poisson(mu)."""
+    if k <= 0:
+        return 1.0
+    if mu <= 0.0:
+        return 0.0
+    log_pmf = -mu + k * math.log(mu) - math.lgamma(k + 1)
+    if k >= mu:
+        # Above the mean the pmf falls: sum upwards from k until the terms stop counting.
+        return min(1.0, _tail_sum(log_pmf, lambda i: mu / (i + 1), k, k + 10_000, 1))
+    lower = _tail_sum(log_pmf - math.log(mu / k), lambda i: i / mu, k - 1, 0, -1)
+    return max(0.0, 1.0 - lower)
+
+
+def expected_negatives(
+    base_neg: int, baseline_hours: float, window_hours: float, activity: float = 1.0
+) -> float:
+    """Return the negative stories a window of ``window_hours`` expects at the baseline's hourly rate,
+    scaled by how busy the news is in the window compared with the baseline (``activity``).
+
+    One pseudo-story keeps a ticker whose baseline saw no negative story from expecting none at all.
+    """
+    return (base_neg + 1.0) / max(baseline_hours, 1.0) * window_hours * activity
+
+
+def market_activity(stories: int, window_hours: float, base_stories: int, baseline_hours: float) -> float:
+    """Return the window's story rate over the baseline's, across all news, clipped to [0.25, 4].
+
+    News runs three times busier on a weekday afternoon than at night: a ticker's negative stories are
+    expected at the rate of the hour, not of the fortnight, or every busy afternoon looks like a storm.
+    One ticker's storm hardly moves the count of all stories, so it does not explain itself away.
+    """
+    if base_stories <= 0 or window_hours <= 0:
+        return 1.0
+    ratio = (stories / window_hours) / (base_stories / max(baseline_hours, 1.0))
+    return min(4.0, max(0.25, ratio))
+
+
 def normal_sf(z: float) -> float:
     """Return P(Z >= z) for a standard normal Z."""
     return 0.5 * math.erfc(z / math.sqrt(2.0))
@@ -143,11 +181,20 @@ def spike_test(
     min_rise: float = 0.15,
     prior_share: float = 0.3,
     prior_stories: float = 20.0,
+    min_negative: int = 0,
+    window_hours: float = 1.0,
+    baseline_hours: float = 336.0,
+    activity: float = 1.0,
 ) -> SpikeResult:
     """Return whether ``neg_stories`` of ``stories`` is a significant rise over the baseline counts.
 
-    A breach needs all of: at least ``min_stories`` stories in the window, a negative share at least
-    ``min_rise`` above the baseline share, and a one-sided p-value at most ``alpha``.
+    A breach needs all of: at least ``min_stories`` stories and ``min_negative`` negative ones in the
+    window, a negative share at least ``min_rise`` above the baseline share, and a one-sided p-value
+    at most ``alpha``. The share tests (binomial, beta_binomial, z) ask whether the window's share is
+    surprising; ``poisson_count`` asks whether its *number* of negative stories is, at the baseline's
+    hourly rate of them (times ``activity``, see :func:`market_activity`): a storm is more stories as
+    well as sourer ones, and counting catches it hours before enough stories pile up for a share to be
+    significant.
     """
     share = neg_stories / stories if stories else 0.0
     base = baseline_share(base_neg, base_stories, prior_share, prior_stories)
@@ -157,6 +204,8 @@ def spike_test(
 
     if stories < min_stories:
         return result(1.0, False, f"only {stories} stories (< {min_stories})")
+    if neg_stories < min_negative:
+        return result(1.0, False, f"only {neg_stories} negative stories (< {min_negative})")
     if share - base < min_rise:
         return result(1.0, False, f"rise {share - base:+.3f} below {min_rise:.3f}")
     if test == "binomial":
@@ -169,12 +218,22 @@ def spike_test(
             p_value = binomial_sf(neg_stories, stories, base)
         else:
             p_value = beta_binomial_sf(neg_stories, stories, base * weight, (1.0 - base) * weight)
+    elif test == "poisson_count":
+        expected = expected_negatives(base_neg, baseline_hours, window_hours, activity)
+        p_value = poisson_sf(neg_stories, expected)
+        verdict = "<=" if p_value <= alpha else ">"
+        return result(
+            p_value,
+            p_value <= alpha,
+            f"{neg_stories} negative stories vs {expected:.2f} expected: "
+            f"p={p_value:.2g} {verdict} alpha={alpha:g}",
+        )
     elif test == "z":
         # The prior enters as pseudo-stories of the baseline sample so both tests see the same baseline.
         weight = base_stories + prior_stories
         _, p_value = two_proportion_z(neg_stories, stories, base * weight, weight)
     else:
-        raise ValueError(f"unknown test {test!r}; use binomial, beta_binomial or z")
+        raise ValueError(f"unknown test {test!r}; use binomial, beta_binomial, z or poisson_count")
     if p_value > alpha:
         return result(p_value, False, f"p={p_value:.2g} > alpha={alpha:g}")
     return result(p_value, True, f"p={p_value:.2g} <= alpha={alpha:g}")

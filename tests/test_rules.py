@@ -27,9 +27,13 @@ def test_durations_parse_with_units() -> None:
 def test_shipped_rules_cover_every_dimension_and_window() -> None:
     rules = load_rules(DEFAULT_RULES)
     pairs = {(r.dimension, r.window) for r in rules}
-    for dimension in ("all", "topic", "ticker", "source"):
+    for dimension in ("all", "topic", "source"):
         for hours in (1, 6, 24):
             assert (dimension, timedelta(hours=hours)) in pairs
+    # Tickers: counts of negative stories over 2, 6 and 24 hours (bench/storms.py measures them).
+    tickers = {r.window: r for r in rules if r.dimension == "ticker"}
+    assert set(tickers) == {timedelta(hours=h) for h in (2, 6, 24)}
+    assert all(r.test == "poisson_count" and r.min_negative >= 3 for r in tickers.values())
     assert all(r.baseline == timedelta(days=14) for r in rules)
     assert all(r.keep_firing_for > timedelta(0) for r in rules)
 

@@ -122,3 +122,32 @@ def test_ewma_and_cusum_known_values() -> None:
     assert stats.cusum([0.3, 0.5, 0.1, 0.6], target=0.25, slack=0.05) == pytest.approx([0.0, 0.2, 0.0, 0.3])
     with pytest.raises(ValueError):
         stats.ewma([1.0], 0.0)
+
+
+@pytest.mark.parametrize(
+    ("k", "mu"), [(0, 1.0), (1, 0.1), (3, 0.1), (4, 0.3), (5, 10.0), (20, 10.0), (2, 5.0)]
+)
+def test_poisson_tail_matches_scipy(k: int, mu: float) -> None:
+    assert stats.poisson_sf(k, mu) == pytest.approx(sps.poisson.sf(k - 1, mu), rel=1e-9, abs=1e-15)
+
+
+def test_count_test_fires_on_a_thin_tickers_burst_of_negative_stories() -> None:
+    # A ticker that sees ~1 negative story every two days (7 in a fortnight), then 3 within 2 hours.
+    common = {"test": "poisson_count", "alpha": 1e-4, "min_stories": 3, "min_negative": 3, "min_rise": 0.15}
+    burst = stats.spike_test(3, 3, 7, 35, window_hours=2, baseline_hours=336, **common)
+    assert burst.breach and "3 negative stories vs 0.05 expected" in burst.reason
+    # The same three stories in a fortnight's busiest hour (4x the usual news) are less surprising.
+    busy = stats.spike_test(3, 3, 7, 35, window_hours=2, baseline_hours=336, activity=4.0, **common)
+    assert busy.p_value > burst.p_value
+    # Two negative stories are not enough, whatever their share; nor is good news in volume.
+    assert not stats.spike_test(2, 2, 7, 35, window_hours=2, baseline_hours=336, **common).breach
+    assert not stats.spike_test(1, 9, 7, 35, window_hours=2, baseline_hours=336, **common).breach
+
+
+def test_expected_negatives_and_market_activity() -> None:
+    assert stats.expected_negatives(13, 336, 6) == pytest.approx(14 / 336 * 6)
+    assert stats.expected_negatives(0, 336, 6) > 0  # a baseline with no negative story still expects some
+    assert stats.market_activity(30, 6, 336, 336) == 4.0  # five times the usual rate, clipped at 4
+    assert stats.market_activity(6, 6, 336, 336) == pytest.approx(1.0)
+    assert stats.market_activity(0, 6, 336, 336) == 0.25
+    assert stats.market_activity(5, 6, 0, 336) == 1.0
