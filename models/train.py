@@ -935,8 +935,8 @@ def train_model(
         "calibration": calibration,
         "lexical": lexical,
         "news": news_summary,
-        # An untrained GPT is the base's: its provenance is the base's summary.
-        "base_summary": None if trains_gpt else _summary_of(Path(base)),
+        # A saved classifier as the base: its own summary is this model's provenance before this run.
+        "base_summary": _summary_of(Path(base)) if is_classifier_dir(base) else None,
         "recipe": _portable(recipe.to_dict()),
     }
     (Path(out_dir) / "training_summary.json").write_text(
