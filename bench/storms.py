@@ -2,8 +2,8 @@
 
 A seeded month of news for synthetic tickers (background at a few stories a day, ~20 % negative;
 syndicated copies on other feeds; positive-volume decoys; negative storms of several sizes and
-lengths, each >= 70 % negative, their stories densest at the start) is written from labeled news sentences, served from a loopback feed
-server and run through the real ``finsent ingest``, ``finsent score`` and ``finsent backtest``. The
+lengths, each >= 70 % negative, their stories densest at the start) is written from labeled news
+sentences, served from a loopback feed server and run through the real ``finsent ingest``, ``finsent score`` and ``finsent backtest``. The
 same stream is then replayed with the gold labels in place of the model's (the oracle), so what the
 model misses and what the rules miss are told apart.
 
