@@ -3,9 +3,9 @@
 A seeded month of news for synthetic tickers (background at a few stories a day, ~20 % negative;
 syndicated copies on other feeds; positive-volume decoys; negative storms of several sizes and
 lengths, each >= 70 % negative, their stories densest at the start) is written from labeled news
-sentences, served from a loopback feed server and run through the real ``finsent ingest``, ``finsent score`` and ``finsent backtest``. The
-same stream is then replayed with the gold labels in place of the model's (the oracle), so what the
-model misses and what the rules miss are told apart.
+sentences, served from a loopback feed server and run through the real ``finsent ingest``,
+``finsent score`` and ``finsent backtest``. The same stream is then replayed with the gold labels in
+place of the model's (the oracle), so what the model misses and what the rules miss are told apart.
 
     python bench/storms.py --json                      # 32 tickers x 30 days, SENTiVENT storm texts
     python bench/storms.py --texts train --seed 1      # texts from the training news (for tuning rules)
