@@ -225,6 +225,14 @@ def test_model_page_shows_recorded_metrics_class_totals_and_history(
     assert delta == f"{gain:+.3f} vs baseline"
     for label in ("negative", "neutral", "positive"):
         assert metric(at, label.capitalize()) == f"{classes[label]:,}"
+    # The news table: one row per labeled news set, negative recall beside the baseline's.
+    news = next(d.value for d in at.dataframe if "negative recall" in d.value.columns)
+    assert len(news) == len(recorded["news"]) == 2
+    first = recorded["news"]["sentfin_heldout"]
+    row = news[news["news set"] == "SEntFiN headlines (held out)"].iloc[0]
+    assert row["negative recall"] == first["per_class"]["negative"]["recall"]
+    assert row["baseline weighted F1"] == first["baseline"]["weighted_f1"]
+    assert not [m.label for m in at.metric if m.label.startswith("news.")]  # no tiles of raw keys
     assert any("Confusion matrix — sentiment" in m.value for m in at.markdown)
     assert any("Confusion matrix — topic" in m.value for m in at.markdown)
     history = at.dataframe[-1].value

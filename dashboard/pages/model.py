@@ -149,10 +149,13 @@ with numbers:
     if not flat:
         st.info("No evaluation metrics recorded for this version.")
     else:
+        # Tiles for the two heads on the tweets; the news sets have their own table above.
         headline = {
             k: v
             for k, v in flat.items()
-            if k.rsplit(".", 1)[-1] in ("accuracy", "macro_f1") and not k.startswith("baseline.")
+            if k.count(".") == 1
+            and k.split(".")[0] in ("sentiment", "topic")
+            and k.rsplit(".", 1)[-1] in ("accuracy", "macro_f1")
         }
         for column, (name, value) in zip(st.columns(max(len(headline), 1)), headline.items(), strict=False):
             base = flat.get(f"baseline.{name}")
