@@ -149,6 +149,7 @@ class AlertState:
     p_value: float | None = None
     evaluated_at: datetime | None = None
     inhibited_by: tuple[str, ...] = ()  # while firing: the tickers whose alerts hold its email back
+    expected_negatives: float | None = None  # count rules: what the window expected at the usual rate
 
     @property
     def fingerprint(self) -> str:
@@ -187,6 +188,7 @@ def with_observation(state: AlertState, result: SpikeResult | None, now: datetim
         neg_stories=result.neg_stories,
         base_stories=result.base_stories,
         p_value=result.p_value,
+        expected_negatives=result.expected,
         evaluated_at=now,
     )
 
@@ -280,6 +282,7 @@ class AlertView:
     transition: str | None = None
     # For a transition of this evaluation: the tickers whose firing alerts inhibited its email.
     inhibited_by: list[str] = field(default_factory=list)
+    expected_negatives: float | None = None  # count rules: what the window expected at the usual rate
 
 
 @dataclass
@@ -326,6 +329,7 @@ def _view(
         since=since.isoformat() if since else None,
         transition=transition,
         inhibited_by=list(inhibited_by),
+        expected_negatives=None if state.expected_negatives is None else round(state.expected_negatives, 3),
     )
 
 

@@ -73,6 +73,7 @@ class Episode:
     baseline: float
     stories: int
     p_value: float
+    expected_negatives: float | None = None  # count rules: what the window expected, at the peak
 
 
 @dataclass
@@ -219,6 +220,7 @@ def replay(
                     e.baseline = round(o.result.baseline, 4)
                     e.stories = o.result.stories
                     e.p_value = o.result.p_value
+                    e.expected_negatives = o.result.expected
             for tr in transitions:
                 st = tr.state
                 if tr.transition == "firing":
@@ -233,6 +235,7 @@ def replay(
                         round(st.baseline or 0.0, 4),
                         st.stories or 0,
                         st.p_value if st.p_value is not None else 1.0,
+                        st.expected_negatives,
                     )
                     episodes.append(e)
                     open_episodes[st.fingerprint] = e

@@ -481,7 +481,8 @@ def alerts_command(
 
     report = run_alerts(_iso_time(now), rules=_load_rules_or_fail(rules))
     table = Table(title=f"alerts at {report.now:%Y-%m-%d %H:%M} UTC (model {report.model_version or '-'})")
-    for column in ("status", "rule", "dimension", "value", "negative", "baseline", "stories", "since"):
+    columns = ("status", "rule", "dimension", "value", "negative", "baseline", "stories", "neg. vs expected")
+    for column in (*columns, "since"):
         table.add_column(column)
     styles = {"firing": "red", "pending": "yellow", "resolved": "green"}
     for a in report.alerts:
@@ -495,6 +496,7 @@ def alerts_command(
             _pct(a.neg_share),
             _pct(a.baseline),
             str(a.stories if a.stories is not None else "-"),
+            _versus(a.neg_stories, a.expected_negatives),
             (a.since or "-")[:16],
         )
     Console(width=max(Console().width, 120)).print(table)
@@ -505,6 +507,11 @@ def alerts_command(
     )
     if as_json:
         _echo_json(report.as_dict())
+
+
+def _versus(negative: int | None, expected: float | None) -> str:
+    """Return a count rule's explanation, "4 vs 0.21" negative stories against those expected, else "-"."""
+    return "-" if expected is None or negative is None else f"{negative} vs {expected:.2f}"
 
 
 @app.command("backtest")

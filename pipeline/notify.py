@@ -80,6 +80,7 @@ class AlertFigures:
     neg_stories: int
     base_stories: int
     p_value: float
+    expected_negatives: float | None = None  # count rules: the negative stories the window expected
 
     @classmethod
     def from_state(cls, state: Any, window: timedelta) -> AlertFigures:
@@ -93,6 +94,7 @@ class AlertFigures:
             neg_stories=state.neg_stories or 0,
             base_stories=state.base_stories or 0,
             p_value=1.0 if state.p_value is None else state.p_value,
+            expected_negatives=getattr(state, "expected_negatives", None),
         )
 
 
@@ -162,6 +164,11 @@ def render_alert_email(
             f"  Negative share: {_pct(f.neg_share)} of {f.stories} stories ({f.neg_stories} negative) "
             f"in the last {_span(f.window)}",
             f"  Baseline:       {_pct(f.baseline)} over the trailing baseline ({f.base_stories} stories)",
+            *(
+                [f"  Expected:       {f.expected_negatives:.2f} negative stories at its usual rate"]
+                if f.expected_negatives is not None
+                else []
+            ),
             f"  p-value:        {f.p_value:.2g}",
             "",
         ]
@@ -180,7 +187,13 @@ def render_alert_email(
     esc = html.escape
     rows = "".join(
         f"<tr><td>{esc(f.rule)}</td><td>{esc(f.severity)}</td><td>{_span(f.window)}</td>"
-        f"<td><b>{_pct(f.neg_share)}</b> ({f.neg_stories}/{f.stories})</td>"
+        f"<td><b>{_pct(f.neg_share)}</b> ({f.neg_stories}/{f.stories})"
+        + (
+            f"<br>{f.neg_stories} negative vs {f.expected_negatives:.2f} expected"
+            if f.expected_negatives is not None
+            else ""
+        )
+        + "</td>"
         f"<td>{_pct(f.baseline)} ({f.base_stories} stories)</td><td>{f.p_value:.2g}</td></tr>"
         for f in figures
     )

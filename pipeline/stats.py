@@ -8,7 +8,7 @@ followed the baseline.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 TestName = Literal["binomial", "beta_binomial", "z", "poisson_count"]
@@ -156,6 +156,7 @@ class SpikeResult:
     p_value: float
     breach: bool
     reason: str
+    expected: float | None = None  # negative stories the window expected (count tests only)
 
 
 def baseline_share(base_neg: int, base_stories: int, prior_share: float, prior_stories: float) -> float:
@@ -222,12 +223,9 @@ def spike_test(
         expected = expected_negatives(base_neg, baseline_hours, window_hours, activity)
         p_value = poisson_sf(neg_stories, expected)
         verdict = "<=" if p_value <= alpha else ">"
-        return result(
-            p_value,
-            p_value <= alpha,
-            f"{neg_stories} negative stories vs {expected:.2f} expected: "
-            f"p={p_value:.2g} {verdict} alpha={alpha:g}",
-        )
+        reason = f"{neg_stories} negative stories vs {expected:.2f} expected: p={p_value:.2g}"
+        reason += f" {verdict} alpha={alpha:g}"
+        return replace(result(p_value, p_value <= alpha, reason), expected=expected)
     elif test == "z":
         # The prior enters as pseudo-stories of the baseline sample so both tests see the same baseline.
         weight = base_stories + prior_stories

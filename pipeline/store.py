@@ -865,6 +865,7 @@ _ALERT_STATE_COLUMNS = (
     "p_value",
     "evaluated_at",
     "inhibited_by",
+    "expected_negatives",
 )
 
 

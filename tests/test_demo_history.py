@@ -120,6 +120,8 @@ def test_alert_step_fires_for_the_storm_and_mails_it(engine: Engine, tmp_path: A
     printed = out.getvalue()
     assert "FIRING critical: ticker NWND" in printed
     assert "Northwind Energy" in printed and "https://" in printed
+    # The ticker rules count: the email says how many negative stories the window expected.
+    assert "negative stories at its usual rate" in printed
 
     # A second run replays the same hours: nothing new fires, nothing is mailed twice.
     ctx2 = _Ctx(

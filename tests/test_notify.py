@@ -266,3 +266,14 @@ def test_missing_recipients_keep_the_email_queued_with_the_reason(
     row = _row(engine, outbox_id)
     assert row.status == "pending" and "no recipients" in row.last_error
     assert smtp_catcher.received == []
+
+
+def test_a_count_rule_email_says_how_many_negative_stories_were_expected() -> None:
+    from dataclasses import replace
+
+    counted = replace(FIGURES, expected_negatives=0.214)
+    email = render_alert_email("firing", "ticker", "ACME", [counted], HEADLINES, AT)
+    assert "Expected:       0.21 negative stories at its usual rate" in email.text
+    assert "16 negative vs 0.21 expected" in email.html
+    plain = render_alert_email("firing", "ticker", "ACME", [FIGURES], HEADLINES, AT)
+    assert "Expected:" not in plain.text and "expected" not in plain.html

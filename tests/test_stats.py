@@ -136,6 +136,7 @@ def test_count_test_fires_on_a_thin_tickers_burst_of_negative_stories() -> None:
     common = {"test": "poisson_count", "alpha": 1e-4, "min_stories": 3, "min_negative": 3, "min_rise": 0.15}
     burst = stats.spike_test(3, 3, 7, 35, window_hours=2, baseline_hours=336, **common)
     assert burst.breach and "3 negative stories vs 0.05 expected" in burst.reason
+    assert burst.expected == pytest.approx(8 / 336 * 2)
     # The same three stories in a fortnight's busiest hour (4x the usual news) are less surprising.
     busy = stats.spike_test(3, 3, 7, 35, window_hours=2, baseline_hours=336, activity=4.0, **common)
     assert busy.p_value > burst.p_value
