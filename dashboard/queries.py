@@ -137,6 +137,7 @@ def alert_timeline(url: str, start: datetime, end: datetime) -> pd.DataFrame:
             "neg_stories",
             "base_stories",
             "p_value",
+            "expected_negatives",
             "silenced",
             "inhibited_by",
             "released_at",

@@ -382,6 +382,7 @@ def _event_row(t: Transition) -> dict[str, Any]:
         "neg_stories": s.neg_stories,
         "base_stories": s.base_stories,
         "p_value": s.p_value,
+        "expected_negatives": s.expected_negatives,
         "silenced": t.silenced,
         "inhibited_by": list(t.inhibited_by),
     }

@@ -952,9 +952,11 @@ def insert_alert_event(conn: Connection, event: dict[str, Any]) -> int | None:
     return conn.execute(
         sa.text(
             "INSERT INTO alert_events (fingerprint, transition, at, rule, dimension, value, severity,"
-            " neg_share, baseline, stories, neg_stories, base_stories, p_value, silenced, inhibited_by)"
+            " neg_share, baseline, stories, neg_stories, base_stories, p_value, expected_negatives,"
+            " silenced, inhibited_by)"
             " VALUES (:fingerprint, :transition, :at, :rule, :dimension, :value, :severity, :neg_share,"
-            " :baseline, :stories, :neg_stories, :base_stories, :p_value, :silenced, :inhibited_by)"
+            " :baseline, :stories, :neg_stories, :base_stories, :p_value, :expected_negatives,"
+            " :silenced, :inhibited_by)"
             " ON CONFLICT (fingerprint, transition, at) DO NOTHING RETURNING id"
         ),
         event,
@@ -1438,7 +1440,8 @@ def alert_timeline(conn: Connection, start: datetime, end: datetime) -> list[dic
 
     Rows: ``fingerprint, rule, dimension, value, severity, fired_at, resolved_at`` (None while still
     firing), ``status`` (firing/resolved), the figures at firing (``neg_share, baseline, stories,
-    neg_stories, base_stories, p_value``), whether its email was ``silenced`` (by a silence or an
+    neg_stories, base_stories, p_value, expected_negatives``: what a count rule expected), whether its
+    email was ``silenced`` (by a silence or an
     inhibition), ``inhibited_by``: the tickers whose firing alerts explained it, comma-joined ('' if
     none), and ``released_at``: when a held-back (inhibited or silenced) firing was emailed after all.
     """
@@ -1447,7 +1450,7 @@ def alert_timeline(conn: Connection, start: datetime, end: datetime) -> list[dic
             "SELECT fingerprint, rule, dimension, value, severity, at AS fired_at,"
             " CASE WHEN next_transition = 'resolved' THEN next_at END AS resolved_at,"
             " CASE WHEN next_transition = 'resolved' THEN 'resolved' ELSE 'firing' END AS status,"
-            " neg_share, baseline, stories, neg_stories, base_stories, p_value, silenced,"
+            " neg_share, baseline, stories, neg_stories, base_stories, p_value, expected_negatives, silenced,"
             " array_to_string(inhibited_by, ', ') AS inhibited_by, released_at"
             " FROM ("
             "  SELECT e.*, lead(e.at) OVER w AS next_at, lead(e.transition) OVER w AS next_transition"

@@ -93,6 +93,7 @@ else:
                 "baseline",
                 "stories",
                 "neg_stories",
+                "expected_negatives",
                 "p_value",
                 "silenced",
                 "inhibited_by",
@@ -104,6 +105,7 @@ else:
             "neg_share": st.column_config.NumberColumn("negative share", format="percent"),
             "baseline": st.column_config.NumberColumn("baseline", format="percent"),
             "p_value": st.column_config.NumberColumn("p", format="%.2e"),
+            "expected_negatives": st.column_config.NumberColumn("negative expected", format="%.2f"),
             "inhibited_by": st.column_config.TextColumn("inhibited by (tickers)"),
             "released_at": st.column_config.DatetimeColumn("emailed when released"),
         },
@@ -117,6 +119,15 @@ def rule_windows() -> dict[str, timedelta]:
         return {rule.name: rule.window for rule in load_rules()}
     except RulesError:
         return {}
+
+
+def _expected_note(alert: pd.Series) -> str:
+    """Return how a count rule explains the firing ("; 4 negative stories where 0.21 were expected ..")."""
+    expected = alert.get("expected_negatives")
+    if expected is None or pd.isna(expected):
+        return ""
+    figure = escape_markdown(f"{float(expected):.2f}")
+    return f"; {alert['neg_stories']} negative stories where {figure} were expected at its usual rate"
 
 
 def evidence(alert: pd.Series) -> None:
@@ -141,7 +152,7 @@ def evidence(alert: pd.Series) -> None:
         f"**{escape_markdown(alert['rule'])} · {escape_markdown(alert['dimension'])}="
         f"{escape_markdown(alert['value'])}** — {alert['status']}, fired {fired:%Y-%m-%d %H:%M} UTC: "
         f"negative share {escape_markdown(share)} of {alert['stories']} stories vs baseline "
-        f"{escape_markdown(baseline)}"
+        f"{escape_markdown(baseline)}" + _expected_note(alert)
     )
     left, right = st.columns([3, 2])
     with left:
