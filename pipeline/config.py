@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # Fetching.
     user_agent: str = "finsent/0.1 (+https://github.com/finsent/finsent; financial news sentiment monitor)"
     allow_private_hosts: bool = False
+    # Feeds on private networks, scoped: comma-separated host names, IP addresses and CIDR networks
+    # ("feeds.internal, 10.20.0.0/16"). Link-local and cloud-metadata addresses are refused even with
+    # allow_private_hosts, unless named here exactly (a name or an address, not a network).
+    allowed_hosts: str = ""
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
     source_deadline_s: float = 30.0

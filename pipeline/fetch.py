@@ -150,12 +150,65 @@ def address_is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-async def check_host(url: str, *, allow_private: bool) -> None:
-    """Raise FetchFailure unless ``url`` is http(s) and its host resolves only to public addresses.
+# Instance-metadata services of the large clouds: credentials live there, never a feed.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
+)
 
-    Every address the name resolves to is checked, so a name with one private record is refused.
-    (The connection resolves the name again; a resolver that answers differently the second time
-    is outside what this guard can see.)
+
+@dataclass(frozen=True)
+class HostAllowlist:
+    """``FINSENT_ALLOWED_HOSTS``: names and addresses allowed exactly, networks allowed as a whole."""
+
+    names: frozenset[str] = frozenset()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> HostAllowlist:
+        """Return the allowlist of a comma-separated setting; raise ValueError naming a bad network."""
+        names: set[str] = set()
+        networks = []
+        for entry in (e.strip().lower() for e in text.split(",")):
+            if not entry:
+                continue
+            if "/" in entry:
+                try:
+                    networks.append(ipaddress.ip_network(entry, strict=False))
+                except ValueError as exc:
+                    raise ValueError(f"FINSENT_ALLOWED_HOSTS: {entry!r} is not a network: {exc}") from exc
+            else:
+                names.add(entry.strip("[]"))
+        return cls(frozenset(names), tuple(networks))
+
+    def allows(self, host: str, address: str) -> bool:
+        """Return whether ``address`` (which ``host`` resolved to) may be fetched although not public."""
+        ip = _ip(address)
+        if host.lower() in self.names or str(ip) in self.names:
+            return True
+        if _link_local_or_metadata(ip):
+            return False  # a network never covers these: only an exact entry does
+        return any(ip in net for net in self.networks if net.version == ip.version)
+
+
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _link_local_or_metadata(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return ip.is_link_local or ip in METADATA_ADDRESSES
+
+
+async def check_host(url: str, *, allow_private: bool, allowed: HostAllowlist | None = None) -> None:
+    """Raise FetchFailure unless ``url`` is http(s) and every address its host resolves to may be fetched.
+
+    Public addresses may; an address ``allowed`` covers may; any other private, loopback or reserved
+    address may only with ``allow_private``, and a link-local or cloud-metadata address never does unless
+    ``allowed`` names it exactly. Every address the name resolves to is checked, so a name with one
+    private record is refused. (The connection resolves the name again; a resolver that answers
+    differently the second time is outside what this guard can see.)
     """
     try:
         parts = urlsplit(url)
@@ -166,19 +219,26 @@ async def check_host(url: str, *, allow_private: bool) -> None:
         raise FetchFailure("blocked_host", f"only http and https URLs are fetched, not {parts.scheme!r}")
     if not host:
         raise FetchFailure("blocked_host", "URL has no host")
-    if allow_private:
-        return
+    allowed = allowed or HostAllowlist()
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise FetchFailure("network", f"cannot resolve host {host!r}: {exc}") from exc
     for info in infos:
         address = str(info[4][0])
-        if not address_is_public(address):
+        if address_is_public(address) or allowed.allows(host, address):
+            continue
+        if _link_local_or_metadata(_ip(address)):
+            raise FetchFailure(
+                "blocked_host",
+                f"host {host!r} resolves to link-local or cloud-metadata address {address}: refused "
+                "unless FINSENT_ALLOWED_HOSTS names it exactly",
+            )
+        if not allow_private:
             raise FetchFailure(
                 "blocked_host",
                 f"host {host!r} resolves to non-public address {address} "
-                "(set FINSENT_ALLOW_PRIVATE_HOSTS=true to allow)",
+                "(list it in FINSENT_ALLOWED_HOSTS to allow)",
             )
 
 
@@ -211,6 +271,7 @@ class Fetcher:
         self.robots_cache = RobotsCache(self.settings.robots_ttl_s)
         self._robots_locks: dict[str, asyncio.Lock] = {}
         self._agent = agent_token(self.settings.user_agent)
+        self._allowed = HostAllowlist.parse(self.settings.allowed_hosts)
 
     async def __aenter__(self) -> Fetcher:
         s = self.settings
@@ -351,7 +412,7 @@ class Fetcher:
         current = url
         for _hop in range(self.settings.max_redirects + 1):
             seen.add(current)
-            await check_host(current, allow_private=self.settings.allow_private_hosts)
+            await check_host(current, allow_private=self.settings.allow_private_hosts, allowed=self._allowed)
             policy = await self._robots_policy(current)
             if not policy.reachable:
                 # RFC 9309: unreachable robots.txt means "do not crawl"; the cause is the network.
@@ -444,7 +505,9 @@ class Fetcher:
         current = robots
         for _hop in range(6):
             try:
-                await check_host(current, allow_private=self.settings.allow_private_hosts)
+                await check_host(
+                    current, allow_private=self.settings.allow_private_hosts, allowed=self._allowed
+                )
                 response = await self._get(
                     current, {"Accept": "text/plain, */*;q=0.5"}, MAX_ROBOTS_BYTES, truncate=True
                 )

@@ -17,6 +17,7 @@ from pipeline.config import Settings
 from pipeline.fetch import (
     Fetcher,
     FetchResult,
+    HostAllowlist,
     Validators,
     address_is_public,
     fetch_all,
@@ -452,3 +453,39 @@ def test_fetch_page_gets_an_article_page_as_html(
     assert result.status == "ok" and result.body == page and result.content_type == "text/html; charset=utf-8"
     assert result.source.name == "wire" and result.final_url == url
     assert feed_server.stats("/story.html").last_headers["Accept"].startswith("text/html")
+
+
+@pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/feed.xml"])
+def test_a_redirect_to_link_local_or_metadata_is_refused_even_with_private_hosts_allowed(
+    feed_server: FaultyFeedServer, fetch_settings: Settings, target: str
+) -> None:
+    assert fetch_settings.allow_private_hosts
+    url = feed_server.add("/out.xml", b"", redirect_to=target)
+    result = fetch_one(fetch_settings, Source(name="hop", url=url))
+    assert result.status == "error" and result.error_kind == "blocked_host"
+    assert "link-local or cloud-metadata address" in (result.error or "")
+    assert result.attempts == 1  # refused, not retried
+
+
+def test_the_allowlist_opens_named_hosts_and_networks_only(
+    feed_server: FaultyFeedServer, fetch_settings: Settings
+) -> None:
+    source = Source(name="internal", url=feed_server.add("/feed.xml", RSS))
+    scoped = fetch_settings.model_copy(update={"allow_private_hosts": False})
+    for allowed in ("127.0.0.0/8", "127.0.0.1", "10.0.0.0/8, 127.0.0.1"):
+        result = fetch_one(scoped.model_copy(update={"allowed_hosts": allowed}), source)
+        assert result.status == "ok", (allowed, result.error)
+    refused = fetch_one(scoped.model_copy(update={"allowed_hosts": "10.0.0.0/8"}), source)
+    assert refused.error_kind == "blocked_host" and "FINSENT_ALLOWED_HOSTS" in (refused.error or "")
+
+
+def test_metadata_addresses_need_an_exact_entry_not_a_network() -> None:
+    wide = HostAllowlist.parse("169.254.0.0/16, 0.0.0.0/0")
+    assert not wide.allows("169.254.169.254", "169.254.169.254")
+    assert not wide.allows("metadata.internal", "169.254.169.254")
+    assert wide.allows("db.internal", "10.1.2.3")
+    exact = HostAllowlist.parse(" 169.254.169.254 ,Feeds.Internal")
+    assert exact.allows("169.254.169.254", "169.254.169.254")
+    assert exact.allows("feeds.internal", "192.168.1.5")
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.0/33' is not a network"):
+        HostAllowlist.parse("10.0.0.0/33")
