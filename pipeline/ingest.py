@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 STORY_WINDOW = timedelta(hours=72)
 # Items dated further ahead than this are someone's clock or template error, not news.
 MAX_FUTURE = timedelta(days=2)
+MAX_TITLE_CHARS = 1_000
+MAX_SUMMARY_CHARS = 20_000
 # Article pages fetched per full-text source per run: a feed of 200 teasers must not cost 200 pages.
 MAX_FULLTEXT_PER_SOURCE = 10
 # Below this many changed feeds, starting worker processes costs more than parsing in-process.
@@ -173,6 +175,18 @@ class PreparedFeed:
     warning: str | None = None
 
 
+def capped(entry: ParsedEntry) -> ParsedEntry:
+    """Return ``entry`` with a headline of at most MAX_TITLE_CHARS and a summary of at most
+    MAX_SUMMARY_CHARS: a feed may send a megabyte of "headline", no page or email should show it."""
+    if len(entry.title) <= MAX_TITLE_CHARS and len(entry.summary or "") <= MAX_SUMMARY_CHARS:
+        return entry
+    title = entry.title if len(entry.title) <= MAX_TITLE_CHARS else entry.title[: MAX_TITLE_CHARS - 1] + "…"
+    summary = entry.summary
+    if summary and len(summary) > MAX_SUMMARY_CHARS:
+        summary = summary[: MAX_SUMMARY_CHARS - 1] + "…"
+    return replace(entry, title=title, summary=summary)
+
+
 def filter_reason(entry: ParsedEntry, fetched_at: datetime) -> str | None:
     """Return why a well-formed entry is not worth storing, or None to keep it."""
     if not entry.title and not entry.summary:
@@ -213,6 +227,7 @@ def prepare_feed(
     tagger = tagger_for(watchlist)
     feed = PreparedFeed(invalid=list(parsed.invalid), warning=parsed.warning)
     for i, entry in enumerate(parsed.entries):
+        entry = capped(entry)
         reason = filter_reason(entry, fetched_at)
         if reason:
             feed.filtered.append((i, reason))
