@@ -19,6 +19,14 @@ if _ROOT not in sys.path:
 
 st.set_page_config(page_title="finsent", page_icon=":material/monitoring:", layout="wide")
 
+from dashboard import queries  # noqa: E402  (needs the project root on sys.path, set above)
+
+problem = queries.database_problem()
+if problem:
+    # One line naming the setting and the server (never the password), not a traceback on every page.
+    st.error(f"{problem[0].upper()}{problem[1:]}. Fix the setting and reload.", icon=":material/error:")
+    st.stop()
+
 pages = [
     st.Page("pages/overview.py", title="Overview", icon=":material/monitoring:", default=True),
     st.Page("pages/alerts.py", title="Alerts", icon=":material/notifications_active:"),

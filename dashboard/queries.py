@@ -23,13 +23,24 @@ TTL_S = 60
 @st.cache_resource(show_spinner=False)
 def _resolved_url(dashboard_url: str | None, database_url: str | None) -> str:
     # Cached: without DATABASE_URL, resolving starts (or finds) the embedded server, a slow call.
-    return db.sqlalchemy_url(dashboard_url) if dashboard_url else db.database_url()
+    if dashboard_url:
+        return db.sqlalchemy_url(dashboard_url, setting="FINSENT_DASHBOARD_DATABASE_URL")
+    return db.database_url()
 
 
 def database_url() -> str:
     """Return the URL the dashboard reads: FINSENT_DASHBOARD_DATABASE_URL, else DATABASE_URL/embedded."""
     settings = get_settings()
     return _resolved_url(settings.dashboard_database_url, settings.database_url)
+
+
+def database_problem() -> str | None:
+    """Return one line saying why the dashboard cannot read its database, or None when it can."""
+    try:
+        with read_only_engine(database_url()).connect():
+            return None
+    except (db.DatabaseConfigError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        return db.database_error_message(exc, dashboard=True)
 
 
 def read_only_engine(url: str) -> Engine:

@@ -52,14 +52,18 @@ def describe_url(url: str) -> str:
     return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
 
 
-def database_error_message(exc: BaseException, settings: Settings | None = None) -> str:
+def database_error_message(
+    exc: BaseException, settings: Settings | None = None, *, dashboard: bool = False
+) -> str:
     """Return one line saying why the database cannot be used: the setting, the server, the driver's
-    first line; never the password."""
+    first line; never the password. ``dashboard``: FINSENT_DASHBOARD_DATABASE_URL comes first."""
     if isinstance(exc, DatabaseConfigError):
         return str(exc)
     settings = settings or get_settings()
     where = "the embedded PostgreSQL under FINSENT_HOME"
-    if settings.database_url:
+    if dashboard and settings.dashboard_database_url:
+        where = f"{describe_url(settings.dashboard_database_url)} (FINSENT_DASHBOARD_DATABASE_URL)"
+    elif settings.database_url:
         where = f"{describe_url(settings.database_url)} (DATABASE_URL)"
     cause = getattr(exc, "orig", None) or exc
     first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
@@ -77,17 +81,18 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def sqlalchemy_url(url: str) -> str:
-    """Return ``url`` with an explicit psycopg2 driver (plain ``postgresql://`` URLs are accepted too)."""
+def sqlalchemy_url(url: str, setting: str = "DATABASE_URL") -> str:
+    """Return ``url`` with an explicit psycopg2 driver (plain ``postgresql://`` URLs are accepted too);
+    raise DatabaseConfigError naming ``setting`` when it is no PostgreSQL URL."""
     try:
         parsed = make_url(url)
     except sa.exc.ArgumentError as exc:
         raise DatabaseConfigError(
-            "DATABASE_URL is not a database URL: expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+            f"{setting} is not a database URL: expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
         ) from exc
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
         raise DatabaseConfigError(
-            f"DATABASE_URL names a {parsed.get_backend_name()} database; finsent needs PostgreSQL "
+            f"{setting} names a {parsed.get_backend_name()} database; finsent needs PostgreSQL "
             "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE)"
         )
     if parsed.drivername in ("postgresql", "postgres"):

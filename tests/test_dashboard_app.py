@@ -308,3 +308,35 @@ def test_every_page_explains_an_empty_database_instead_of_failing(
         assert "No model version registered yet" in notes["pages/model.py"][0]
     finally:
         queries.read_only_engine(db_url).dispose()
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        (
+            {"DATABASE_URL": "postgresql://nobody:s3cret@127.0.0.1:1/x"},
+            "Cannot use the database at 127.0.0.1:1/x",
+        ),
+        ({"DATABASE_URL": "not-a-url"}, "DATABASE_URL is not a database URL"),
+        ({"DATABASE_URL": "mysql://u:s3cret@db.example/f"}, "DATABASE_URL names a mysql database"),
+        (
+            {"FINSENT_DASHBOARD_DATABASE_URL": "postgresql://reader:s3cret@127.0.0.1:1/x"},
+            "(FINSENT_DASHBOARD_DATABASE_URL)",
+        ),
+    ],
+)
+def test_an_unusable_database_is_one_line_on_the_page(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], says: str
+) -> None:
+    from pipeline.config import get_settings
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        at = AppTest.from_file(APP, default_timeout=60).run()
+    finally:
+        get_settings.cache_clear()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error] and says in at.error[0].value, [e.value for e in at.error]
+    assert "s3cret" not in at.error[0].value and "\n" not in at.error[0].value
