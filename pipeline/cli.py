@@ -669,6 +669,9 @@ def outbox_list(
     """List the alert emails in the outbox with their delivery state and last error."""
     from pipeline.notify import list_outbox
 
+    statuses = ("pending", "sending", "sent", "failed", "unconfirmed")
+    if status is not None and status not in statuses:
+        raise _fail(f"--status {status!r} is not one of: {', '.join(statuses)}")
     rows = list_outbox(status=status)
     if as_json:
         _echo_json(rows)

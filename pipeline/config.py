@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from platformdirs import user_data_dir
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -14,6 +14,16 @@ REPO_DIR = PACKAGE_DIR.parent
 DEFAULT_SOURCES = PACKAGE_DIR / "sources.yaml"
 DEFAULT_WATCHLIST = PACKAGE_DIR / "watchlist.yaml"
 DEFAULT_MODEL_DIR = REPO_DIR / "models" / "default"
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """Return a pydantic error as one line: each failing field by name, with its reason."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ())) or "value"
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"field {where!r}: {message}")
+    return "; ".join(parts)
 
 
 class Settings(BaseSettings):

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.config import PACKAGE_DIR, Settings, get_settings
+from pipeline.config import PACKAGE_DIR, Settings, get_settings, validation_summary
 
 DEFAULT_RULES = PACKAGE_DIR / "alert_rules.yaml"
 Dimension = Literal["all", "topic", "ticker", "source"]
@@ -104,7 +104,9 @@ def rules_from_data(data: Any, origin: str = "<rules>") -> list[Rule]:
         label = raw.get("name", f"#{index + 1}")
         try:
             rules.append(Rule.model_validate({**defaults, **raw}))
-        except (ValidationError, ValueError) as exc:
+        except ValidationError as exc:
+            raise RulesError(f"{origin}: rule {label}: {validation_summary(exc)}") from exc
+        except ValueError as exc:
             raise RulesError(f"{origin}: rule {label}: {exc}") from exc
     names = [rule.name for rule in rules]
     duplicates = sorted({name for name in names if names.count(name) > 1})

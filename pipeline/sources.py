@@ -7,6 +7,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from pipeline.config import validation_summary
+
 
 class SourcesError(ValueError):
     """A sources file that cannot be used, with the file and entry that is wrong."""
@@ -45,9 +47,11 @@ def load_sources(path: Path | str) -> list[Source]:
         try:
             source = Source.model_validate(entry)
         except ValidationError as exc:
-            raise SourcesError(f"{path}: entry {i}: {exc.errors()[0]['msg']} ({entry!r})") from exc
+            name = entry.get("name") if isinstance(entry, dict) else None
+            label = f"entry {i + 1}" + (f" ({name})" if name else "")
+            raise SourcesError(f"{path}: {label}: {validation_summary(exc)}") from exc
         if source.name in seen:
-            raise SourcesError(f"{path}: entry {i}: duplicate source name {source.name!r}")
+            raise SourcesError(f"{path}: entry {i + 1}: duplicate source name {source.name!r}")
         seen.add(source.name)
         sources.append(source)
     return sources

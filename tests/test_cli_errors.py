@@ -39,3 +39,9 @@ def test_a_bad_database_url_is_one_clear_line(
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines == [f"error: {lines[0].removeprefix('error: ')}"] and BAD_URLS[url] in lines[0]
     assert "s3cret-pw" not in result.output and "Traceback" not in result.output
+
+
+def test_an_unknown_outbox_status_is_refused_listing_the_known_ones() -> None:
+    result = CliRunner().invoke(app, ["outbox", "list", "--status", "bogus"])
+    assert result.exit_code == 2
+    assert "--status 'bogus' is not one of: pending, sending, sent, failed, unconfirmed" in result.output

@@ -74,7 +74,7 @@ def test_ingest_with_a_bad_sources_file_exits_2_naming_it(db_url: str, tmp_path:
     path.write_text("- {name: x, url: 'ftp://example.com/feed'}\n")
     result = CliRunner().invoke(app, ["ingest", "--sources", str(path)])
     assert result.exit_code == 2
-    assert "feeds.yaml" in result.output and "entry 0" in result.output
+    assert "feeds.yaml" in result.output and "entry 1 (x): field 'url': only http(s)" in result.output
 
 
 def test_ingest_exits_1_when_every_source_failed(private_hosts: None, tmp_path: Path) -> None:

@@ -94,3 +94,14 @@ def test_missing_or_broken_file_is_a_rules_error(tmp_path: Path) -> None:
         load_rules(broken)
     with pytest.raises(RulesError, match="'rules' list"):
         rules_from_data({"defaults": {}})
+
+
+def test_a_bad_rule_is_one_line_naming_file_rule_and_fields(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  - {name: t1, dimension: ticker, window: 2h, alpha: 2, min_stories: 0}\n")
+    with pytest.raises(RulesError) as caught:
+        load_rules(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: rule t1: field 'alpha': Input should be less than 1; ")
+    assert "field 'min_stories': Input should be greater than or equal to 1" in message

@@ -50,5 +50,13 @@ def test_a_plain_list_without_the_sources_key_is_accepted(tmp_path: Path) -> Non
 def test_duplicate_names_are_refused_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "dup.yaml"
     path.write_text("- {name: a, url: 'https://a.example/rss'}\n- {name: a, url: 'https://b.example/rss'}\n")
-    with pytest.raises(SourcesError, match=r"dup\.yaml: entry 1: duplicate source name 'a'"):
+    with pytest.raises(SourcesError, match=r"dup\.yaml: entry 2: duplicate source name 'a'"):
         load_sources(path)
+
+
+def test_a_missing_field_is_named_with_the_entry(tmp_path: Path) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_text("- {name: ok, url: 'https://a.example/rss'}\n- {name: nourl, tags: [x]}\n")
+    with pytest.raises(SourcesError) as caught:
+        load_sources(path)
+    assert str(caught.value) == f"{path}: entry 2 (nourl): field 'url': Field required"
