@@ -89,7 +89,7 @@ class Stream:
 
 def text_pools(data_dir: Path, texts: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Return (storm pools, background pools): label -> sentences."""
-    from models.data import load_news, load_news_eval
+    from models.data import load_news_eval, news_splits
     from models.labels import SENTIMENT_NAMES
 
     def by_label(rows: list) -> dict[str, list[str]]:
@@ -98,10 +98,11 @@ def text_pools(data_dir: Path, texts: str) -> tuple[dict[str, list[str]], dict[s
             out[SENTIMENT_NAMES[e.sentiment]].append(" ".join(e.text.split())[:300])
         return out
 
-    held = [e for rows in load_news(data_dir, "heldout").values() for e in rows]
+    parts = news_splits(data_dir).values()
     if texts == "eval":
-        return by_label(load_news_eval(data_dir)), by_label(load_news_eval(data_dir) + held)
-    fit = [e for rows in load_news(data_dir, "train").values() for e in rows]
+        sentivent = load_news_eval(data_dir)
+        return by_label(sentivent), by_label(sentivent + [e for _, held in parts for e in held])
+    fit = [e for rows, _ in parts for e in rows]
     return by_label(fit), by_label(fit)
 
 
@@ -130,12 +131,16 @@ def company_names(n: int, rng: np.random.Generator) -> dict[str, str]:
     return names
 
 
-def hourly_weights(start: datetime, hours: int) -> np.ndarray:
-    """Return how news volume is spread over hours: business hours busiest, weekends quiet."""
+def hourly_weights(hours: int) -> np.ndarray:
+    """Return how news volume is spread over hours: business hours busiest, weekends quiet.
+
+    The week is counted from the stream's first hour (a Monday midnight of its own), not the wall
+    clock, so the same seed gives the same stream whatever hour the benchmark runs.
+    """
     w = np.empty(hours)
     for h in range(hours):
-        t = start + h * H
-        w[h] = (3.0 if 12 <= t.hour < 22 else 1.0) * (0.35 if t.weekday() >= 5 else 1.0)
+        hour, weekday = h % 24, (h // 24) % 7
+        w[h] = (3.0 if 12 <= hour < 22 else 1.0) * (0.35 if weekday >= 5 else 1.0)
     return w / w.mean()
 
 
@@ -149,7 +154,7 @@ def build_stream(args: argparse.Namespace, data_dir: Path) -> Stream:
     storm_pools, background_pools = text_pools(data_dir, args.texts)
     draw_storm, draw_bg = Drawer(storm_pools, rng), Drawer(background_pools, rng)
     stream = Stream(now, start, tickers, rates)
-    weights = hourly_weights(start, hours)
+    weights = hourly_weights(hours)
     labels, mix = list(BACKGROUND_MIX), list(BACKGROUND_MIX.values())
     for ticker, per_day in rates.items():
         counts = rng.poisson(per_day / 24 * weights)
@@ -189,6 +194,11 @@ def build_stream(args: argparse.Namespace, data_dir: Path) -> Stream:
     return stream
 
 
+def headline(stream: Stream, story: Story) -> str:
+    """Return the title a story is published under (and the key its gold label is found by)."""
+    return f"{stream.tickers[story.ticker]} (${story.ticker}): {story.text}"
+
+
 def feeds(stream: Stream) -> dict[str, list]:
     """Return the items of each source: every story once on one source, plus its syndicated copies."""
     from pipeline.demo_feeds import FeedItem
@@ -196,8 +206,7 @@ def feeds(stream: Stream) -> dict[str, list]:
     rng = np.random.default_rng(0)
     items: dict[str, list] = {s: [] for s in SOURCES}
     for n, story in enumerate(stream.stories):
-        company = stream.tickers[story.ticker]
-        title = f"{company} (${story.ticker}): {story.text}"
+        title = headline(stream, story)
         picks = rng.choice(len(SOURCES), size=1 + story.copies, replace=False)
         for c, pick in enumerate(picks):
             source = SOURCES[int(pick)]
@@ -223,7 +232,7 @@ def write_oracle(db_url: str, stream: Stream) -> int:
     from pipeline import db, rollups, store
 
     engine = db.get_engine(db_url)
-    label_of = {f"{stream.tickers[s.ticker]} (${s.ticker}): {s.text}": s.label for s in stream.stories}
+    label_of = {headline(stream, s): s.label for s in stream.stories}
     with engine.begin() as conn:
         store.register_model_version(conn, ORACLE, "gold labels", None, None)
     written, after = 0, 0
@@ -304,11 +313,7 @@ def storm_negative_recall(stream: Stream, model: str | None) -> float:
     """Return the share of the storms' negative stories the model calls negative (what it reads)."""
     from models.inference import load
 
-    texts = [
-        f"{stream.tickers[s.ticker]} (${s.ticker}): {s.text}"
-        for s in stream.stories
-        if s.kind == "storm" and s.label == "negative"
-    ]
+    texts = [headline(stream, s) for s in stream.stories if s.kind == "storm" and s.label == "negative"]
     predictions = load(model).predict(texts) if texts else []
     return round(sum(p.sentiment == "negative" for p in predictions) / max(1, len(texts)), 3)
 

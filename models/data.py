@@ -154,29 +154,36 @@ def stratified_split(
 ) -> tuple[list[Example], list[Example]]:
     """Return ``(fit, held_out)`` with ``fraction`` of each sentiment class held out, chosen by a seeded
     hash of the text: the same rows whatever else is in the file or in which order."""
-    fit: list[Example] = []
-    held: list[Example] = []
     by_class: dict[int | None, list[Example]] = {}
     for e in examples:
         by_class.setdefault(e.sentiment, []).append(e)
+    held_ids: set[int] = set()
     for rows in by_class.values():
         ranked = sorted(rows, key=lambda e: hashlib.sha1(f"{seed}:{e.text}".encode()).digest())
-        n_held = round(len(rows) * fraction)
-        held.extend(ranked[:n_held])
-        fit.extend(ranked[n_held:])
-    order = {id(e): i for i, e in enumerate(examples)}
-    return sorted(fit, key=lambda e: order[id(e)]), sorted(held, key=lambda e: order[id(e)])
+        held_ids.update(id(e) for e in ranked[: round(len(rows) * fraction)])
+    # Both parts keep the file's order.
+    return [e for e in examples if id(e) not in held_ids], [e for e in examples if id(e) in held_ids]
+
+
+def news_splits(
+    data_dir: Path, fraction: float = 0.2, seed: int = 0
+) -> dict[str, tuple[list[Example], list[Example]]]:
+    """Return per training-allowed news file (``sentfin``, ``finentity``) its ``(fit, held_out)`` parts:
+    the stratified ``fraction`` is kept for model selection."""
+    return {
+        name.removesuffix(".csv"): stratified_split(
+            read_news_csv(Path(data_dir) / NEWS_DIR / name), fraction, seed
+        )
+        for name in NEWS_TRAIN_FILES
+    }
 
 
 def load_news(data_dir: Path, split: str, fraction: float = 0.2, seed: int = 0) -> dict[str, list[Example]]:
-    """Return per training-allowed news file (``sentfin``, ``finentity``) its ``split``: 'train' (the
-    fit part), 'heldout' (the stratified ``fraction`` kept for model selection) or 'all'."""
-    out: dict[str, list[Example]] = {}
-    for name in NEWS_TRAIN_FILES:
-        rows = read_news_csv(Path(data_dir) / NEWS_DIR / name)
-        fit, held = stratified_split(rows, fraction, seed)
-        out[name.removesuffix(".csv")] = {"train": fit, "heldout": held, "all": rows}[split]
-    return out
+    """Return per training-allowed news file its ``split``: 'train' (the fit part), 'heldout' or 'all'."""
+    parts = news_splits(data_dir, fraction, seed)
+    if split == "all":
+        return {name: [*fit, *held] for name, (fit, held) in parts.items()}
+    return {name: pair[0 if split == "train" else 1] for name, pair in parts.items()}
 
 
 def load_news_eval(data_dir: Path) -> list[Example]:

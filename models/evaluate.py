@@ -12,7 +12,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from models.data import NEWS_DIR, NEWS_EVAL_FILE, Example, load_news, load_news_eval, load_split
+from models.data import NEWS_DIR, NEWS_EVAL_FILE, Example, load_news_eval, load_split, news_splits
 from models.inference import Classifier
 from models.labels import SENTIMENT_NAMES, TOPIC_NAMES
 from models.tokenizer import clean_text
@@ -196,15 +196,6 @@ def evaluate(
     return EvalReport(summary, confusion, gaps)
 
 
-def news_sets(data_dir: Path, fraction: float = NEWS_HOLDOUT[0], seed: int = NEWS_HOLDOUT[1]) -> dict:
-    """Return the news rows sentiment is measured on: SENTiVENT (evaluation only) and the hold-outs of
-    the training-allowed files (the same rows a news recipe selects on, never trained on)."""
-    sets = {"sentivent_eval": load_news_eval(data_dir)}
-    for name, rows in load_news(data_dir, "heldout", fraction, seed).items():
-        sets[f"{name}_heldout"] = rows
-    return sets
-
-
 def evaluate_news(
     classifier: Classifier,
     data_dir: Path,
@@ -219,11 +210,17 @@ def evaluate_news(
     the labels alone give, on the same rows.
     """
     names = SENTIMENT_NAMES
-    sets = news_sets(data_dir)
+    # SENTiVENT (evaluation only) and the hold-outs of the training-allowed files: the rows a news
+    # recipe selects on, never trained on.
+    parts = news_splits(data_dir, *NEWS_HOLDOUT)
+    sets = {"sentivent_eval": load_news_eval(data_dir)} | {
+        f"{n}_heldout": held for n, (_, held) in parts.items()
+    }
     base_train: list[Example] = []
     if baseline:
-        base_train = load_split(data_dir, "sentiment", "train")
-        base_train += [e for rows in load_news(data_dir, "train", *NEWS_HOLDOUT).values() for e in rows]
+        base_train = load_split(data_dir, "sentiment", "train") + [
+            e for fit, _ in parts.values() for e in fit
+        ]
     out: dict = {}
     lexical = classifier.bundle.lexical is not None and classifier.use_lexical
     for name, rows in sets.items():

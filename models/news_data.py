@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data import Example, holdout_split, load_news, load_train_examples
+from models.data import Example, holdout_split, load_train_examples, news_splits
 from models.labels import SENTIMENT_NAMES
 from models.recipe import Recipe
 from models.weak import combine, finance_lexicon, source_quality, split_lead, votes_for
@@ -82,11 +82,10 @@ def training_sets(
     fit, held = holdout_split(tweets, recipe.finetune.holdout_fraction, recipe.seed)
     spec = recipe.news
     summary: dict = {}
-    by_file = load_news(data_dir, "heldout", spec.holdout_fraction, recipe.seed)
-    news_held = [e for rows in by_file.values() for e in rows]
+    parts = news_splits(data_dir, spec.holdout_fraction, recipe.seed)
+    news_held = [e for _, rows in parts.values() for e in rows]
     if spec.labeled:
-        news_fit = load_news(data_dir, "train", spec.holdout_fraction, recipe.seed)
-        for name, rows in news_fit.items():
+        for name, (rows, _) in parts.items():
             fit.extend(rows)
             summary[name] = {"fit": len(rows)}
     held.extend(news_held)

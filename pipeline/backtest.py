@@ -203,13 +203,13 @@ def replay(
         for dim, s in series.items()
         if dim == rule.dimension
     }
+    every = cums["all"][0] if "all" in cums else None  # all news, for the count tests' activity
     for t in times:
         for rule in rules:
             s = series.get(rule.dimension)
             if s is None or not s.values:
                 continue
             cum_s, cum_n = cums[rule.dimension]
-            every = cums["all"][0] if "all" in cums else None
             obs = _observations(rule, s, cum_s, cum_n, t, watched[(rule.name, rule.dimension)], every)
             changed, transitions = step_rule(rule, obs, states, t)
             states.update(changed)

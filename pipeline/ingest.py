@@ -328,10 +328,6 @@ class ParsePool:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def worker_pids(self) -> list[int]:
-        """Return the process ids of the workers (empty when parsing in this process)."""
-        return [] if self._pool is None else [p.pid for p in self._pool._processes.values() if p.pid]
-
     def prepare_all(
         self, results: Sequence[FetchResult], fetched_at: datetime
     ) -> Iterator[tuple[FetchResult, PreparedFeed]]:

@@ -35,7 +35,7 @@ SQL = "'; DROP TABLE articles; --"
 SCRIPT = "<script>alert('x')</script>"
 
 
-def rss(title: str = "Headline", items: int = 3, tag: str = "case", **extra: str) -> bytes:
+def rss(title: str = "Headline", items: int = 3, tag: str = "case") -> bytes:
     rows = [
         FeedItem(
             f"{title} {tag} {i}", f"https://{tag}.example/{i}", f"Summary {i} of {tag}.", timedelta(hours=i)
@@ -88,44 +88,37 @@ class Case:
     faulty: dict[str, Any] = field(default_factory=dict)
 
 
-def _no_passwd(engine: Engine, report: SourceReport) -> None:
+def _one(engine: Engine, sql: str, **params: object) -> Any:
     with engine.connect() as conn:
-        leaked = conn.execute(
-            sa.text("SELECT count(*) FROM articles WHERE title LIKE '%root:%' OR summary LIKE '%root:%'")
-        ).scalar_one()
-    assert leaked == 0
+        return conn.execute(sa.text(sql), params).scalar_one()
 
 
-def _text_kept_verbatim(fragment: str) -> Callable[[Engine, SourceReport], None]:
+def _no_passwd(engine: Engine, report: SourceReport) -> None:
+    sql = "SELECT count(*) FROM articles WHERE title LIKE '%root:%' OR summary LIKE '%root:%'"
+    assert _one(engine, sql) == 0
+
+
+def _title_keeps(fragment: str) -> Callable[[Engine, SourceReport], None]:
     def check(engine: Engine, report: SourceReport) -> None:
         assert report.items_new >= 1
-        with engine.connect() as conn:
-            titles = conn.execute(
-                sa.text(
-                    "SELECT a.title FROM articles a JOIN sources s ON s.id = a.source_id WHERE s.name = :n"
-                ),
-                {"n": report.name},
-            ).scalars()
-            assert any(fragment in (t or "") for t in titles)
+        sql = (
+            "SELECT count(*) FROM articles a JOIN sources s ON s.id = a.source_id"
+            " WHERE s.name = :n AND strpos(a.title, :fragment) > 0"
+        )
+        assert _one(engine, sql, n=report.name, fragment=fragment) >= 1
 
     return check
 
 
 def _short_titles(engine: Engine, report: SourceReport) -> None:
-    with engine.connect() as conn:
-        longest = conn.execute(sa.text("SELECT coalesce(max(length(title)), 0) FROM articles")).scalar_one()
-    assert longest <= 1_000  # headlines are capped, whatever a feed sends
+    # Headlines are capped, whatever a feed sends.
+    assert _one(engine, "SELECT coalesce(max(length(title)), 0) FROM articles") <= 1_000
 
 
 def _no_markup(engine: Engine, report: SourceReport) -> None:
     assert report.items_new >= 1
-    with engine.connect() as conn:
-        scripts = conn.execute(
-            sa.text(
-                "SELECT count(*) FROM articles WHERE title ILIKE '%<script%' OR summary ILIKE '%<script%'"
-            )
-        ).scalar_one()
-    assert scripts == 0
+    sql = "SELECT count(*) FROM articles WHERE title ILIKE '%<script%' OR summary ILIKE '%<script%'"
+    assert _one(engine, sql) == 0
 
 
 CASES = [
@@ -204,7 +197,7 @@ CASES = [
                                                   "https://inj.example/script"))}, "stored",
          check=_no_markup),
     Case("sql-in-title", {"body": raw_rss(item(f"Acme {SQL} shares fall", "https://inj.example/sql"))},
-         "stored", check=_text_kept_verbatim("DROP TABLE")),
+         "stored", check=_title_keeps("DROP TABLE")),
     Case("sql-in-link-and-guid", {"body": raw_rss(item("Link injection", f"https://inj.example/{SQL}",
                                                        guid=SQL))}, "either"),
     Case("javascript-link", {"body": raw_rss(item("Script link", "javascript:alert(1)"))}, "either"),
