@@ -3,7 +3,7 @@
     python bench/pretrain_stream.py --json [--unlabeled DIR] [--batches 150] [--batch-size 512]
         [--model-recipe models/recipes/gpu-teacher.yaml --steps 100]
 
-Times ``models.train.packed_blocks`` (clean, tokenise, pack into 64-token blocks, batch into a tensor)
+Times ``models.training.pretrain.packed_blocks`` (clean, tokenise, pack into 64-token blocks, batch them)
 with no model at all, next to the same stream cut the way it was before (the rest of the buffer re-sliced
 after every block), on the same text in the same run. The stream runs in the training loop between
 steps, so its rate caps pre-training on a GPU. Text: the unlabeled ``.txt.gz`` files of ``--unlabeled``
@@ -30,16 +30,10 @@ from tokenizers import Tokenizer
 
 from models.data import iter_unlabeled, unlabeled_files
 from models.network import fuse_gelu, new_language_model
-from models.recipe import load_recipe
 from models.tokenizer import load_tokenizer
-from models.train import (
-    SHIPPED_SEED,
-    autocast_for,
-    default_device,
-    make_optimizer,
-    optimizer_step,
-    packed_blocks,
-)
+from models.training.loop import autocast_for, default_device, make_optimizer, optimizer_step
+from models.training.pretrain import SHIPPED_SEED, packed_blocks
+from models.training.recipe import load_recipe
 
 
 def reslice(buffer: list[int], block_size: int, consumed: int) -> Iterator[tuple[list[int], int]]:

@@ -41,8 +41,7 @@ def finsent_train() -> None:
         import re
         from pathlib import Path
 
-        from models.recipe import load_recipe
-        from models.train import train_model
+        from models.training import load_recipe, train_model
 
         config = get_settings()
         if config.data_dir is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -121,7 +122,8 @@ class ModelBundle:
     sentiments: tuple[str, ...] = SENTIMENT_NAMES
     max_length: int = 64
     version: str = "finsent-gpt-untrained"
-    temperatures: tuple[float, float] = (1.0, 1.0)  # (topic, sentiment) logit divisors: models.calibrate
+    # (topic, sentiment) logit divisors, fit by models.training.calibrate
+    temperatures: tuple[float, float] = (1.0, 1.0)
     lexical: LexicalModel | None = None  # averaged with the GPT at inference when present
 
     @property
@@ -308,3 +310,15 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         return quantize_dynamic(conv1d_to_linear(model), {nn.Linear}, dtype=torch.qint8)
+
+
+def model_version(lm: PreTrainedModel, when: datetime | None = None) -> str:
+    """Return a version like ``finsent-gpt-4x256-20261128-1415`` (architecture, depth x width, UTC time).
+
+    Scores are keyed by version, so two models trained on one day must not share one: the minute the
+    weights were saved is part of it.
+    """
+    cfg = lm.config
+    kind = "gpt" if cfg.model_type == "gpt2" else cfg.model_type
+    stamp = (when or datetime.now(UTC)).strftime("%Y%m%d-%H%M")
+    return f"finsent-{kind}-{cfg.num_hidden_layers}x{cfg.hidden_size}-{stamp}"

@@ -180,8 +180,7 @@ def train_command(
     ] = None,
 ) -> None:
     """Train a model: (resumable) pre-training, optional distillation, then joint fine-tuning."""
-    from models.recipe import load_recipe
-    from models.train import train_model
+    from models.training import load_recipe, train_model
     from pipeline.config import get_settings
 
     data_dir = _data_dir_or_fail(data)
@@ -212,8 +211,8 @@ def train_command(
 @app.command("calibrate")
 def calibrate_command(model: ShippedModelOption = None, data: DataDirOption = None) -> None:
     """Re-fit a model's softmax temperatures on the held-out part of train (weights unchanged)."""
-    from models.calibrate import calibrate_model_dir
     from models.inference import DEFAULT_MODEL_DIR
+    from models.training import calibrate_model_dir
 
     try:
         report = calibrate_model_dir(model or DEFAULT_MODEL_DIR, _data_dir_or_fail(data), log=typer.echo)

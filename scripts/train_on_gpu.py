@@ -38,19 +38,15 @@ import numpy as np
 import torch
 
 from models.data import Example, holdout_split, load_split, load_train_examples, unlabeled_files
-from models.distill import (
-    SoftTargets,
-    fit_teacher,
-    mix_in_models,
-    sample_unlabeled,
-    tfidf_targets,
-)
 from models.evaluate import baseline_probabilities, evaluate, labels_of, task_metrics
 from models.inference import Classifier, batched_probabilities
 from models.network import ModelBundle, load_bundle
-from models.recipe import Recipe, load_recipe
 from models.tokenizer import encode_for_classification
-from models.train import SHIPPED_SEED, default_device, place_shipped_seed, pretrain, train_model
+from models.training.distill import SoftTargets, fit_teacher, mix_in_models, sample_unlabeled, tfidf_targets
+from models.training.loop import default_device
+from models.training.pretrain import SHIPPED_SEED, place_shipped_seed, pretrain
+from models.training.recipe import Recipe, load_recipe
+from models.training.run import train_model
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "models" / "recipes"

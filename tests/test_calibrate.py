@@ -1,4 +1,4 @@
-"""Tests for models.calibrate: temperature fitting, saving it with the model, applying it at inference."""
+"""Tests for models.training.calibrate: fitting temperatures, saving them, applying them at inference."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.calibrate import calibrate_model_dir, fit_temperature, tempered
 from models.inference import load
 from models.network import load_bundle, save_bundle
+from models.probs import tempered
+from models.training.calibrate import calibrate_model_dir, fit_temperature
 from tests.fixtures.models import NEGATIVE, POSITIVE
 
 

@@ -1,4 +1,4 @@
-"""Tests for models.distill: the TF-IDF teacher, unlabeled sampling, soft-target training, self_train."""
+"""Tests for models.training.distill: TF-IDF teacher, unlabeled sampling, soft-target training, self_train."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from models.data import (
     load_train_examples,
     unlabeled_files,
 )
-from models.distill import (
+from models.inference import batched_probabilities
+from models.network import load_bundle, save_bundle
+from models.tokenizer import encode_for_classification
+from models.training.distill import (
     PseudoLabels,
     SoftTargets,
     cross_texts,
@@ -31,11 +34,9 @@ from models.distill import (
     soft_cross_entropy,
     tfidf_targets,
 )
-from models.inference import batched_probabilities
-from models.network import load_bundle, save_bundle
-from models.recipe import Recipe, recipe_from_dict
-from models.tokenizer import encode_for_classification
-from models.train import finetune, train_model
+from models.training.finetune import finetune
+from models.training.recipe import Recipe, recipe_from_dict
+from models.training.run import train_model
 from tests.fixtures.models import NEGATIVE, NEUTRAL, POSITIVE, tiny_bundle, tiny_recipe_dict
 
 TINY_FILES = ["financial_news_headlines_2017_2020.txt.gz", "press_release_titles_2007_2015.txt.gz"]

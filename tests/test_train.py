@@ -1,4 +1,4 @@
-"""Tests for models.train: schedule, masked joint loss, class weights, resumable pre-training, fine-tuning."""
+"""Tests for models.training: schedule, masked joint loss, class weights, pre-training, fine-tuning."""
 
 from __future__ import annotations
 
@@ -15,25 +15,19 @@ import torch
 
 from models.data import load_train_examples
 from models.network import is_classifier_dir, load_base, load_bundle, save_bundle
-from models.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
 from models.tokenizer import clean_text, load_tokenizer, special_ids
-from models.train import (
-    IGNORE,
-    LOG_FILE,
+from models.training.finetune import IGNORE, class_weights, finetune, joint_loss
+from models.training.loop import LOG_FILE, bucketed_batches, lr_at
+from models.training.pretrain import (
     SEED_STATE_FILE,
     SHIPPED_SEED,
-    bucketed_batches,
-    class_weights,
     export_pretrain_seed,
-    finetune,
-    joint_loss,
-    lr_at,
     packed_blocks,
     place_shipped_seed,
     pretrain,
-    teacher_model_dir,
-    train_model,
 )
+from models.training.recipe import Recipe, RecipeError, load_recipe, recipe_from_dict
+from models.training.run import teacher_model_dir, train_model
 from tests.fixtures.models import tiny_bundle, tiny_recipe_dict
 
 
@@ -313,7 +307,7 @@ def test_shipped_seed_is_not_placed_for_another_architecture(tmp_path: Path) -> 
 def test_model_version_names_architecture_and_minute(tiny_gpt2_dir: Path) -> None:
     from datetime import UTC, datetime
 
-    from models.train import model_version
+    from models.network import model_version
 
     lm, _ = load_base(tiny_gpt2_dir)
     when = datetime(2026, 11, 28, 14, 15, tzinfo=UTC)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from models.distill import sample_unlabeled
 from models.network import load_bundle
-from models.recipe import recipe_from_dict
+from models.training.distill import sample_unlabeled
+from models.training.recipe import recipe_from_dict
 from scripts.train_on_gpu import DISTILL_SAMPLE, SHARES, ensure_distill_sample
 from tests.fixtures.models import tiny_recipe_dict
 

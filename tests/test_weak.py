@@ -1,4 +1,4 @@
-"""Tests for models.weak: the directional rules, the lexicon, the vote combination and its measurement."""
+"""Tests for models.training.weak: directional rules, the lexicon, combining votes and measuring them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.weak import (
+from models.training.weak import (
     NEGATIVE,
     NEUTRAL,
     POSITIVE,

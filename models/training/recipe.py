@@ -194,7 +194,7 @@ class LexicalSpec:
 
 @dataclass(frozen=True)
 class NewsSpec:
-    """Labeled and weakly labeled news beside the tweets (``models.news_data``, ``models.weak``).
+    """Labeled and weakly labeled news beside the tweets (``models.training.news``, ``models.training.weak``).
 
     ``labeled`` trains on the fit part of each training-allowed news file; the stratified
     ``holdout_fraction`` of each joins the tweets' hold-out, so early stopping, calibration and the

@@ -26,10 +26,20 @@ from tqdm import tqdm
 
 from models.data import SENTIMENT_NAMES, TOPIC_NAMES, Example, holdout_split, iter_unlabeled, unlabeled_files
 from models.evaluate import tfidf_vectorizers
-from models.inference import pad_batch
+from models.inference import batched_probabilities, pad_batch
 from models.network import ModelBundle
-from models.recipe import DistillSpec, Recipe
 from models.tokenizer import clean_text, encode_for_classification
+from models.training.loop import (
+    autocast_for,
+    bucketed_batches,
+    default_device,
+    heldout_scores,
+    lr_at,
+    make_optimizer,
+    optimizer_step,
+    running_loss,
+)
+from models.training.recipe import DistillSpec, Recipe
 
 
 @dataclass
@@ -183,17 +193,6 @@ def distill(
     max_minutes: float | None = None,
 ) -> dict:
     """Return a summary after training ``bundle.model`` in place on the teacher's soft targets."""
-    # Shared training helpers live in models.train, which calls this module.
-    from models.train import (
-        autocast_for,
-        bucketed_batches,
-        default_device,
-        lr_at,
-        make_optimizer,
-        optimizer_step,
-        running_loss,
-    )
-
     device = default_device()
     model = bundle.model.to(device)
     seqs = encode_for_classification(bundle.tokenizer, texts, spec.max_length)
@@ -280,9 +279,6 @@ def mix_in_models(
     Each model is temperature-scaled first (on the hold-out, which it never saw) when the recipe says
     ``calibrate_student``.
     """
-    from models.inference import batched_probabilities
-    from models.train import default_device
-
     device = default_device()
     tfidf_share = 1.0 - sum(share for _, share in teachers)
     mixed = [
@@ -293,7 +289,7 @@ def mix_in_models(
         bundle.model.to(device).eval()  # a saved teacher model is loaded on the CPU
         temperatures = (1.0, 1.0)
         if recipe.distill.calibrate_student:
-            from models.calibrate import calibrate  # it imports models.train, which imports this module
+            from models.training.calibrate import calibrate
 
             calibrate(bundle, examples, recipe.finetune.holdout_fraction, recipe.seed, log)
             temperatures, bundle.temperatures = bundle.temperatures, (1.0, 1.0)
@@ -348,8 +344,6 @@ def self_train(
     the ``(model, share)`` pairs that join the TF-IDF teacher. The held-out scores after distillation
     are logged to measure this stage, unless ``refit`` (the teacher saw the hold-out).
     """
-    from models.train import default_device, heldout_scores
-
     targets = None if cache_dir is None else SoftTargets.load(cache_dir)
     if targets is not None:
         log(f"read {len(targets.pool.texts):,} pseudo-labeled lines from {cache_dir.name}/")

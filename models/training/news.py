@@ -13,8 +13,8 @@ import numpy as np
 
 from models.data import Example, holdout_split, load_train_examples, news_splits
 from models.labels import SENTIMENT_NAMES
-from models.recipe import Recipe
-from models.weak import combine, finance_lexicon, source_quality, split_lead, votes_for
+from models.training.recipe import Recipe
+from models.training.weak import combine, finance_lexicon, source_quality, split_lead, votes_for
 
 # (texts) -> sentiment probabilities (N, 3) in SENTIMENT_NAMES order: the classifier that votes.
 SentimentProbs = Callable[[list[str]], np.ndarray]

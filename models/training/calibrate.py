@@ -16,11 +16,10 @@ import numpy as np
 from models.data import Example, holdout_split, load_train_examples
 from models.evaluate import expected_calibration_error
 from models.inference import batched_probabilities
-from models.network import ModelBundle, load_bundle, save_bundle
+from models.network import ModelBundle, load_bundle, model_version, save_bundle
 from models.probs import tempered
-from models.recipe import recipe_from_dict
 from models.tokenizer import encode_for_classification
-from models.train import model_version
+from models.training.recipe import recipe_from_dict
 
 # Candidate temperatures: a log-spaced grid is enough for one scalar and cannot diverge.
 GRID = np.exp(np.linspace(np.log(0.25), np.log(8.0), 161))

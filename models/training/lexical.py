@@ -7,16 +7,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models.calibrate import fit_temperature
 from models.data import Example, holdout_split
-from models.distill import fit_teacher
 from models.evaluate import expected_calibration_error, labels_of, selection_scores
 from models.inference import batched_probabilities
 from models.lexical import LexicalModel, from_fitted, mix_probabilities
 from models.network import ModelBundle
 from models.probs import tempered
-from models.recipe import LexicalSpec
 from models.tokenizer import encode_for_classification
+from models.training.calibrate import fit_temperature
+from models.training.distill import fit_teacher
+from models.training.recipe import LexicalSpec
 
 SHARE_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 PAIR = ("topic", "sentiment")  # the order of every (topic, sentiment) pair of arrays here
