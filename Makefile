@@ -28,6 +28,7 @@ demo: $(STAMP)
 test: $(STAMP) services browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 ## services: start the local PostgreSQL and Redis if this machine has them and they are down.
@@ -58,6 +59,7 @@ dashboard: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## bench: every benchmark, each printing JSON (the dashboard one at 1M rows; add `--rows 1000000,10000000` by hand).
 bench: $(STAMP)
@@ -79,4 +81,4 @@ airflow-stop:
 	$(BIN)/python scripts/airflow_local.py --stop
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

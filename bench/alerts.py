@@ -76,11 +76,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args(argv)
 
-    from pipeline import db, store
-    from pipeline.alerts import evaluate
-    from pipeline.backtest import backtest
+    from pipeline import store
+    from pipeline.alerts.backtest import backtest
+    from pipeline.alerts.engine import evaluate
+    from pipeline.alerts.rules import load_rules
     from pipeline.config import Settings
-    from pipeline.rules import load_rules
+    from pipeline.store import db
 
     rules = load_rules(settings=Settings())
     values = dimension_values(args.values)

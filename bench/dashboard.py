@@ -88,7 +88,7 @@ def page_queries(version: str, now: datetime) -> dict[str, dict[str, Callable[[A
             "top_stories_all_1h": lambda c: store.negative_headlines(
                 c, version, "all", "*", now - timedelta(hours=2), now - timedelta(hours=1), 10
             ),
-            "silences": lambda c: store.silences(c, now, False),
+            "silences": lambda c: store.list_silences(c, now, False),
         },
         "explorer": {
             "latest_7d": lambda c: store.search_stories(c, version, start=week, end=end),
@@ -162,7 +162,9 @@ def run_size(rows: int, days: int, repeat: int, url: str | None, workdir: Path, 
     """Return seeding and query timings for one database of ``rows`` scored articles."""
     import sqlalchemy as sa
 
-    from pipeline import db, seed, store
+    from pipeline import store
+    from pipeline.demo import seed
+    from pipeline.store import db
 
     target, server = fresh_database(url, workdir)
     try:

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scratch_db import drop_database, fresh_database
 
-from pipeline.demo_feeds import FeedItem, rss_document
-from pipeline.feedserver import FeedServer
+from pipeline.demo.feeds import FeedItem, rss_document
+from pipeline.demo.feedserver import FeedServer
 
 WORDS = [
     "bank",
@@ -285,10 +285,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     feeder.start()
     urls: list[str] = parent.recv()
 
-    from pipeline import db
     from pipeline.config import Settings
-    from pipeline.ingest import run_ingest
-    from pipeline.sources import Source
+    from pipeline.ingest.run import run_ingest
+    from pipeline.ingest.sources import Source
+    from pipeline.store import db
 
     with tempfile.TemporaryDirectory(prefix="finsent-bench-") as tmp:
         url, server = fresh_database(args.database_url, Path(tmp))

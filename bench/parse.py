@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ingest import make_feed
 
-from pipeline.fastrss import read_plain_rss
-from pipeline.parse import FeedError, _to_feedparser_bytes, decode_feed, parse_feed
+from pipeline.ingest.fastrss import read_plain_rss
+from pipeline.ingest.parse import FeedError, _to_feedparser_bytes, decode_feed, parse_feed
 
 
 def documents(feeds: int, items: int) -> list[bytes]:

@@ -33,10 +33,11 @@ import torch
 
 from models.data import SENTIMENT_DIR, SPLIT_FILES, read_labeled_csv
 from models.inference import Classifier, load
-from pipeline import db, store
+from pipeline import store
 from pipeline.config import get_settings
-from pipeline.scoring import article_text, score_pending
-from pipeline.sources import Source
+from pipeline.ingest.sources import Source
+from pipeline.scoring.score import article_text, score_pending
+from pipeline.store import db
 
 SOURCES = ("wire", "daily", "markets", "blog", "press")
 TICKERS = ("AAPL", "MSFT", "NVDA", "AMZN", "TSLA", "JPM", "XOM", "GS")

@@ -201,7 +201,7 @@ def headline(stream: Stream, story: Story) -> str:
 
 def feeds(stream: Stream) -> dict[str, list]:
     """Return the items of each source: every story once on one source, plus its syndicated copies."""
-    from pipeline.demo_feeds import FeedItem
+    from pipeline.demo.feeds import FeedItem
 
     rng = np.random.default_rng(0)
     items: dict[str, list] = {s: [] for s in SOURCES}
@@ -229,7 +229,9 @@ def finsent(args: list[str], env: dict[str, str]) -> dict:
 
 def write_oracle(db_url: str, stream: Stream) -> int:
     """Store the gold labels as the scores of a version of their own, with its rollups; return how many."""
-    from pipeline import db, rollups, store
+    from pipeline import store
+    from pipeline.scoring import rollups
+    from pipeline.store import db
 
     engine = db.get_engine(db_url)
     label_of = {headline(stream, s): s.label for s in stream.stories}
@@ -334,7 +336,7 @@ def main() -> None:
     if args.days < 20 or args.tickers < args.storms + args.decoys:
         parser.error("need >= 20 days and more tickers than storms + decoys")
     from pipeline.config import Settings
-    from pipeline.feedserver import FeedServer
+    from pipeline.demo.feedserver import FeedServer
 
     data_dir = Settings().data_dir
     if data_dir is None:
@@ -343,7 +345,7 @@ def main() -> None:
     stream = build_stream(args, Path(data_dir))
     items = feeds(stream)
     with tempfile.TemporaryDirectory() as tmp, FeedServer() as server:
-        from pipeline.demo_feeds import rss_document
+        from pipeline.demo.feeds import rss_document
 
         lines = []
         for source, source_items in items.items():

@@ -37,7 +37,7 @@ def finsent_alerts() -> None:
     @task
     def send_emails() -> dict:
         """Return the delivery report of the outbox (idempotent: each email is sent once)."""
-        from pipeline.notify import deliver_outbox
+        from pipeline.alerts import deliver_outbox
 
         return deliver_outbox().as_dict()
 

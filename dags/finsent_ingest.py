@@ -37,9 +37,8 @@ def finsent_ingest() -> None:
     @task
     def batches() -> list[list[str]]:
         """Return the configured source names in batches of ``source_batch_size`` (one mapped task each)."""
-        from pipeline import db
-        from pipeline.ingest import source_batches
-        from pipeline.sources import load_sources
+        from pipeline.ingest import load_sources, source_batches
+        from pipeline.store import db
 
         config = get_settings()
         db.migrate()  # a fresh deployment's first run creates the schema
@@ -63,7 +62,8 @@ def finsent_ingest() -> None:
         outlet_events[ARTICLES].extra = {"items_new": new}
         return new
 
-    announce_new_articles(ingest_batch.expand(names=batches()))
+    # Task calls take XComArgs, which Airflow resolves to the upstream return values at run time.
+    announce_new_articles(ingest_batch.expand(names=batches()))  # type: ignore[arg-type]
 
 
 finsent_ingest()

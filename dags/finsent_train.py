@@ -61,19 +61,24 @@ def finsent_train() -> None:
     @task
     def evaluate_candidate(candidate_dir: str) -> dict:
         """Return the candidate's and the active model's metrics on the valid splits."""
-        from pipeline.promotion import evaluate_against_active
+        from pathlib import Path
 
-        return evaluate_against_active(candidate_dir)
+        from pipeline.scoring import evaluate_against_active
+
+        return evaluate_against_active(Path(candidate_dir))
 
     @task
     def promote(candidate_dir: str, evaluation: dict) -> dict:
         """Return whether the candidate was promoted (rescored and activated) or kept back, and why."""
-        from pipeline.promotion import promote_if_no_regression
+        from pathlib import Path
 
-        return promote_if_no_regression(candidate_dir, evaluation)
+        from pipeline.scoring import promote_if_no_regression
+
+        return promote_if_no_regression(Path(candidate_dir), evaluation)
 
     candidate = train_candidate()
-    promote(candidate, evaluate_candidate(candidate))
+    # Task calls take XComArgs, which Airflow resolves to the upstream return values at run time.
+    promote(candidate, evaluate_candidate(candidate))  # type: ignore[arg-type]
 
 
 finsent_train()

@@ -14,8 +14,9 @@ import sqlalchemy as sa
 import streamlit as st
 from sqlalchemy.engine import Engine
 
-from pipeline import db, store
+from pipeline import store
 from pipeline.config import get_settings
+from pipeline.store import db
 
 TTL_S = 60
 
@@ -173,7 +174,7 @@ def negative_headlines(
 def silences(url: str, now: datetime) -> pd.DataFrame:
     """Return the silences in force or scheduled at ``now``."""
     with read_only_engine(url).connect() as conn:
-        rows = store.silences(conn, now, include_expired=False)
+        rows = store.list_silences(conn, now, include_expired=False)
     return pd.DataFrame(
         [dict(r._mapping) for r in rows],
         columns=[

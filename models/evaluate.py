@@ -273,8 +273,8 @@ def format_report(report: EvalReport, topics: tuple[str, ...], sentiments: tuple
             ):
                 if m is None:
                     continue
-                cells = (m["weighted_f1"], m["macro_f1"], m["per_class"]["negative"]["recall"])
-                lines.append(f"{name + label:34}" + "".join(f"{v:>12.4f}" for v in cells) + f"{m['n']:>12}")
+                scores = (m["weighted_f1"], m["macro_f1"], m["per_class"]["negative"]["recall"])
+                lines.append(f"{name + label:34}" + "".join(f"{v:>12.4f}" for v in scores) + f"{m['n']:>12}")
     matrices = [("sentiment", sentiments), ("topic", topics)] + [(f"news/{n}", sentiments) for n in news]
     for task, names in matrices:
         lines.append(f"\nconfusion matrix, {task} (rows true, columns predicted):")

@@ -99,7 +99,9 @@ class LexicalModel:
         cleaned = [clean_text(t) for t in texts]
         blocks = []
         for (_, analyzer, ngrams), index, idf in zip(BLOCKS, self._index, self._idf, strict=True):
-            indptr, indices, tf = [0], [], []
+            indptr: list[int] = [0]
+            indices: list[int | None] = []  # never None: out-of-vocabulary n-grams are popped from counts
+            tf: list[int] = []
             for text in cleaned:
                 counts = Counter(map(index.get, ANALYZERS[analyzer](text, ngrams)))
                 counts.pop(None, None)  # n-grams outside the vocabulary
@@ -149,7 +151,7 @@ class LexicalModel:
 
     def save(self, directory: Path) -> None:
         """Write the weights (float16, IDF float32) and the vocabularies into ``directory``."""
-        tensors = {
+        tensors: dict[str, np.ndarray] = {
             "idf": self.idf.astype(np.float32),
             "topic.weight": self.topic_weight.astype(np.float16),
             "topic.bias": self.topic_bias.astype(np.float32),

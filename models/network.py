@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -22,6 +24,7 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers.activations import NewGELUActivation
+from transformers.models.gpt2.modeling_gpt2 import GPT2Block, GPT2Model
 
 from models.labels import SENTIMENT_NAMES, TOPIC_NAMES
 from models.lexical import VOCAB_FILE as LEXICAL_VOCAB_FILE
@@ -32,6 +35,8 @@ from models.tokenizer import TOKENIZER_FILE, load_tokenizer, save_tokenizer, spe
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "finsent-gpt-classifier"
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class ModelDirError(ValueError):
@@ -72,7 +77,7 @@ def new_language_model(spec: TrunkSpec, tok: Tokenizer) -> GPT2LMHeadModel:
     return GPT2LMHeadModel(gpt2_config(spec, tok.get_vocab_size(), eos))
 
 
-def fuse_gelu(model: nn.Module) -> nn.Module:
+def fuse_gelu(model: M) -> M:
     """Return ``model`` with each transformers ``gelu_new`` activation replaced, in place, by PyTorch's.
 
     GPT-2's ``gelu_new`` is the tanh approximation of GELU written as five tensor operations;
@@ -133,7 +138,9 @@ class ModelBundle:
 
 def classifier_from_language_model(lm: PreTrainedModel, dropout: float = 0.1) -> GPTClassifier:
     """Return a classifier whose trunk is the (shared, not copied) base model of causal LM ``lm``."""
-    return GPTClassifier(lm.base_model, len(TOPIC_NAMES), len(SENTIMENT_NAMES), dropout)
+    # transformers types base_model as nn.Module; it is the LM's PreTrainedModel trunk (or the LM itself).
+    trunk = cast(PreTrainedModel, lm.base_model)
+    return GPTClassifier(trunk, len(TOPIC_NAMES), len(SENTIMENT_NAMES), dropout)
 
 
 def load_base(base: str | Path) -> tuple[PreTrainedModel, Tokenizer]:
@@ -158,7 +165,7 @@ def save_bundle(bundle: ModelBundle, directory: Path, dtype: torch.dtype = torch
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = bundle.model
-    config = {
+    config: dict[str, Any] = {
         "format": FORMAT,
         "version": bundle.version,
         "topics": list(bundle.topics),
@@ -228,7 +235,7 @@ def load_bundle(directory: Path) -> ModelBundle:
     )
 
 
-def average_weights(models: list[nn.Module]) -> dict[str, torch.Tensor]:
+def average_weights(models: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
     """Return the uniform average of the state dicts of ``models`` (same architecture): a model soup."""
     states = [m.state_dict() for m in models]
     shapes = [{k: tuple(v.shape) for k, v in s.items()} for s in states]
@@ -251,12 +258,16 @@ def grow_depth(model: GPTClassifier, extra: int) -> GPTClassifier:
     """
     if extra < 0:
         raise ValueError(f"cannot remove blocks by growing: extra={extra}")
-    blocks = list(model.trunk.h)
+    trunk = model.trunk
+    if not isinstance(trunk, GPT2Model):
+        raise TypeError(f"only a GPT-2 trunk can grow (blocks in .h), not a {type(trunk).__name__}")
+    # nn.ModuleList yields plain nn.Modules; a GPT2Model's .h holds its GPT2Blocks.
+    blocks = cast(list[GPT2Block], list(trunk.h))
     n = len(blocks)
     if extra > n:
         raise ValueError(f"at most {n} blocks can be added to a {n}-block trunk, got {extra}")
     after = {(i + 1) * n // extra - 1 for i in range(extra)} if extra else set()  # distinct as extra <= n
-    grown: list[nn.Module] = []
+    grown: list[GPT2Block] = []
     for i, block in enumerate(blocks):
         grown.append(block)
         if i in after:
@@ -268,8 +279,8 @@ def grow_depth(model: GPTClassifier, extra: int) -> GPTClassifier:
             grown.append(new)
     for index, block in enumerate(grown):
         block.attn.layer_idx = index  # the key/value cache's slot; unused without a cache, kept true
-    model.trunk.h = nn.ModuleList(grown)
-    model.trunk.config.n_layer = len(grown)
+    trunk.h = nn.ModuleList(grown)
+    trunk.config.n_layer = len(grown)
     return model
 
 
@@ -278,7 +289,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def conv1d_to_linear(module: nn.Module) -> nn.Module:
+def conv1d_to_linear(module: M) -> M:
     """Return ``module`` with every transformers ``Conv1D`` replaced, in place, by an equal ``nn.Linear``.
 
     GPT-2 stores its projections as Conv1D (weight shaped (in, out)); int8 dynamic quantisation only
@@ -299,8 +310,9 @@ def conv1d_to_linear(module: nn.Module) -> nn.Module:
     return module
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """Return a copy-free int8 dynamically quantised ``model`` for CPU inference (Linear layers only)."""
+def quantize_int8(model: GPTClassifier) -> GPTClassifier:
+    """Return a copy-free int8 dynamically quantised ``model`` for CPU inference (Linear layers only: the
+    classifier itself keeps its class)."""
     import warnings
 
     from torch.ao.quantization import quantize_dynamic

@@ -11,8 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
-DEFAULT_SOURCES = PACKAGE_DIR / "sources.yaml"
-DEFAULT_WATCHLIST = PACKAGE_DIR / "watchlist.yaml"
+DEFAULT_SOURCES = PACKAGE_DIR / "ingest" / "sources.yaml"
+DEFAULT_WATCHLIST = PACKAGE_DIR / "ingest" / "watchlist.yaml"
 DEFAULT_MODEL_DIR = REPO_DIR / "models" / "default"
 
 

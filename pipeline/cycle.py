@@ -19,10 +19,9 @@ from sqlalchemy.engine import Engine
 
 from pipeline.alerts import run_alerts
 from pipeline.config import Settings, get_settings
-from pipeline.db import get_engine, migrate
-from pipeline.ingest import run_ingest
+from pipeline.ingest import Source, load_sources, run_ingest
 from pipeline.scoring import score_pending
-from pipeline.sources import Source, load_sources
+from pipeline.store.db import get_engine, migrate
 
 log = logging.getLogger(__name__)
 

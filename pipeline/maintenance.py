@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
-from pipeline import db, store
+from pipeline import store
 from pipeline.config import get_settings
+from pipeline.store import db
 
 # Deleting in slices keeps each transaction (and the row locks it holds) short.
 DELETE_SLICE = 5_000

@@ -18,8 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline import db
 from pipeline.config import REPO_DIR, Settings, get_settings
+from pipeline.store import db
 
 METADATA_DATABASE = "airflow"
 PID_FILE = "standalone.pid"

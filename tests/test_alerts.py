@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from pipeline import alerts, rollups, store
-from pipeline.alerts import AlertState, advance, evaluate, window_end
-from pipeline.rules import Rule
+from pipeline import store
+from pipeline.alerts import engine as alerts
+from pipeline.alerts.engine import AlertState, advance, evaluate, window_end
+from pipeline.alerts.rules import Rule
+from pipeline.scoring import rollups
 from tests.fixtures.scoring import ArticleSpec, add_articles
 
 VERSION = "alerts-test"

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from pipeline import store
-from pipeline.alerts import evaluate
-from pipeline.backtest import StorySeries, backtest, evaluation_times, replay
-from pipeline.rules import DEFAULT_RULES, Rule, load_rules
+from pipeline.alerts.backtest import StorySeries, backtest, evaluation_times, replay
+from pipeline.alerts.engine import evaluate
+from pipeline.alerts.rules import DEFAULT_RULES, Rule, load_rules
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
 H = timedelta(hours=1)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Settings
-from pipeline.db import embedded_server_pid
+from pipeline.store.db import embedded_server_pid
 
 
 def finsent(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import get_settings
-from pipeline.demo_feeds import FeedItem, rss_document
-from pipeline.feedserver import FeedServer
+from pipeline.demo.feeds import FeedItem, rss_document
+from pipeline.demo.feedserver import FeedServer
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 ITEMS = [

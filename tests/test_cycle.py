@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.config import Settings, get_settings
 from pipeline.cycle import run_cycle
-from pipeline.sources import Source
+from pipeline.ingest.sources import Source
 from tests.fixtures.http_server import FaultyFeedServer
 from tests.fixtures.scoring import HEADLINES
 

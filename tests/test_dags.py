@@ -16,7 +16,7 @@ import yaml
 from sqlalchemy.engine import Engine
 
 from pipeline.config import REPO_DIR
-from pipeline.feedserver import FeedServer
+from pipeline.demo.feedserver import FeedServer
 from tests.fixtures.airflow import run_dag
 from tests.fixtures.smtp_server import SmtpCatcher
 
@@ -120,7 +120,7 @@ def _candidate_titles(count: int, seed: int) -> list[str]:
 def _titles_by_sentiment(model_dir: Path, negative: int, calm: int) -> tuple[list[str], list[str]]:
     """Return ``negative`` titles the model reads as negative and ``calm`` titles it does not."""
     from models.inference import load
-    from pipeline.scoring import article_text
+    from pipeline.scoring.score import article_text
 
     titles = _candidate_titles(400, seed=7)
     predictions = load(model_dir).predict([article_text(t, "", None) for t in titles])
@@ -158,7 +158,7 @@ def pipeline_env(
     """Serve two feeds (a calm two days, then a negative storm in the last hour), point finsent at them,
     at the SMTP server and at rules that fire on that storm; return the calm and the storm titles."""
     from pipeline.config import get_settings
-    from pipeline.demo_feeds import FeedItem, rss_document
+    from pipeline.demo.feeds import FeedItem, rss_document
 
     storm, calm = _titles_by_sentiment(tiny_model_dir, negative=6, calm=16)
     now = datetime.now(UTC)
@@ -288,7 +288,7 @@ def test_train_dag_trains_evaluates_and_promotes_a_candidate_that_does_not_regre
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pipeline.config import get_settings
-    from pipeline.scoring import score_pending
+    from pipeline.scoring.score import score_pending
     from tests.fixtures.models import tiny_recipe_dict
     from tests.fixtures.scoring import add_articles, varied_articles
 
@@ -332,7 +332,7 @@ def test_maintenance_dag_deletes_expired_articles_and_passes_the_rollup_check(
     dagbag: DagBag, engine: Engine, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pipeline.config import get_settings
-    from pipeline.scoring import score_pending
+    from pipeline.scoring.score import score_pending
     from tests.fixtures.scoring import ArticleSpec, add_articles
 
     now = datetime.now(UTC)

@@ -151,7 +151,7 @@ def test_silence_form_adds_a_silence_for_the_selected_alert(seeded_dashboard: Se
     assert not at.exception
     assert at.success and "Silence" in at.success[0].value
     with seeded_dashboard.engine.connect() as conn:
-        rows = store.silences(conn, datetime.now(UTC), include_expired=False)
+        rows = store.list_silences(conn, datetime.now(UTC), include_expired=False)
     assert [(r.comment, r.rule is not None) for r in rows] == [("ops on it", True)]
     shown = at.dataframe[-1].value
     assert list(shown["id"]) == [rows[0].id]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pipeline import db
 from pipeline.config import Settings
+from pipeline.store import db
 
 
 def _write(directory: Path, name: str, sql: str) -> None:

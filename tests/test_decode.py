@@ -10,7 +10,7 @@ import brotli
 import pytest
 import zstandard
 
-from pipeline.decode import BadEncoding, BodyTooLarge, BoundedDecoder
+from pipeline.ingest.decode import BadEncoding, BodyTooLarge, BoundedDecoder
 
 PAYLOAD = b"<rss><channel>" + b"<item>headline</item>" * 2000 + b"</channel></rss>"
 ENCODERS = {

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from datasketch import LeanMinHash, MinHashLSH
 
-from pipeline import dedup
-from pipeline.dedup import NUM_PERM, STORY_THRESHOLD, BandIndex
+from pipeline.ingest import dedup
+from pipeline.ingest.dedup import NUM_PERM, STORY_THRESHOLD, BandIndex
 
 T0 = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
 

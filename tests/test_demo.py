@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
-from pipeline import demo
 from pipeline.config import get_settings
-from pipeline.demo_feeds import demo_documents
-from pipeline.parse import FeedError, parse_feed
+from pipeline.demo import run as demo
+from pipeline.demo.feeds import demo_documents
+from pipeline.ingest.parse import FeedError, parse_feed
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

@@ -17,9 +17,11 @@ import sqlalchemy as sa
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
-from pipeline import demo_history, rollups, store
+from pipeline import store
 from pipeline.config import Settings
-from pipeline.demo_history import STORM_HOURS, STORM_TICKER, history_articles, seed_history
+from pipeline.demo import history as demo_history
+from pipeline.demo.history import STORM_HOURS, STORM_TICKER, history_articles, seed_history
+from pipeline.scoring import rollups
 
 END = datetime(2026, 11, 20, demo_history.END_HOUR, tzinfo=UTC)
 
@@ -136,8 +138,8 @@ def test_alert_step_fires_for_the_storm_and_mails_it(engine: Engine, tmp_path: A
 
 @pytest.mark.parametrize("hours_before_end", [24 * 7, 24 * 3])
 def test_calm_part_of_the_history_fires_nothing_for_tickers(engine: Engine, hours_before_end: int) -> None:
-    from pipeline.backtest import backtest
-    from pipeline.rules import load_rules
+    from pipeline.alerts.backtest import backtest
+    from pipeline.alerts.rules import load_rules
 
     seed_history(engine, END)
     _oracle_scores(engine, "oracle")
@@ -150,7 +152,7 @@ def test_calm_part_of_the_history_fires_nothing_for_tickers(engine: Engine, hour
 
 def test_the_shipped_model_catches_the_storm_and_nothing_else(engine: Engine, tmp_path: Any) -> None:
     """The demo as users run it: the shipped model scores the history, the default rules judge it."""
-    from pipeline.scoring import score_pending
+    from pipeline.scoring.score import score_pending
 
     seed_history(engine, END)
     report = score_pending(engine)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.entities import EntityTagger, WatchEntity, WatchlistError, load_watchlist, tag_tickers
+from pipeline.ingest.entities import EntityTagger, WatchEntity, WatchlistError, load_watchlist, tag_tickers
 
 
 def test_cashtags_are_tickers_including_class_shares() -> None:

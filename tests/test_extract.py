@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.extract import drop_leading_fragments, extract_text, with_standfirst
+from pipeline.ingest.extract import drop_leading_fragments, extract_text, with_standfirst
 from tests.shared_data import shared_data_dir
 
-# Measured with the options in pipeline/extract.py: mean 0.925 over 21 pages, 18 of them >= 0.90.
+# Measured with the options in pipeline/ingest/extract.py: mean 0.925 over 21 pages, 18 of them >= 0.90.
 MEAN_F1_FLOOR = 0.91
 GOOD_PAGE_F1 = 0.90
 MIN_GOOD_PAGES = 17

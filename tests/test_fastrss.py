@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.fastrss import read_plain_rss
-from pipeline.parse import ParsedFeed, _to_feedparser_bytes, decode_feed, parse_feed
+from pipeline.ingest.fastrss import read_plain_rss
+from pipeline.ingest.parse import ParsedFeed, _to_feedparser_bytes, decode_feed, parse_feed
 from tests.shared_data import shared_data_dir
 
 FETCHED_AT = datetime(2026, 11, 1, tzinfo=UTC)

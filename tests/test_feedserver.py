@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from pipeline.feedserver import FeedServer, Route
+from pipeline.demo.feedserver import FeedServer, Route
 
 BODY = b"<rss version='2.0'><channel><title>t</title></channel></rss>"
 

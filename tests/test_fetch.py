@@ -14,7 +14,7 @@ import pytest
 import zstandard
 
 from pipeline.config import Settings
-from pipeline.fetch import (
+from pipeline.ingest.fetch import (
     Fetcher,
     FetchResult,
     HostAllowlist,
@@ -23,7 +23,7 @@ from pipeline.fetch import (
     fetch_all,
     retry_after_seconds,
 )
-from pipeline.sources import Source
+from pipeline.ingest.sources import Source
 from tests.fixtures.http_server import FaultyFeedServer
 
 RSS = b"""<?xml version="1.0" encoding="utf-8"?>

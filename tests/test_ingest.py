@@ -10,11 +10,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline.config import Settings
-from pipeline.demo_feeds import FeedItem, atom_document, rss_document
-from pipeline.feedserver import FeedServer
-from pipeline.ingest import filter_reason, ingest_sources, run_ingest
-from pipeline.parse import ParsedEntry
-from pipeline.sources import Source, SourcesError
+from pipeline.demo.feeds import FeedItem, atom_document, rss_document
+from pipeline.demo.feedserver import FeedServer
+from pipeline.ingest.parse import ParsedEntry
+from pipeline.ingest.run import filter_reason, ingest_sources, run_ingest
+from pipeline.ingest.sources import Source, SourcesError
 from tests.shared_data import shared_data_dir
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline import store
-from pipeline.demo_feeds import FeedItem, rss_document
-from pipeline.ingest import PARALLEL_PARSE_MIN_FEEDS
+from pipeline.demo.feeds import FeedItem, rss_document
+from pipeline.ingest.run import PARALLEL_PARSE_MIN_FEEDS
 from tests.fixtures.http_server import FaultyFeedServer
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline import maintenance, store
-from pipeline.scoring import score_pending
+from pipeline.scoring.score import score_pending
 from tests.fixtures.scoring import CLOCK, ArticleSpec, add_articles, varied_articles
 
 NOW = CLOCK + timedelta(days=1)

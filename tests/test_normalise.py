@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.normalise import (
+from pipeline.ingest.normalise import (
     LANGUAGE_SAMPLE_CHARS,
     canonical_url,
     clean_text,

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from pipeline import notify, store
+from pipeline import store
+from pipeline.alerts import notify
+from pipeline.alerts.notify import AlertFigures, Headline, deliver_outbox, render_alert_email
 from pipeline.config import Settings
-from pipeline.notify import AlertFigures, Headline, deliver_outbox, render_alert_email
 from tests.fixtures.smtp_server import SmtpCatcher, SmtpServer, free_port
 
 AT = datetime(2026, 10, 4, 12, tzinfo=UTC)

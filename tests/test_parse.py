@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.parse import FeedError, decode_feed, parse_feed
+from pipeline.ingest.parse import FeedError, decode_feed, parse_feed
 
 FETCHED_AT = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from models.data import SENTIMENT_DIR, SPLIT_FILES, TOPIC_DIR
-from pipeline import promotion
-from pipeline.scoring import score_pending
+from pipeline.scoring import promotion
+from pipeline.scoring.score import score_pending
 from tests.fixtures.scoring import HEADLINES, add_articles, varied_articles
 
 METRICS = {"accuracy": 0.80, "macro_f1": 0.70, "weighted_f1": 0.78, "ece": 0.05}

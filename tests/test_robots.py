@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.robots import (
+from pipeline.ingest.robots import (
     MAX_TTL_S,
     UNREACHABLE_TTL_S,
     RobotsCache,

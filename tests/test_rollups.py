@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pipeline import rollups, store
-from pipeline.scoring import score_pending
+from pipeline import store
+from pipeline.scoring import rollups
+from pipeline.scoring.score import score_pending
 from tests.fixtures.scoring import (
     CLOCK,
     ArticleSpec,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.alerts.rules import DEFAULT_RULES, Rule, RulesError, load_rules, parse_duration, rules_from_data
 from pipeline.config import Settings
-from pipeline.rules import DEFAULT_RULES, Rule, RulesError, load_rules, parse_duration, rules_from_data
 
 
 def test_durations_parse_with_units() -> None:

@@ -13,10 +13,17 @@ from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from models.inference import load
-from pipeline import scoring
 from pipeline.cli import app
 from pipeline.config import get_settings
-from pipeline.scoring import BatchReport, ScoreReport, ScoringError, article_text, rescore, score_pending
+from pipeline.scoring import score as scoring
+from pipeline.scoring.score import (
+    BatchReport,
+    ScoreReport,
+    ScoringError,
+    article_text,
+    rescore,
+    score_pending,
+)
 from tests.fixtures.scoring import (
     ArticleSpec,
     add_articles,

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Settings
-from pipeline.fetch import fetch_all
-from pipeline.normalise import MOJIBAKE
-from pipeline.parse import FeedError, ParsedFeed, parse_feed
-from pipeline.sources import Source
+from pipeline.ingest.fetch import fetch_all
+from pipeline.ingest.normalise import MOJIBAKE
+from pipeline.ingest.parse import FeedError, ParsedFeed, parse_feed
+from pipeline.ingest.sources import Source
 from tests.fixtures.http_server import FaultyFeedServer
 from tests.shared_data import shared_data_dir
 

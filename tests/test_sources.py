@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from pipeline.config import DEFAULT_SOURCES
-from pipeline.sources import SourcesError, load_sources
+from pipeline.ingest.sources import SourcesError, load_sources
 
 
 def test_shipped_sources_are_forty_or_more_real_financial_feeds() -> None:

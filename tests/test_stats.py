@@ -8,7 +8,7 @@ import random
 import pytest
 from scipy import stats as sps
 
-from pipeline import stats
+from pipeline.alerts import stats
 
 
 def test_binomial_tail_matches_hand_computed_values() -> None:

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pipeline import store
-from pipeline.sources import Source
+from pipeline.ingest.sources import Source
 from tests.fixtures.dashboard import SeededDashboard
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -10,9 +10,9 @@ import streamlit as st
 
 from dashboard import queries
 from dashboard.markdown import escape_markdown, story_line
-from pipeline import alerts as alert_engine
-from pipeline import db
-from pipeline.rules import RulesError, load_rules
+from pipeline.alerts import RulesError, SilenceError, add_silence, load_rules
+from pipeline.alerts.engine import window_end
+from pipeline.store import db
 
 TOP_STORIES = 10
 # Hours of context drawn before an alert's window in the evidence chart.
@@ -130,12 +130,13 @@ def _expected_note(alert: pd.Series) -> str:
     return f"; {alert['neg_stories']} negative stories where {figure} were expected at its usual rate"
 
 
-def evidence(alert: pd.Series) -> None:
-    """Draw one alert's window against its baseline and the top negative stories behind it."""
+def evidence(alert: pd.Series, version: str) -> None:
+    """Draw one alert's window against its baseline and the top negative stories behind it (rollups and
+    stories of model ``version``)."""
     window = rule_windows().get(alert["rule"], timedelta(hours=1))
     fired = alert["fired_at"].to_pydatetime()
     until = now if pd.isna(alert["resolved_at"]) else alert["resolved_at"].to_pydatetime()
-    window_start = alert_engine.window_end(fired) - window
+    window_start = window_end(fired) - window
     chart_end = min(until + timedelta(hours=6), now + timedelta(hours=1))
     hourly = queries.series(
         url,
@@ -160,7 +161,7 @@ def evidence(alert: pd.Series) -> None:
         if hourly.empty:
             st.info("No rollups for this value in the period.")
         else:
-            shade = pd.DataFrame({"from": [window_start], "to": [alert_engine.window_end(fired)]})
+            shade = pd.DataFrame({"from": [window_start], "to": [window_end(fired)]})
             line = (
                 alt.Chart(hourly)
                 .mark_line(point=True)
@@ -228,7 +229,7 @@ def silence_form(alert: pd.Series | None) -> None:
         submitted = st.form_submit_button("Add silence")
     if submitted:
         try:
-            silence_id = alert_engine.add_silence(
+            silence_id = add_silence(
                 rule=rule.strip() or None,
                 dimension=dimension or None,
                 value=value.strip() or None,
@@ -237,7 +238,7 @@ def silence_form(alert: pd.Series | None) -> None:
                 created_by=author.strip() or None,
                 engine=db.get_engine(),
             )
-        except alert_engine.SilenceError as exc:
+        except SilenceError as exc:
             st.error(str(exc))
         else:
             queries.silences.clear()
@@ -253,7 +254,7 @@ if version is not None and not shown.empty:
     ]
     pick = st.selectbox("Alert", range(len(labels)), format_func=labels.__getitem__, key="alerts_pick")
     selected = shown.iloc[pick]
-    evidence(selected)
+    evidence(selected, version)
 
 st.subheader("Silences")
 silence_form(selected)

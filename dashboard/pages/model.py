@@ -169,12 +169,12 @@ with numbers:
     for task, matrix in confusion_matrices(metrics).items():
         st.markdown(f"**Confusion matrix — {task}** (rows: true label, columns: predicted)")
         long = matrix.rename_axis("true").reset_index().melt("true", var_name="predicted", value_name="n")
-        base = alt.Chart(long).encode(
+        grid = alt.Chart(long).encode(
             x=alt.X("predicted:N", sort=list(matrix.columns)), y=alt.Y("true:N", sort=list(matrix.index))
         )
         st.altair_chart(
-            base.mark_rect().encode(color=alt.Color("n:Q", scale=alt.Scale(scheme="blues")))
-            + base.mark_text(fontSize=10).encode(text="n:Q"),
+            grid.mark_rect().encode(color=alt.Color("n:Q", scale=alt.Scale(scheme="blues")))
+            + grid.mark_text(fontSize=10).encode(text="n:Q"),
             width="stretch",
         )
 

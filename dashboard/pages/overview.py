@@ -16,11 +16,13 @@ SENTIMENT_COLORS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2
 
 url = queries.database_url()
 now = queries.now_minute()
-version = queries.model_version(url)
+latest = queries.model_version(url)
 st.title("Overview")
-if version is None:
+if latest is None:
     st.info("No scored articles yet. Run `finsent run` (ingest, score, alerts) and reload.")
     st.stop()
+# A str-typed global: the functions below read it, and a check's narrowing does not reach into them.
+version: str = latest
 
 today = now.date()
 options = queries.filter_values(url, version, now - timedelta(days=30))
@@ -42,11 +44,11 @@ with st.sidebar:
     )
 
 
-def day_bounds(picked: object) -> tuple[datetime, datetime]:
+def day_bounds(picked: date | tuple[date, ...]) -> tuple[datetime, datetime]:
     """Return the UTC start and exclusive end of the picked day range (a single day while picking)."""
     days = list(picked) if isinstance(picked, tuple | list) else [picked]
-    first: date = days[0] if days else today
-    last: date = days[-1] if len(days) > 1 else first
+    first = days[0] if days else today
+    last = days[-1] if len(days) > 1 else first
     return (datetime.combine(first, time(), UTC), datetime.combine(last + timedelta(days=1), time(), UTC))
 
 

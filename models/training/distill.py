@@ -344,8 +344,7 @@ def self_train(
     the ``(model, share)`` pairs that join the TF-IDF teacher. The held-out scores after distillation
     are logged to measure this stage, unless ``refit`` (the teacher saw the hold-out).
     """
-    targets = None if cache_dir is None else SoftTargets.load(cache_dir)
-    if targets is not None:
+    if cache_dir is not None and (targets := SoftTargets.load(cache_dir)) is not None:
         log(f"read {len(targets.pool.texts):,} pseudo-labeled lines from {cache_dir.name}/")
     else:
         targets = pseudo_label(examples, recipe, unlabeled_dir, teachers, log, refit)

@@ -141,7 +141,7 @@ def finetune(
     cross = cross_targets(fit, targets) if spec.cross_labels > 0 and targets is not None else None
     steps_per_epoch = math.ceil(len(fit) / spec.batch_size)
     total = steps_per_epoch * spec.epochs
-    last = round(steps_per_epoch * spec.refit_epochs) if refit else total
+    last = total if spec.refit_epochs is None else round(steps_per_epoch * spec.refit_epochs)
     warmup = max(1, int(total * spec.warmup_ratio))
     eval_every = max(1, steps_per_epoch // max(1, spec.evals_per_epoch))
     history: list[dict] = []

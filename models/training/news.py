@@ -114,10 +114,11 @@ def training_sets(
             ),
             [e.sentiment for e in news_held if e.sentiment is not None],
         )
+        kept = Counter(e.sentiment for e in weak if e.sentiment is not None)  # every weak example has one
         summary["weak"] = {
             "lines": len(texts),
             "labeled": {SENTIMENT_NAMES[k]: v for k, v in sorted(before_cap.items())},
-            "kept": {SENTIMENT_NAMES[k]: v for k, v in sorted(Counter(e.sentiment for e in weak).items())},
+            "kept": {SENTIMENT_NAMES[k]: v for k, v in sorted(kept.items())},
             "quality_on_news_heldout": quality,
         }
         log(f"weak labels: {summary['weak']}")

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from tokenizers import Tokenizer
@@ -205,8 +206,7 @@ def prepare_pretraining(
         log(f"training a {recipe.tokenizer.vocab_size}-token BPE tokenizer")
         corpus = tokenizer_corpus(train_texts, files, recipe.tokenizer.lines_per_file)
         tok = train_tokenizer(corpus, vocab_size=recipe.tokenizer.vocab_size)
-    lm = new_language_model(recipe.model, tok)
-    return lm, tok, PretrainState(), None
+    return new_language_model(recipe.model, tok), tok, PretrainState(), None
 
 
 def pretrain(
@@ -229,7 +229,8 @@ def pretrain(
     lm, tok, state, opt_state = prepare_pretraining(directory, recipe, data_dir, unlabeled_dir, log)
     fuse_gelu(lm)
     device = default_device()
-    lm.to(device).train()
+    # PreTrainedModel.to is typed through functools.wraps, which leaves self unbound: call it as a Module.
+    cast(torch.nn.Module, lm).to(device).train()
     opt = make_optimizer(lm, spec.lr, spec.weight_decay)
     if opt_state is not None:
         opt.load_state_dict(opt_state)

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -273,10 +274,12 @@ def train_model(
                 encoding="utf-8",
             )
     soup = _average_with(bundle, examples, recipe, log) if recipe.finetune.average_with else None
-    calibration = None
+    calibration: dict[str, Any] | None = None
     if not trains_gpt:
         pass  # the saved classifier keeps its temperatures
     elif recipe.finetune.calibrate and recipe.finetune.refit_epochs is not None:
+        if recipe.finetune.refit_temperatures is None:  # FinetuneSpec refuses such a recipe
+            raise ValueError("finetune.refit_epochs with calibrate needs finetune.refit_temperatures")
         bundle.temperatures = recipe.finetune.refit_temperatures
         calibration = {"refit_temperatures": list(bundle.temperatures)}
         log(f"re-fit model: temperatures {bundle.temperatures} from the recipe (its held-out run)")

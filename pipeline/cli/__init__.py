@@ -1,0 +1,48 @@
+"""The ``finsent`` command line (console script ``pipeline.cli:app``): one module per command group,
+each a thin wrapper over the stage packages and models/."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import typer
+
+from pipeline.cli import alerts, ingest, models, scoring
+
+app = typer.Typer(help="finsent: financial news sentiment monitor.", no_args_is_help=True)
+for group in (ingest.app, models.app, scoring.app, alerts.app):
+    app.add_typer(group)
+
+
+def _database_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a command so that an unusable database is one line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        import sqlalchemy.exc
+
+        from pipeline.store.db import DatabaseConfigError, database_error_message
+
+        try:
+            command(*args, **kwargs)
+        except (DatabaseConfigError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+            typer.echo(f"error: {database_error_message(exc)}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _wrap_commands(group: typer.Typer) -> None:
+    for info in group.registered_commands:
+        if info.callback is not None:
+            info.callback = _database_errors(info.callback)
+    for sub_group in group.registered_groups:
+        if sub_group.typer_instance is not None:
+            _wrap_commands(sub_group.typer_instance)
+
+
+_wrap_commands(app)
+
+
+__all__ = ["app"]

@@ -1,0 +1,740 @@
+"""Ingest: poll the sources, parse, tag tickers, deduplicate and store articles; log every poll.
+
+One run: upsert the sources, fetch them all with their stored validators (conditional GET), parse each
+changed feed (in worker processes when there are many), drop exact duplicates (canonical URL, GUID per
+source, title/content hash), give each new article the story of its earliest near-duplicate, and store
+each source's batch in one transaction together with its new validators and its fetch_log row. One
+broken feed never stops the others; running the same ingest twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import inspect
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pipeline import store
+from pipeline.config import Settings, get_settings
+from pipeline.ingest import dedup
+from pipeline.ingest.entities import tagger_for
+from pipeline.ingest.extract import extract_text
+from pipeline.ingest.fetch import Fetcher, FetchResult, Validators, fetch_all
+from pipeline.ingest.parse import FeedError, ParsedEntry, parse_feed
+from pipeline.ingest.sources import Source, SourcesError, load_sources
+from pipeline.store.db import get_engine
+
+log = logging.getLogger(__name__)
+
+# Articles fetched or published this recently seed the near-duplicate index, so stories span runs.
+STORY_WINDOW = timedelta(hours=72)
+# Items dated further ahead than this are someone's clock or template error, not news.
+MAX_FUTURE = timedelta(days=2)
+MAX_TITLE_CHARS = 1_000
+MAX_SUMMARY_CHARS = 20_000
+# Article pages fetched per full-text source per run: a feed of 200 teasers must not cost 200 pages.
+MAX_FULLTEXT_PER_SOURCE = 10
+# Below this many changed feeds, starting worker processes costs more than parsing in-process.
+PARALLEL_PARSE_MIN_FEEDS = 16
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when the thread that forked it exits
+_WARM_UP_FEED = (
+    b"<rss version='2.0'><channel><item><title>Warm up the parser here</title></item></channel></rss>"
+)
+
+
+# --- reports -------------------------------------------------------------------------------------
+
+
+@dataclass
+class SourceReport:
+    """What one source gave in one run; ``items_seen = items_new + duplicates + invalid + filtered``."""
+
+    name: str
+    url: str
+    status: str  # ok | not_modified | error
+    http_status: int | None = None
+    bytes: int = 0
+    items_seen: int = 0
+    items_new: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    filtered: int = 0
+    duration_ms: int = 0
+    error: str | None = None
+    warning: str | None = None
+
+
+@dataclass
+class IngestReport:
+    """Per-source rows and totals of one ingest run."""
+
+    run_id: str
+    sources: list[SourceReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def _sum(self, attr: str) -> int:
+        return sum(getattr(s, attr) for s in self.sources)
+
+    @property
+    def sources_ok(self) -> int:
+        """Return the sources polled without error (changed or not)."""
+        return sum(s.status != "error" for s in self.sources)
+
+    @property
+    def sources_failed(self) -> int:
+        return sum(s.status == "error" for s in self.sources)
+
+    @property
+    def not_modified(self) -> int:
+        return sum(s.status == "not_modified" for s in self.sources)
+
+    @property
+    def items_seen(self) -> int:
+        return self._sum("items_seen")
+
+    @property
+    def items_new(self) -> int:
+        return self._sum("items_new")
+
+    @property
+    def duplicates(self) -> int:
+        return self._sum("duplicates")
+
+    @property
+    def invalid(self) -> int:
+        return self._sum("invalid")
+
+    @property
+    def filtered(self) -> int:
+        return self._sum("filtered")
+
+    @property
+    def bytes(self) -> int:
+        return self._sum("bytes")
+
+    def totals(self) -> dict[str, Any]:
+        """Return the run's totals as a flat mapping."""
+        return {
+            "run_id": self.run_id,
+            "sources": len(self.sources),
+            "sources_ok": self.sources_ok,
+            "sources_failed": self.sources_failed,
+            "not_modified": self.not_modified,
+            "items_seen": self.items_seen,
+            "items_new": self.items_new,
+            "duplicates": self.duplicates,
+            "invalid": self.invalid,
+            "filtered": self.filtered,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return totals plus one mapping per source (JSON-ready)."""
+        return {**self.totals(), "per_source": [asdict(s) for s in self.sources]}
+
+
+# --- pure preparation of one fetched feed (runs in worker processes) ------------------------------
+
+
+@dataclass
+class PreparedEntry:
+    """A parsed entry with everything dedup and storage need."""
+
+    entry: ParsedEntry
+    keys: dedup.EntryKeys
+    signature: np.ndarray | None
+    tickers: list[str]
+
+
+@dataclass
+class PreparedFeed:
+    """A feed's usable entries, plus how many were invalid or filtered out and why, or its error."""
+
+    entries: list[PreparedEntry] = field(default_factory=list)
+    invalid: list[tuple[int, str]] = field(default_factory=list)
+    filtered: list[tuple[int, str]] = field(default_factory=list)
+    error: str | None = None
+    warning: str | None = None
+
+
+def capped(entry: ParsedEntry) -> ParsedEntry:
+    """Return ``entry`` with a headline of at most MAX_TITLE_CHARS and a summary of at most
+    MAX_SUMMARY_CHARS: a feed may send a megabyte of "headline", no page or email should show it."""
+    if len(entry.title) <= MAX_TITLE_CHARS and len(entry.summary or "") <= MAX_SUMMARY_CHARS:
+        return entry
+    title = entry.title if len(entry.title) <= MAX_TITLE_CHARS else entry.title[: MAX_TITLE_CHARS - 1] + "…"
+    summary = entry.summary
+    if summary and len(summary) > MAX_SUMMARY_CHARS:
+        summary = summary[: MAX_SUMMARY_CHARS - 1] + "…"
+    return replace(entry, title=title, summary=summary)
+
+
+def filter_reason(entry: ParsedEntry, fetched_at: datetime) -> str | None:
+    """Return why a well-formed entry is not worth storing, or None to keep it."""
+    if not entry.title and not entry.summary:
+        return "no title or summary text"
+    if entry.published_at > fetched_at + MAX_FUTURE:
+        return f"dated in the future ({entry.published_at.isoformat()})"
+    return None
+
+
+def entry_keys(entry: ParsedEntry, fp: dedup.Fingerprint) -> dedup.EntryKeys:
+    """Return the exact-duplicate keys of a parsed entry."""
+    return dedup.EntryKeys(
+        canonical_url=entry.canonical_url,
+        guid=entry.guid,
+        title_hash=fp.title_hash,
+        content_hash=fp.content_hash,
+        distinctive_title=fp.distinctive_title,
+        published_at=entry.published_at,
+    )
+
+
+def prepare_feed(
+    body: bytes,
+    *,
+    source_name: str,
+    url: str,
+    content_type: str | None,
+    fetched_at: datetime,
+    watchlist: Path | str,
+) -> PreparedFeed:
+    """Return a fetched feed parsed, filtered, ticker-tagged and keyed for dedup (``error`` if broken)."""
+    try:
+        parsed = parse_feed(
+            body, source_name=source_name, url=url, fetched_at=fetched_at, content_type=content_type
+        )
+    except FeedError as exc:
+        return PreparedFeed(error=str(exc))
+    tagger = tagger_for(watchlist)
+    feed = PreparedFeed(invalid=list(parsed.invalid), warning=parsed.warning)
+    for i, entry in enumerate(parsed.entries):
+        entry = capped(entry)
+        reason = filter_reason(entry, fetched_at)
+        if reason:
+            feed.filtered.append((i, reason))
+            continue
+        fp = dedup.fingerprint(entry.title, entry.summary)
+        feed.entries.append(
+            PreparedEntry(
+                entry=entry,
+                keys=entry_keys(entry, fp),
+                signature=fp.signature,
+                tickers=tagger.tickers(f"{entry.title}\n{entry.summary}"),
+            )
+        )
+    return feed
+
+
+def _prepare_job(args: tuple[bytes, str, str, str | None, datetime, str]) -> PreparedFeed:
+    body, name, url, content_type, fetched_at, watchlist = args
+    try:
+        return prepare_feed(
+            body,
+            source_name=name,
+            url=url,
+            content_type=content_type,
+            fetched_at=fetched_at,
+            watchlist=watchlist,
+        )
+    except Exception as exc:  # a parser bug on one hostile document must not end the whole run
+        log.exception("%s: %s: parsing failed", name, url)
+        return PreparedFeed(error=f"{name}: {url}: parsing failed: {type(exc).__name__}: {exc}")
+
+
+def _parse_processes(jobs: int) -> int:
+    """Return how many worker processes to parse ``jobs`` feeds with (0: parse in this process)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # Airflow/Celery task processes may be daemonic, and daemonic processes cannot have children.
+    if jobs < PARALLEL_PARSE_MIN_FEEDS or cpus < 2 or multiprocessing.current_process().daemon:
+        return 0
+    return min(cpus, 8)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: the kernel kills this worker when the run that forked it dies, even by SIGKILL,
+    so no orphan lingers (Linux; elsewhere the check below catches a parent gone before start)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class ParsePool:
+    """The worker processes a run parses its feeds in, or none when the run is small.
+
+    Enter it before the run opens its database connection: workers are forked then, so none inherits
+    a connection (a worker that outlived its run would keep that connection's transaction and locks
+    alive), and each dies with the run. The watchlist and language model are loaded before the fork,
+    so the workers start warm.
+    """
+
+    def __init__(self, feeds: int, watchlist: Path | str, engine: Engine | None = None) -> None:
+        self.workers = _parse_processes(feeds)
+        self.watchlist = str(watchlist)
+        self.engine = engine
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> ParsePool:
+        if not self.workers:
+            return self
+        tagger_for(self.watchlist)
+        prepare_feed(
+            _WARM_UP_FEED,
+            source_name="warm-up",
+            url="http://localhost/",
+            content_type=None,
+            fetched_at=datetime.now(UTC),
+            watchlist=self.watchlist,
+        )
+        if self.engine is not None:
+            self.engine.dispose()  # idle pooled connections are closed, not inherited
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=context,
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        )
+        self._pool.submit(_ready).result()  # with fork, the first task starts every worker now
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def prepare_all(
+        self, results: Sequence[FetchResult], fetched_at: datetime
+    ) -> Iterator[tuple[FetchResult, PreparedFeed]]:
+        """Yield each fetched feed with its prepared entries, in order, parsed by the workers if any."""
+        jobs = [
+            (r.body, r.source.name, r.final_url or r.url, r.content_type, fetched_at, self.watchlist)
+            for r in results
+        ]
+        if self._pool is None:
+            for result, job in zip(results, jobs, strict=True):
+                yield result, _prepare_job(job)
+            return
+        chunk = max(1, min(16, len(jobs) // (self.workers * 8)))
+        yield from zip(results, self._pool.map(_prepare_job, jobs, chunksize=chunk), strict=True)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def _run_async(coro: Any) -> Any:
+    """Return the result of a coroutine from synchronous code."""
+    return asyncio.run(coro) if inspect.iscoroutine(coro) else coro
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+class _Run:
+    """State of one ingest run: the story index and the exact keys taken so far."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.run_id = str(uuid.uuid4())
+        self.taken = dedup.BatchKeys()
+        self._index: dedup.StoryIndex | None = None
+        self._conn: Connection | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """Yield the run's one connection inside a new transaction, reconnecting if the last one broke.
+
+        One connection for the whole run saves a pool checkout (and its liveness ping) per source.
+        """
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self.engine.connect()
+            with self._conn.begin():
+                store.relax_commit_durability(self._conn)
+                store.guard_session(
+                    self._conn, self.settings.idle_in_transaction_timeout_s, self.settings.lock_timeout_s
+                )
+        with self._conn.begin():
+            yield self._conn
+
+    def close(self) -> None:
+        """Give the connection back to the pool with its settings restored."""
+        if self._conn is None:
+            return
+        try:
+            if not self._conn.closed and not self._conn.invalidated:
+                with self._conn.begin():
+                    store.restore_commit_durability(self._conn)
+        finally:
+            self._conn.close()
+            self._conn = None
+
+    def story_index(self, conn: Connection, now: datetime) -> dedup.StoryIndex:
+        """Return the near-duplicate index, seeded (on first use) from the last STORY_WINDOW's articles."""
+        if self._index is None:
+            index = dedup.StoryIndex()
+            recent = store.recent_articles(conn, now - STORY_WINDOW)
+            for art in recent:
+                title_key = art.title_hash if dedup.title_is_distinctive(art.title) else None
+                index.add(
+                    art.id,
+                    art.story_id,
+                    dedup.signature(art.title, art.summary),
+                    title_key=title_key,
+                    published_at=art.published_at,
+                )
+            self._index = index
+        return self._index
+
+    # --- one source --------------------------------------------------------------------------
+
+    def select_new(
+        self, conn: Connection, source_id: int, feed: PreparedFeed
+    ) -> tuple[list[PreparedEntry], int]:
+        """Return the entries not stored yet (earliest first) and how many were exact duplicates."""
+        entries = feed.entries
+        distinctive = [p.keys.title_hash for p in entries if p.keys.distinctive_title]
+        existing = store.existing_keys(
+            conn,
+            source_id,
+            canonical_urls=[p.keys.canonical_url for p in entries if p.keys.canonical_url],
+            guids=[p.keys.guid for p in entries if p.keys.guid],
+            title_hashes=distinctive,
+            content_hashes=[p.keys.content_hash for p in entries],
+        )
+        self.taken.canonical_urls |= existing.canonical_urls
+        self.taken.guids |= {(source_id, g) for g in existing.guids}
+        for rows in existing.by_content_hash.values():
+            for k in rows:
+                self.taken.contents.setdefault((k.source_id, k.content_hash), []).append(k.published_at)
+        order = sorted(range(len(entries)), key=lambda i: entries[i].entry.published_at)
+        new_positions, dups = dedup.split_duplicates(
+            source_id, ((i, entries[i].keys) for i in order), self.taken
+        )
+        # Headlines stored by other sources outside the index window still join their story.
+        if existing.by_title_hash and new_positions:
+            index = self.story_index(conn, datetime.now(UTC))
+            for rows in existing.by_title_hash.values():
+                for k in rows:
+                    index.add(k.id, k.story_id, None, title_key=k.title_hash, published_at=k.published_at)
+        return [entries[i] for i in new_positions], len(dups)
+
+    def write(
+        self,
+        conn: Connection,
+        source_id: int,
+        new: list[PreparedEntry],
+        fetched_at: datetime,
+    ) -> tuple[int, list[tuple[int, str | None]]]:
+        """Store ``new`` with story ids; return (stored count, index entries added) for rollback."""
+        index = self.story_index(conn, fetched_at)
+        ids = store.allocate_article_ids(conn, len(new))
+        rows: list[store.NewArticle] = []
+        added: list[tuple[int, str | None]] = []
+        for article_id, prepared in zip(ids, new, strict=True):
+            entry, keys = prepared.entry, prepared.keys
+            title_key = keys.title_hash if keys.distinctive_title else None
+            story = index.find_story(prepared.signature, title_key=title_key, published_at=entry.published_at)
+            story_id = story if story is not None else article_id
+            rows.append(
+                store.NewArticle(
+                    id=article_id,
+                    source_id=source_id,
+                    guid=entry.guid,
+                    url=entry.url,
+                    canonical_url=entry.canonical_url,
+                    title=entry.title,
+                    summary=entry.summary,
+                    body=entry.body,
+                    published_at=entry.published_at,
+                    date_missing=entry.date_missing,
+                    fetched_at=fetched_at,
+                    language=entry.language,
+                    content_hash=keys.content_hash,
+                    title_hash=keys.title_hash,
+                    story_id=story_id,
+                    tickers=prepared.tickers,
+                )
+            )
+            # Added now so later copies in this same batch find the story too.
+            index.add(
+                article_id, story_id, prepared.signature, title_key=title_key, published_at=entry.published_at
+            )
+            added.append((article_id, title_key))
+        stored = store.insert_articles(conn, rows)
+        # Rows skipped by ON CONFLICT were stored meanwhile by a concurrent run: duplicates, not stories.
+        for article_id, title_key in added:
+            if article_id not in stored:
+                index.discard(article_id, title_key)
+        return len(stored), [a for a in added if a[0] in stored]
+
+    def forget(self, added: Iterable[tuple[int, str | None]]) -> None:
+        if self._index is not None:
+            for article_id, title_key in added:
+                self._index.discard(article_id, title_key)
+
+
+def _log_row(
+    run_id: str, source_id: int | None, started_at: datetime, report: SourceReport
+) -> store.FetchLogRow:
+    return store.FetchLogRow(
+        run_id=run_id,
+        source_id=source_id,
+        started_at=started_at,
+        status=report.status,
+        http_status=report.http_status,
+        bytes=report.bytes,
+        items_seen=report.items_seen,
+        items_new=report.items_new,
+        duplicates=report.duplicates,
+        invalid=report.invalid,
+        filtered=report.filtered,
+        duration_ms=report.duration_ms,
+        error=report.error,
+    )
+
+
+async def _fetch_pages(wanted: list[tuple[str, list[PreparedEntry]]], settings: Settings) -> dict[str, int]:
+    """Fill in ``entry.body`` for each wanted entry's page; return page bytes fetched per source."""
+    page_bytes: dict[str, int] = {}
+    async with Fetcher(settings) as fetcher:
+
+        async def one(source_name: str, prepared: PreparedEntry) -> None:
+            url = prepared.entry.url
+            if not url:
+                return
+            result = await fetcher.fetch_page(url, source_name=source_name)
+            page_bytes[source_name] = page_bytes.get(source_name, 0) + result.bytes
+            if result.status != "ok":
+                log.info("full text skipped: %s", result.error)
+                return
+            try:
+                text = await asyncio.to_thread(extract_text, result.body, result.final_url or url)
+            except Exception:  # extraction is best effort: the article is stored with its summary
+                log.exception("%s: %s: full-text extraction failed", source_name, url)
+                return
+            if text:
+                prepared.entry.body = text
+
+        await asyncio.gather(*(one(name, p) for name, entries in wanted for p in entries))
+    return page_bytes
+
+
+def _ingest(sources: list[Source], engine: Engine, settings: Settings) -> IngestReport:
+    # Workers first, connection second: see ParsePool.
+    with ParsePool(len(sources), settings.watchlist, engine) as pool:
+        run = _Run(engine, settings)
+        try:
+            return _ingest_run(run, sources, settings, pool)
+        finally:
+            run.close()
+
+
+def _ingest_run(run: _Run, sources: list[Source], settings: Settings, pool: ParsePool) -> IngestReport:
+    started = time.monotonic()
+    report = IngestReport(run_id=run.run_id)
+    started_at = datetime.now(UTC)
+    with run.transaction() as conn:
+        states = store.upsert_sources(conn, sources)
+    validators = {name: Validators(s.etag, s.last_modified) for name, s in states.items()}
+    results: list[FetchResult] = _run_async(fetch_all(sources, validators, settings))
+    fetched_at = datetime.now(UTC)
+    reports: dict[str, SourceReport] = {}
+
+    # Sources with nothing to store (304s, errors) are logged together in one transaction at the end.
+    pending_logs: list[store.FetchLogRow] = []
+    unchanged_ids: list[int] = []
+
+    def finish(result: FetchResult, rep: SourceReport, conn: Connection | None = None) -> None:
+        rep.duration_ms = _ms(result.duration_s) + rep.duration_ms
+        row = _log_row(run.run_id, states[rep.name].id, started_at, rep)
+        if conn is not None:
+            store.insert_fetch_log(conn, row)
+        else:
+            pending_logs.append(row)
+            if rep.status == "not_modified":
+                unchanged_ids.append(states[rep.name].id)
+        reports[rep.name] = rep
+
+    changed: list[FetchResult] = []
+    for result in results:
+        rep = SourceReport(
+            name=result.source.name,
+            url=result.source.url,
+            status=result.status,
+            http_status=result.http_status,
+            bytes=result.bytes,
+            error=result.error,
+        )
+        if result.status == "ok":
+            changed.append(result)
+        else:
+            finish(result, rep)
+
+    deferred: list[tuple[FetchResult, SourceReport, PreparedFeed, list[PreparedEntry]]] = []
+    for result, feed in pool.prepare_all(changed, fetched_at):
+        t0 = time.monotonic()
+        source = result.source
+        source_id = states[source.name].id
+        rep = SourceReport(
+            name=source.name,
+            url=source.url,
+            status="ok",
+            http_status=result.http_status,
+            bytes=result.bytes,
+            warning=feed.warning,
+        )
+        if feed.error:
+            rep.status, rep.error = "error", feed.error
+            finish(result, rep)
+            continue
+        rep.invalid, rep.filtered = len(feed.invalid), len(feed.filtered)
+        rep.items_seen = len(feed.entries) + rep.invalid + rep.filtered
+        if source.fulltext:
+            with run.transaction() as conn:
+                new, rep.duplicates = run.select_new(conn, source_id, feed)
+            rep.duration_ms = _ms(time.monotonic() - t0)
+            deferred.append((result, rep, feed, new))
+            continue
+        _store_batch(run, result, rep, feed, None, states[source.name].id, fetched_at, t0, finish)
+
+    if deferred:
+        wanted = [(r.source.name, new[:MAX_FULLTEXT_PER_SOURCE]) for r, _rep, _feed, new in deferred]
+        page_bytes = _run_async(_fetch_pages(wanted, settings))
+        tagger = tagger_for(str(settings.watchlist))
+        for result, rep, feed, new in deferred:
+            t0 = time.monotonic()
+            rep.bytes += page_bytes.get(result.source.name, 0)
+            for prepared in new:
+                if prepared.entry.body:
+                    text = f"{prepared.entry.title}\n{prepared.entry.summary}\n{prepared.entry.body}"
+                    prepared.tickers = tagger.tickers(text)
+            _store_batch(run, result, rep, feed, new, states[result.source.name].id, fetched_at, t0, finish)
+
+    with run.transaction() as conn:
+        store.touch_sources(conn, unchanged_ids, fetched_at)
+        store.insert_fetch_logs(conn, pending_logs)
+    report.sources = [reports[s.name] for s in sources if s.name in reports]
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _store_batch(
+    run: _Run,
+    result: FetchResult,
+    rep: SourceReport,
+    feed: PreparedFeed,
+    new: list[PreparedEntry] | None,
+    source_id: int,
+    fetched_at: datetime,
+    t0: float,
+    finish: Callable[..., None],
+) -> None:
+    """Store one source's batch, validators and fetch_log row in one transaction; log a failure instead."""
+    added: list[tuple[int, str | None]] = []
+    try:
+        with run.transaction() as conn:
+            if new is None:
+                new, rep.duplicates = run.select_new(conn, source_id, feed)
+            stored, added = run.write(conn, source_id, new, fetched_at)
+            rep.items_new = stored
+            rep.duplicates += len(new) - stored
+            # Validators go in the same transaction as the articles: a 304 later can only mean "stored".
+            store.update_source_validators(
+                conn, source_id, result.validators.etag, result.validators.last_modified, fetched_at
+            )
+            rep.duration_ms += _ms(time.monotonic() - t0)
+            finish(result, rep, conn)
+    except sa.exc.SQLAlchemyError as exc:
+        run.forget(added)
+        detail = getattr(exc, "orig", None) or exc
+        log.error("%s: %s: storing the batch failed: %s", rep.name, rep.url, detail)
+        failed = SourceReport(
+            name=rep.name,
+            url=rep.url,
+            status="error",
+            http_status=rep.http_status,
+            bytes=rep.bytes,
+            items_seen=rep.items_seen,
+            invalid=rep.invalid,
+            filtered=rep.filtered,
+            duration_ms=rep.duration_ms,
+            error=f"{rep.name}: {rep.url}: storing the batch failed: {detail}",
+        )
+        finish(result, failed)
+
+
+# --- public entry points -------------------------------------------------------------------------
+
+
+def run_ingest(
+    sources: Sequence[Source] | None = None, *, engine: Engine | None = None, settings: Settings | None = None
+) -> IngestReport:
+    """Return the report of one ingest run over ``sources`` (default: the configured sources file)."""
+    settings = settings or get_settings()
+    chosen = list(sources) if sources is not None else load_sources(settings.sources)
+    names = [s.name for s in chosen]
+    if len(names) != len(set(names)):
+        repeated = sorted(n for n in set(names) if names.count(n) > 1)
+        raise SourcesError(f"source names must be unique: {repeated}")
+    return _ingest(chosen, engine or get_engine(), settings)
+
+
+def ingest_sources(
+    names_or_sources: Iterable[str | Source],
+    *,
+    engine: Engine | None = None,
+    settings: Settings | None = None,
+    sources_path: Path | str | None = None,
+) -> IngestReport:
+    """Return the report of ingesting a subset of sources, given as Source objects or names in the file."""
+    settings = settings or get_settings()
+    wanted = list(names_or_sources)
+    known: dict[str, Source] | None = None
+    chosen: list[Source] = []
+    for item in wanted:
+        if isinstance(item, Source):
+            chosen.append(item)
+            continue
+        if known is None:
+            path = sources_path or settings.sources
+            known = {s.name: s for s in load_sources(path)}
+        if item not in known:
+            raise SourcesError(f"{sources_path or settings.sources}: no source named {item!r}")
+        chosen.append(known[item])
+    return run_ingest(chosen, engine=engine, settings=settings)
+
+
+def source_batches(sources: Sequence[Source], size: int) -> list[list[str]]:
+    """Return the source names split into batches of ``size`` (what a scheduler maps tasks over)."""
+    names = [s.name for s in sources]
+    return [names[i : i + size] for i in range(0, len(names), size)]
