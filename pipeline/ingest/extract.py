@@ -42,7 +42,7 @@ def with_standfirst(text: str, description: str | None) -> str:
 def extract_text(html: str | bytes, url: str | None = None) -> str | None:
     """Return the main text of an article page (paragraphs separated by newlines), or None if none found.
 
-    Options were chosen on the shared article set (see tests/test_extract.py): comments, images, links
+    Options were chosen on the shared article set (see tests/ingest/test_extract.py): comments, images, links
     and formatting are left out; tables stay in because financial articles put figures in them.
     """
     if not html:

@@ -1,4 +1,4 @@
-"""pipeline.demo_history: the recorded history's shape, storing it once, and the demo's alert step end to end.
+"""pipeline.demo.history: the recorded history's shape, storing it once, and the demo's alert step end to end.
 
 Scores here come from the tone each headline was written with (not from a model), so the test checks the
 alert path, not model accuracy.

@@ -77,7 +77,7 @@ def test_recipe_rejects_unknown_keys(tmp_path: Path) -> None:
         load_recipe(path)
 
 
-RECIPES = Path(__file__).resolve().parents[1] / "models" / "recipes"
+RECIPES = Path(__file__).resolve().parents[3] / "models" / "recipes"
 
 
 def test_cpu_recipe_loads() -> None:

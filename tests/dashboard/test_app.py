@@ -19,7 +19,7 @@ from dashboard.markdown import escape_markdown
 from pipeline import store
 from tests.fixtures.dashboard import HOSTILE_TITLE, SeededDashboard
 
-APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 
 
 def run_page(page: str | None = None) -> AppTest:

@@ -1,4 +1,4 @@
-"""pipeline.db against real PostgreSQL servers: URLs, the embedded server, and migrations."""
+"""pipeline.store.db against real PostgreSQL servers: URLs, the embedded server, and migrations."""
 
 from __future__ import annotations
 

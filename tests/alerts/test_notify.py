@@ -1,4 +1,4 @@
-"""pipeline.notify: email rendering, and outbox delivery to a real SMTP server on loopback."""
+"""pipeline.alerts.notify: email rendering, and outbox delivery to a real SMTP server on loopback."""
 
 from __future__ import annotations
 

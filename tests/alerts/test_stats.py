@@ -1,4 +1,4 @@
-"""pipeline.stats: tail probabilities against scipy and hand-computed values, and the spike test's gates."""
+"""pipeline.alerts.stats: tail probabilities against scipy and by hand, and the spike test's gates."""
 
 from __future__ import annotations
 

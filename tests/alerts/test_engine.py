@@ -1,4 +1,4 @@
-"""pipeline.alerts on real PostgreSQL: spikes per value, the lifecycle, silences and outbox rows."""
+"""pipeline.alerts.engine on real PostgreSQL: spikes per value, the lifecycle, silences and outbox rows."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""pipeline.backtest: a synthetic calm month stays (almost) quiet with the shipped rules, injected storms
-are caught within one window, and the replay agrees with live evaluation over the same database."""
+"""pipeline.alerts.backtest: a synthetic calm month stays (almost) quiet with the shipped rules, injected
+storms are caught within one window, and the replay agrees with live evaluation over the same database."""
 
 from __future__ import annotations
 

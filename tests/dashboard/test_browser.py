@@ -31,7 +31,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.fixtures.dashboard import HOSTILE_TITLE, SeededDashboard
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 WAIT_S = 90
 

@@ -1,4 +1,4 @@
-"""pipeline.rules: the shipped rules file, user overrides, durations and validation errors."""
+"""pipeline.alerts.rules: the shipped rules file, user overrides, durations and validation errors."""
 
 from __future__ import annotations
 

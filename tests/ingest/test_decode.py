@@ -1,4 +1,4 @@
-"""Tests for pipeline.decode: every content coding, stacked in any order, decoded under a cap."""
+"""Tests for pipeline.ingest.decode: every content coding, stacked in any order, decoded under a cap."""
 
 from __future__ import annotations
 
