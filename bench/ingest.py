@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     urls: list[str] = parent.recv()
 
     from pipeline.config import Settings
-    from pipeline.ingest.run import run_ingest
+    from pipeline.ingest import run_ingest
     from pipeline.ingest.sources import Source
     from pipeline.store import db
 

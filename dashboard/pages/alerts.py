@@ -11,7 +11,7 @@ import streamlit as st
 from dashboard import queries
 from dashboard.markdown import escape_markdown, story_line
 from pipeline.alerts import RulesError, SilenceError, add_silence, load_rules
-from pipeline.alerts.engine import window_end
+from pipeline.alerts.lifecycle import window_end
 from pipeline.store import db
 
 TOP_STORIES = 10

@@ -1,5 +1,6 @@
-"""Alerts: rules over rolled-up negative counts (``rules``, ``stats``), their lifecycle and evaluation
-(``engine``), silences, email delivery through the outbox (``notify``) and replay (``backtest``)."""
+"""Alerts: rules over rolled-up negative counts (``rules``, ``stats``), the pure lifecycle
+(``lifecycle``), evaluation against the database (``engine``, reporting through ``report``), silences,
+the email (``emails``) and its delivery through the outbox (``notify``), and replay (``backtest``)."""
 
 from pipeline.alerts.backtest import BacktestReport, backtest
 from pipeline.alerts.engine import AlertReport, evaluate, run_alerts

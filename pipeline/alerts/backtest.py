@@ -1,6 +1,6 @@
 """Backtests: replay hourly alert evaluation over stored rollups and list what would have fired.
 
-The replay uses the same test (``alerts.observe`` semantics) and lifecycle (``alerts.step_rule``) as
+The replay uses the same test (``lifecycle.observe`` semantics) and lifecycle (``lifecycle.step_rule``) as
 live evaluation, but keeps its state in memory: it never reads or writes the live alert state, the
 events or the outbox, and sends no mail. Story counts are loaded once per dimension and windows are
 summed with cumulative sums, so a month of hourly evaluations takes seconds.
@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from pipeline import store
-from pipeline.alerts.engine import (
+from pipeline.alerts.lifecycle import (
     DEFAULT_PRIOR_SHARE,
     HOUR,
     AlertState,

@@ -22,7 +22,7 @@ from pipeline.config import Settings, get_settings
 from pipeline.demo import history as demo_history
 from pipeline.demo.feeds import serve_demo_feeds
 from pipeline.demo.feedserver import FeedServer
-from pipeline.ingest.run import IngestReport, run_ingest
+from pipeline.ingest import IngestReport, run_ingest
 from pipeline.store import db
 
 

@@ -373,7 +373,7 @@ def seed(plan: SeedPlan, engine: Engine, sources: Sequence[Source] | None = None
     The plan's model version is registered and made active, rollups are rebuilt from the scores, and the
     alert rules are evaluated at ``plan.evaluate_at`` (so alert states and events are real outcomes).
     """
-    from pipeline.alerts import engine as alerts
+    from pipeline.alerts import evaluate
 
     sources = list(sources) if sources is not None else load_sources(DEFAULT_SOURCES)
     companies = watchlist_companies()
@@ -392,5 +392,5 @@ def seed(plan: SeedPlan, engine: Engine, sources: Sequence[Source] | None = None
         store.vacuum_analyze(conn, ["articles", "scores", "rollups_hourly"])
     report = SeedReport(plan.version, len(sources), n_articles, n_scores, sum(written.values()))
     for moment in plan.evaluate_at:
-        report.firing_after.append(alerts.evaluate(moment, engine=engine).firing)
+        report.firing_after.append(evaluate(moment, engine=engine).firing)
     return report

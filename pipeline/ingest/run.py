@@ -10,25 +10,16 @@ broken feed never stops the others; running the same ingest twice adds nothing.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import inspect
 import logging
-import multiprocessing
-import os
-import signal
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -38,314 +29,19 @@ from pipeline.ingest import dedup
 from pipeline.ingest.entities import tagger_for
 from pipeline.ingest.extract import extract_text
 from pipeline.ingest.fetch import Fetcher, FetchResult, Validators, fetch_all
-from pipeline.ingest.parse import FeedError, ParsedEntry, parse_feed
+from pipeline.ingest.prepare import PreparedEntry, PreparedFeed
+from pipeline.ingest.report import IngestReport, SourceReport
 from pipeline.ingest.sources import Source, SourcesError, load_sources
+from pipeline.ingest.workers import ParsePool
 from pipeline.store.db import get_engine
 
 log = logging.getLogger(__name__)
 
 # Articles fetched or published this recently seed the near-duplicate index, so stories span runs.
 STORY_WINDOW = timedelta(hours=72)
-# Items dated further ahead than this are someone's clock or template error, not news.
-MAX_FUTURE = timedelta(days=2)
-MAX_TITLE_CHARS = 1_000
-MAX_SUMMARY_CHARS = 20_000
+
 # Article pages fetched per full-text source per run: a feed of 200 teasers must not cost 200 pages.
 MAX_FULLTEXT_PER_SOURCE = 10
-# Below this many changed feeds, starting worker processes costs more than parsing in-process.
-PARALLEL_PARSE_MIN_FEEDS = 16
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when the thread that forked it exits
-_WARM_UP_FEED = (
-    b"<rss version='2.0'><channel><item><title>Warm up the parser here</title></item></channel></rss>"
-)
-
-
-# --- reports -------------------------------------------------------------------------------------
-
-
-@dataclass
-class SourceReport:
-    """What one source gave in one run; ``items_seen = items_new + duplicates + invalid + filtered``."""
-
-    name: str
-    url: str
-    status: str  # ok | not_modified | error
-    http_status: int | None = None
-    bytes: int = 0
-    items_seen: int = 0
-    items_new: int = 0
-    duplicates: int = 0
-    invalid: int = 0
-    filtered: int = 0
-    duration_ms: int = 0
-    error: str | None = None
-    warning: str | None = None
-
-
-@dataclass
-class IngestReport:
-    """Per-source rows and totals of one ingest run."""
-
-    run_id: str
-    sources: list[SourceReport] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def _sum(self, attr: str) -> int:
-        return sum(getattr(s, attr) for s in self.sources)
-
-    @property
-    def sources_ok(self) -> int:
-        """Return the sources polled without error (changed or not)."""
-        return sum(s.status != "error" for s in self.sources)
-
-    @property
-    def sources_failed(self) -> int:
-        return sum(s.status == "error" for s in self.sources)
-
-    @property
-    def not_modified(self) -> int:
-        return sum(s.status == "not_modified" for s in self.sources)
-
-    @property
-    def items_seen(self) -> int:
-        return self._sum("items_seen")
-
-    @property
-    def items_new(self) -> int:
-        return self._sum("items_new")
-
-    @property
-    def duplicates(self) -> int:
-        return self._sum("duplicates")
-
-    @property
-    def invalid(self) -> int:
-        return self._sum("invalid")
-
-    @property
-    def filtered(self) -> int:
-        return self._sum("filtered")
-
-    @property
-    def bytes(self) -> int:
-        return self._sum("bytes")
-
-    def totals(self) -> dict[str, Any]:
-        """Return the run's totals as a flat mapping."""
-        return {
-            "run_id": self.run_id,
-            "sources": len(self.sources),
-            "sources_ok": self.sources_ok,
-            "sources_failed": self.sources_failed,
-            "not_modified": self.not_modified,
-            "items_seen": self.items_seen,
-            "items_new": self.items_new,
-            "duplicates": self.duplicates,
-            "invalid": self.invalid,
-            "filtered": self.filtered,
-            "bytes": self.bytes,
-            "seconds": round(self.seconds, 3),
-        }
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return totals plus one mapping per source (JSON-ready)."""
-        return {**self.totals(), "per_source": [asdict(s) for s in self.sources]}
-
-
-# --- pure preparation of one fetched feed (runs in worker processes) ------------------------------
-
-
-@dataclass
-class PreparedEntry:
-    """A parsed entry with everything dedup and storage need."""
-
-    entry: ParsedEntry
-    keys: dedup.EntryKeys
-    signature: np.ndarray | None
-    tickers: list[str]
-
-
-@dataclass
-class PreparedFeed:
-    """A feed's usable entries, plus how many were invalid or filtered out and why, or its error."""
-
-    entries: list[PreparedEntry] = field(default_factory=list)
-    invalid: list[tuple[int, str]] = field(default_factory=list)
-    filtered: list[tuple[int, str]] = field(default_factory=list)
-    error: str | None = None
-    warning: str | None = None
-
-
-def capped(entry: ParsedEntry) -> ParsedEntry:
-    """Return ``entry`` with a headline of at most MAX_TITLE_CHARS and a summary of at most
-    MAX_SUMMARY_CHARS: a feed may send a megabyte of "headline", no page or email should show it."""
-    if len(entry.title) <= MAX_TITLE_CHARS and len(entry.summary or "") <= MAX_SUMMARY_CHARS:
-        return entry
-    title = entry.title if len(entry.title) <= MAX_TITLE_CHARS else entry.title[: MAX_TITLE_CHARS - 1] + "…"
-    summary = entry.summary
-    if summary and len(summary) > MAX_SUMMARY_CHARS:
-        summary = summary[: MAX_SUMMARY_CHARS - 1] + "…"
-    return replace(entry, title=title, summary=summary)
-
-
-def filter_reason(entry: ParsedEntry, fetched_at: datetime) -> str | None:
-    """Return why a well-formed entry is not worth storing, or None to keep it."""
-    if not entry.title and not entry.summary:
-        return "no title or summary text"
-    if entry.published_at > fetched_at + MAX_FUTURE:
-        return f"dated in the future ({entry.published_at.isoformat()})"
-    return None
-
-
-def entry_keys(entry: ParsedEntry, fp: dedup.Fingerprint) -> dedup.EntryKeys:
-    """Return the exact-duplicate keys of a parsed entry."""
-    return dedup.EntryKeys(
-        canonical_url=entry.canonical_url,
-        guid=entry.guid,
-        title_hash=fp.title_hash,
-        content_hash=fp.content_hash,
-        distinctive_title=fp.distinctive_title,
-        published_at=entry.published_at,
-    )
-
-
-def prepare_feed(
-    body: bytes,
-    *,
-    source_name: str,
-    url: str,
-    content_type: str | None,
-    fetched_at: datetime,
-    watchlist: Path | str,
-) -> PreparedFeed:
-    """Return a fetched feed parsed, filtered, ticker-tagged and keyed for dedup (``error`` if broken)."""
-    try:
-        parsed = parse_feed(
-            body, source_name=source_name, url=url, fetched_at=fetched_at, content_type=content_type
-        )
-    except FeedError as exc:
-        return PreparedFeed(error=str(exc))
-    tagger = tagger_for(watchlist)
-    feed = PreparedFeed(invalid=list(parsed.invalid), warning=parsed.warning)
-    for i, entry in enumerate(parsed.entries):
-        entry = capped(entry)
-        reason = filter_reason(entry, fetched_at)
-        if reason:
-            feed.filtered.append((i, reason))
-            continue
-        fp = dedup.fingerprint(entry.title, entry.summary)
-        feed.entries.append(
-            PreparedEntry(
-                entry=entry,
-                keys=entry_keys(entry, fp),
-                signature=fp.signature,
-                tickers=tagger.tickers(f"{entry.title}\n{entry.summary}"),
-            )
-        )
-    return feed
-
-
-def _prepare_job(args: tuple[bytes, str, str, str | None, datetime, str]) -> PreparedFeed:
-    body, name, url, content_type, fetched_at, watchlist = args
-    try:
-        return prepare_feed(
-            body,
-            source_name=name,
-            url=url,
-            content_type=content_type,
-            fetched_at=fetched_at,
-            watchlist=watchlist,
-        )
-    except Exception as exc:  # a parser bug on one hostile document must not end the whole run
-        log.exception("%s: %s: parsing failed", name, url)
-        return PreparedFeed(error=f"{name}: {url}: parsing failed: {type(exc).__name__}: {exc}")
-
-
-def _parse_processes(jobs: int) -> int:
-    """Return how many worker processes to parse ``jobs`` feeds with (0: parse in this process)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    # Airflow/Celery task processes may be daemonic, and daemonic processes cannot have children.
-    if jobs < PARALLEL_PARSE_MIN_FEEDS or cpus < 2 or multiprocessing.current_process().daemon:
-        return 0
-    return min(cpus, 8)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: the kernel kills this worker when the run that forked it dies, even by SIGKILL,
-    so no orphan lingers (Linux; elsewhere the check below catches a parent gone before start)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(1)
-
-
-def _ready() -> int:
-    return os.getpid()
-
-
-class ParsePool:
-    """The worker processes a run parses its feeds in, or none when the run is small.
-
-    Enter it before the run opens its database connection: workers are forked then, so none inherits
-    a connection (a worker that outlived its run would keep that connection's transaction and locks
-    alive), and each dies with the run. The watchlist and language model are loaded before the fork,
-    so the workers start warm.
-    """
-
-    def __init__(self, feeds: int, watchlist: Path | str, engine: Engine | None = None) -> None:
-        self.workers = _parse_processes(feeds)
-        self.watchlist = str(watchlist)
-        self.engine = engine
-        self._pool: ProcessPoolExecutor | None = None
-
-    def __enter__(self) -> ParsePool:
-        if not self.workers:
-            return self
-        tagger_for(self.watchlist)
-        prepare_feed(
-            _WARM_UP_FEED,
-            source_name="warm-up",
-            url="http://localhost/",
-            content_type=None,
-            fetched_at=datetime.now(UTC),
-            watchlist=self.watchlist,
-        )
-        if self.engine is not None:
-            self.engine.dispose()  # idle pooled connections are closed, not inherited
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        self._pool = ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=context,
-            initializer=_die_with_parent,
-            initargs=(os.getpid(),),
-        )
-        self._pool.submit(_ready).result()  # with fork, the first task starts every worker now
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def prepare_all(
-        self, results: Sequence[FetchResult], fetched_at: datetime
-    ) -> Iterator[tuple[FetchResult, PreparedFeed]]:
-        """Yield each fetched feed with its prepared entries, in order, parsed by the workers if any."""
-        jobs = [
-            (r.body, r.source.name, r.final_url or r.url, r.content_type, fetched_at, self.watchlist)
-            for r in results
-        ]
-        if self._pool is None:
-            for result, job in zip(results, jobs, strict=True):
-                yield result, _prepare_job(job)
-            return
-        chunk = max(1, min(16, len(jobs) // (self.workers * 8)))
-        yield from zip(results, self._pool.map(_prepare_job, jobs, chunksize=chunk), strict=True)
-
-
-# --- the run -------------------------------------------------------------------------------------
 
 
 def _run_async(coro: Any) -> Any:
@@ -691,9 +387,6 @@ def _store_batch(
             error=f"{rep.name}: {rep.url}: storing the batch failed: {detail}",
         )
         finish(result, failed)
-
-
-# --- public entry points -------------------------------------------------------------------------
 
 
 def run_ingest(

@@ -14,15 +14,12 @@ from pipeline.store.alert_state import alert_model_version
 
 DASHBOARD_ROLE = "finsent_readonly"
 
-
 # Memory per sort or bitmap in a dashboard session. A text search for a common word collects every match
 # in a bitmap before the time sort (~300k at 10M articles); at PostgreSQL's 4 MB default the bitmap
 # turns lossy and every article on those pages is re-read and re-parsed (6.4 s instead of 0.16 s).
 DASHBOARD_WORK_MEM = "64MB"
 
-
 _GRAINS = ("hour", "day")
-
 
 # websearch_to_tsquery accepts what people type into a search box: words, "quoted phrases", or, -not.
 _TEXT_MATCH = (

@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from pipeline import store
-from pipeline.alerts import engine as alerts
-from pipeline.alerts.engine import AlertState, advance, evaluate, window_end
+from pipeline.alerts import lifecycle
+from pipeline.alerts.engine import evaluate
+from pipeline.alerts.lifecycle import AlertState, advance, window_end
 from pipeline.alerts.rules import Rule
 from pipeline.scoring import rollups
 from tests.fixtures.scoring import ArticleSpec, add_articles
@@ -414,7 +415,7 @@ def test_value_globs_restrict_a_rule(calm_db: Engine) -> None:
     _storm(calm_db, "ACME", [STORM])
     only_glbx = RULE.model_copy(update={"for_": timedelta(0), "values": ("GL*",)})
     assert evaluate(STORM + H, engine=calm_db, rules=[only_glbx]).alerts == []
-    assert alerts.value_watched(only_glbx, "GLBX") and not alerts.value_watched(only_glbx, "ACME")
+    assert lifecycle.value_watched(only_glbx, "GLBX") and not lifecycle.value_watched(only_glbx, "ACME")
 
 
 TOPIC_RULE = Rule.model_validate(

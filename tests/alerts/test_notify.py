@@ -10,7 +10,8 @@ from sqlalchemy.engine import Engine
 
 from pipeline import store
 from pipeline.alerts import notify
-from pipeline.alerts.notify import AlertFigures, Headline, deliver_outbox, render_alert_email
+from pipeline.alerts.emails import AlertFigures, Headline, render_alert_email
+from pipeline.alerts.notify import deliver_outbox
 from pipeline.config import Settings
 from tests.fixtures.smtp_server import SmtpCatcher, SmtpServer, free_port
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline import store
 from pipeline.demo.feeds import FeedItem, rss_document
-from pipeline.ingest.run import PARALLEL_PARSE_MIN_FEEDS
+from pipeline.ingest.workers import PARALLEL_PARSE_MIN_FEEDS
 from tests.fixtures.http_server import FaultyFeedServer
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -12,8 +12,9 @@ from sqlalchemy.engine import Engine
 from pipeline.config import Settings
 from pipeline.demo.feeds import FeedItem, atom_document, rss_document
 from pipeline.demo.feedserver import FeedServer
+from pipeline.ingest import ingest_sources, run_ingest
 from pipeline.ingest.parse import ParsedEntry
-from pipeline.ingest.run import filter_reason, ingest_sources, run_ingest
+from pipeline.ingest.prepare import filter_reason
 from pipeline.ingest.sources import Source, SourcesError
 from tests.shared_data import shared_data_dir
 

@@ -25,7 +25,7 @@ import zstandard
 from sqlalchemy.engine import Engine
 
 from pipeline.demo.feeds import FeedItem, rss_document
-from pipeline.ingest.run import SourceReport
+from pipeline.ingest import SourceReport
 from tests.fixtures.http_server import FaultyFeedServer
 from tests.shared_data import shared_data_dir
 
