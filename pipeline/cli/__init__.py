@@ -5,10 +5,24 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import typer
+from typer.core import TyperOption
 
 from pipeline.cli import alerts, ingest, models, scoring
+
+_display_type = TyperOption.display_type_rich
+
+
+def _flag_aware_display_type(option: TyperOption, ctx: Any) -> str | None:  # ctx: typer's own click
+    """Typer labels on/off flags ``<bool>`` in help, which reads as if they took a value (and then
+    ``--json true`` fails): a flag takes none, so its type column stays empty."""
+    return None if option.is_flag else _display_type(option, ctx)
+
+
+# Patched on the class: Typer builds its click options anew for every invocation.
+TyperOption.display_type_rich = _flag_aware_display_type  # type: ignore[method-assign, assignment]
 
 app = typer.Typer(help="finsent: financial news sentiment monitor.", no_args_is_help=True)
 for group in (ingest.app, models.app, scoring.app, alerts.app):

@@ -45,3 +45,12 @@ def test_an_unknown_outbox_status_is_refused_listing_the_known_ones() -> None:
     result = CliRunner().invoke(app, ["outbox", "list", "--status", "bogus"])
     assert result.exit_code == 2
     assert "--status 'bogus' is not one of: pending, sending, sent, failed, unconfirmed" in result.output
+
+
+def test_flags_are_shown_as_flags_and_reject_a_value() -> None:
+    """Help shows no ``<bool>`` type for on/off flags, so nobody writes ``--json true``."""
+    shown = CliRunner().invoke(app, ["ingest", "--help"], terminal_width=100)
+    assert shown.exit_code == 0 and "--json" in shown.output and "<bool>" not in shown.output
+    assert "<path>" in shown.output  # options that take a value keep their type
+    refused = CliRunner().invoke(app, ["outbox", "list", "--json", "true"])
+    assert refused.exit_code == 2
