@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     idle_in_transaction_timeout_s: float = 60.0
     lock_timeout_s: float = 120.0
     retries: int = 3
+    # Per-feed parse budgets: a feed whose parse runs longer, or (in a parse worker process) grows the
+    # worker's memory by more, fails alone with a one-line error. 0 turns a budget off.
+    parse_timeout_s: float = 20.0
+    parse_memory_mb: int = 1024
     concurrency: int = 64
     per_host_concurrency: int = 4
     robots_ttl_s: int = 24 * 3600

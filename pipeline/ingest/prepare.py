@@ -17,6 +17,9 @@ from pipeline.ingest.parse import FeedError, ParsedEntry, parse_feed
 
 log = logging.getLogger(__name__)
 
+# What a worker gets for one feed: body, source name, URL, content type, fetch time, watchlist path.
+Job = tuple[bytes, str, str, str | None, datetime, str]
+
 # Items dated further ahead than this are someone's clock or template error, not news.
 MAX_FUTURE = timedelta(days=2)
 
@@ -115,8 +118,9 @@ def prepare_feed(
     return feed
 
 
-def prepare_job(args: tuple[bytes, str, str, str | None, datetime, str]) -> PreparedFeed:
-    body, name, url, content_type, fetched_at, watchlist = args
+def prepare_job(job: Job) -> PreparedFeed:
+    """Return one feed prepared; a parser bug or exhausted memory fails that feed alone, with a reason."""
+    body, name, url, content_type, fetched_at, watchlist = job
     try:
         return prepare_feed(
             body,
@@ -125,6 +129,10 @@ def prepare_job(args: tuple[bytes, str, str, str | None, datetime, str]) -> Prep
             content_type=content_type,
             fetched_at=fetched_at,
             watchlist=watchlist,
+        )
+    except MemoryError:
+        return PreparedFeed(
+            error=f"{name}: {url}: parsing ran out of memory (FINSENT_PARSE_MEMORY_MB); the feed was skipped"
         )
     except Exception as exc:  # a parser bug on one hostile document must not end the whole run
         log.exception("%s: %s: parsing failed", name, url)

@@ -247,7 +247,14 @@ async def _fetch_pages(wanted: list[tuple[str, list[PreparedEntry]]], settings: 
 
 def _ingest(sources: list[Source], engine: Engine, settings: Settings) -> IngestReport:
     # Workers first, connection second: see ParsePool.
-    with ParsePool(len(sources), settings.watchlist, engine) as pool:
+    pool = ParsePool(
+        len(sources),
+        settings.watchlist,
+        engine,
+        timeout_s=settings.parse_timeout_s,
+        memory_mb=settings.parse_memory_mb,
+    )
+    with pool:
         run = _Run(engine, settings)
         try:
             return _ingest_run(run, sources, settings, pool)

@@ -1,4 +1,9 @@
-"""The worker processes a large run parses its feeds in, forked before the run connects and dying with it."""
+"""The worker processes a large run parses its feeds in, forked before the run connects and dying with it.
+
+Each parse runs under a budget: a feed whose parse takes longer than ``parse_timeout_s`` or (in a worker)
+grows the worker's memory by more than ``parse_memory_mb`` fails alone with a one-line error, and a
+worker that dies anyway takes only its own feed down: the others are parsed again in a fresh pool.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,14 @@ import ctypes.util
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +27,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline.ingest.entities import tagger_for
 from pipeline.ingest.fetch import FetchResult
-from pipeline.ingest.prepare import PreparedFeed, prepare_feed, prepare_job
+from pipeline.ingest.prepare import Job, PreparedFeed, prepare_feed, prepare_job
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +49,96 @@ def _parse_processes(jobs: int) -> int:
     return min(cpus, 8)
 
 
-def _die_with_parent(parent: int) -> None:
+_IN_WORKER = False  # set in parse worker processes: only they get a memory budget
+
+MEMORY_ERROR = "parsing needed more memory than FINSENT_PARSE_MEMORY_MB allows; the feed was skipped"
+
+
+class ParseBudgetExceeded(BaseException):
+    """Raised by the alarm inside a parse that ran past its time budget (a BaseException, so that the
+    parser's own ``except Exception`` cannot swallow it)."""
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise ParseBudgetExceeded
+
+
+@contextmanager
+def time_budget(seconds: float) -> Iterator[bool]:
+    """Raise ParseBudgetExceeded in the block after ``seconds``; yield whether the budget is armed.
+
+    Only the main thread can take a signal, and a timer someone else armed (a test runner's) is left
+    alone: the block then runs without a budget.
+    """
+    armed = (
+        seconds > 0
+        and threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+    )
+    if not armed:
+        yield False
+        return
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def budgeted_job(job: Job, timeout_s: float, memory_bytes: int = 0) -> PreparedFeed:
+    """Return ``prepare_job(job)``, or a PreparedFeed with an error when the parse ran past its budget."""
+    name, url = job[1], job[2]
+    try:
+        with memory_budget(memory_bytes), time_budget(timeout_s):
+            return prepare_job(job)
+    except MemoryError:
+        return PreparedFeed(error=MEMORY_ERROR)
+    except ParseBudgetExceeded:
+        log.warning("%s: %s: parsing took longer than %s s; skipped", name, url, timeout_s)
+        return PreparedFeed(
+            error=f"parsing took longer than {timeout_s:g} s (FINSENT_PARSE_TIMEOUT_S); the feed was skipped"
+        )
+
+
+def _address_space() -> int:
+    """Return this process's virtual memory size in bytes (Linux)."""
+    with open("/proc/self/statm", encoding="ascii") as fh:
+        return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _init_worker(parent: int) -> None:
     """Worker initializer: the kernel kills this worker when the run that forked it dies, even by SIGKILL,
     so no orphan lingers (Linux; elsewhere the check below catches a parent gone before start)."""
+    global _IN_WORKER
+    _IN_WORKER = True
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(1)
+
+
+@contextmanager
+def memory_budget(extra_bytes: int) -> Iterator[None]:
+    """Let the block grow this process's address space by at most ``extra_bytes`` (a MemoryError past
+    it), counted from the block's start, so a worker's earlier feeds do not use up a later one's budget.
+
+    Only in parse workers on Linux: the run's own process is never limited.
+    """
+    if extra_bytes <= 0 or not _IN_WORKER or not sys.platform.startswith("linux"):
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = _address_space() + extra_bytes
+    resource.setrlimit(
+        resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard)
+    )
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def _ready() -> int:
@@ -63,10 +154,20 @@ class ParsePool:
     so the workers start warm.
     """
 
-    def __init__(self, feeds: int, watchlist: Path | str, engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        feeds: int,
+        watchlist: Path | str,
+        engine: Engine | None = None,
+        *,
+        timeout_s: float = 0.0,
+        memory_mb: int = 0,
+    ) -> None:
         self.workers = _parse_processes(feeds)
         self.watchlist = str(watchlist)
         self.engine = engine
+        self.timeout_s = timeout_s
+        self.memory_bytes = memory_mb * 1024 * 1024
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> ParsePool:
@@ -83,16 +184,19 @@ class ParsePool:
         )
         if self.engine is not None:
             self.engine.dispose()  # idle pooled connections are closed, not inherited
+        self._start()
+        return self
+
+    def _start(self) -> None:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
         self._pool = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=context,
-            initializer=_die_with_parent,
+            initializer=_init_worker,
             initargs=(os.getpid(),),
         )
         self._pool.submit(_ready).result()  # with fork, the first task starts every worker now
-        return self
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
@@ -103,13 +207,41 @@ class ParsePool:
         self, results: Sequence[FetchResult], fetched_at: datetime
     ) -> Iterator[tuple[FetchResult, PreparedFeed]]:
         """Yield each fetched feed with its prepared entries, in order, parsed by the workers if any."""
-        jobs = [
+        jobs: list[Job] = [
             (r.body, r.source.name, r.final_url or r.url, r.content_type, fetched_at, self.watchlist)
             for r in results
         ]
         if self._pool is None:
             for result, job in zip(results, jobs, strict=True):
-                yield result, prepare_job(job)
+                yield result, budgeted_job(job, self.timeout_s)
             return
-        chunk = max(1, min(16, len(jobs) // (self.workers * 8)))
-        yield from zip(results, self._pool.map(prepare_job, jobs, chunksize=chunk), strict=True)
+        pool = self._pool
+        futures = [pool.submit(budgeted_job, job, self.timeout_s, self.memory_bytes) for job in jobs]
+        for result, job, future in zip(results, jobs, futures, strict=True):
+            yield result, self._outcome(job, future, pool)
+
+    def _outcome(self, job: Job, future: Future[PreparedFeed], pool: ProcessPoolExecutor) -> PreparedFeed:
+        """Return the future's PreparedFeed; when a worker of ``pool`` died, parse the job again, alone, in
+        a fresh pool, so that only the feed that kills a worker fails."""
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            if pool is self._pool:
+                self._restart()
+        except MemoryError:  # raised in the worker outside the parse: passing the body or the result
+            return PreparedFeed(error=MEMORY_ERROR)
+        assert self._pool is not None
+        try:
+            return self._pool.submit(budgeted_job, job, self.timeout_s, self.memory_bytes).result()
+        except BrokenProcessPool:
+            self._restart()
+            log.warning("%s: %s: the parse worker died on this feed", job[1], job[2])
+            return PreparedFeed(
+                error="the parse worker died on this feed (memory or a crash in the parser); skipped"
+            )
+
+    def _restart(self) -> None:
+        """Replace a broken pool; the futures of the broken one all fail and are parsed again alone."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._start()
