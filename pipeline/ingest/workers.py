@@ -102,6 +102,11 @@ def budgeted_job(job: Job, timeout_s: float, memory_bytes: int = 0) -> PreparedF
         )
 
 
+def budgeted_jobs(jobs: list[Job], timeout_s: float, memory_bytes: int) -> list[PreparedFeed]:
+    """Return ``budgeted_job`` of each job, each under its own budget (one round trip for a chunk)."""
+    return [budgeted_job(job, timeout_s, memory_bytes) for job in jobs]
+
+
 def _address_space() -> int:
     """Return this process's virtual memory size in bytes (Linux)."""
     with open("/proc/self/statm", encoding="ascii") as fh:
@@ -216,20 +221,31 @@ class ParsePool:
                 yield result, budgeted_job(job, self.timeout_s)
             return
         pool = self._pool
-        futures = [pool.submit(budgeted_job, job, self.timeout_s, self.memory_bytes) for job in jobs]
-        for result, job, future in zip(results, jobs, futures, strict=True):
-            yield result, self._outcome(job, future, pool)
+        size = max(1, min(16, len(jobs) // (self.workers * 8)))  # chunks: fewer round trips
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        futures = [pool.submit(budgeted_jobs, chunk, self.timeout_s, self.memory_bytes) for chunk in chunks]
+        outcomes = (
+            feed
+            for chunk, future in zip(chunks, futures, strict=True)
+            for feed in self._outcome(chunk, future, pool)
+        )
+        yield from zip(results, outcomes, strict=True)
 
-    def _outcome(self, job: Job, future: Future[PreparedFeed], pool: ProcessPoolExecutor) -> PreparedFeed:
-        """Return the future's PreparedFeed; when a worker of ``pool`` died, parse the job again, alone, in
-        a fresh pool, so that only the feed that kills a worker fails."""
+    def _outcome(
+        self, chunk: list[Job], future: Future[list[PreparedFeed]], pool: ProcessPoolExecutor
+    ) -> list[PreparedFeed]:
+        """Return the chunk's PreparedFeeds; when a worker of ``pool`` died, parse each of its jobs again,
+        alone, in a fresh pool, so that only the feed that kills a worker fails."""
         try:
             return future.result()
         except BrokenProcessPool:
             if pool is self._pool:
                 self._restart()
-        except MemoryError:  # raised in the worker outside the parse: passing the body or the result
-            return PreparedFeed(error=MEMORY_ERROR)
+        except MemoryError:  # raised in the worker outside a parse: passing the bodies or the results
+            return [PreparedFeed(error=MEMORY_ERROR) for _ in chunk]
+        return [self._alone(job) for job in chunk]
+
+    def _alone(self, job: Job) -> PreparedFeed:
         assert self._pool is not None
         try:
             return self._pool.submit(budgeted_job, job, self.timeout_s, self.memory_bytes).result()
@@ -239,6 +255,8 @@ class ParsePool:
             return PreparedFeed(
                 error="the parse worker died on this feed (memory or a crash in the parser); skipped"
             )
+        except MemoryError:
+            return PreparedFeed(error=MEMORY_ERROR)
 
     def _restart(self) -> None:
         """Replace a broken pool; the futures of the broken one all fail and are parsed again alone."""
