@@ -100,17 +100,23 @@ NEGATIVE = [
     "{co} trims full-year sales guidance",
     "{co} recalls batch of products over safety concern",
 ]
+# Market-wide news: each template fills its figures anew, so a headline is not the same story all month,
+# and each market (oil, rates, jobs) has good and bad days.
 MACRO = [
-    ("Treasury yields edge higher ahead of jobs data", "neutral"),
-    ("Oil slips as inventories build for a second week", "negative"),
-    ("Dollar steadies after Fed minutes", "neutral"),
-    ("Stocks close mixed as investors weigh earnings", "neutral"),
-    ("Factory orders rise more than expected", "positive"),
-    ("Consumer confidence improves for third month", "positive"),
-    ("Retail sales fall short of forecasts", "negative"),
-    ("Gold gains on safe-haven demand", "neutral"),
-    ("Home sales rebound as mortgage rates ease", "positive"),
-    ("Jobless claims tick up slightly", "negative"),
+    ("Oil rises {p}% as inventories draw down", "positive"),
+    ("Oil slips {p}% as inventories build", "negative"),
+    ("Oil steadies near ${price} as traders await the OPEC+ meeting", "neutral"),
+    ("Ten-year Treasury yield edges up to {y}% ahead of jobs data", "neutral"),
+    ("Dollar steadies at {yen} yen after Fed minutes", "neutral"),
+    ("Stocks close mixed as investors weigh {n} earnings reports", "neutral"),
+    ("Factory orders rise {p}%, more than expected", "positive"),
+    ("Consumer confidence improves for a {nth} month", "positive"),
+    ("Retail sales fall {p}%, short of forecasts", "negative"),
+    ("Gold gains {p}% on safe-haven demand", "neutral"),
+    ("Home sales rebound {p}% as mortgage rates ease", "positive"),
+    ("Jobless claims tick up to {k},000", "negative"),
+    ("Jobless claims fall to {k},000", "positive"),
+    ("Natural gas drops {p}% on mild weather forecasts", "negative"),
 ]
 STORM = [
     "Northwind Energy shares plunge 18% after accounting probe disclosed",
@@ -197,7 +203,16 @@ def history_articles(end: datetime, seed: int = 20261128) -> list[HistoryArticle
                 title = template.format(co=COMPANIES[ticker])
                 publish(story, title, at, (ticker,), rng.choice([1, 1, 1, 2, 3]), kind)
         for _ in range(_poisson(rng, MACRO_PER_DAY / 24 * weight)):
-            title, kind = rng.choice(MACRO)
+            template, kind = rng.choice(MACRO)
+            title = template.format(
+                p=f"{rng.uniform(0.3, 3.2):.1f}",
+                k=rng.randrange(195, 262),
+                nth=rng.choice(["second", "third", "fourth"]),
+                price=rng.randrange(68, 84),
+                y=f"{rng.uniform(3.9, 4.6):.2f}",
+                yen=rng.randrange(142, 158),
+                n=rng.randrange(12, 60),
+            )
             at = t + timedelta(minutes=rng.randint(0, 59))
             publish(f"macro-{at:%Y%m%d%H%M}-{rng.randrange(10**6)}", title, at, (), rng.choice([1, 2]), kind)
         if t >= end - STORM_HOURS * HOUR:
