@@ -57,11 +57,17 @@ else:
         until=shown["resolved_at"].fillna(pd.Timestamp(now)),
         alert=shown["rule"] + " · " + shown["dimension"] + "=" + shown["value"],
     )
+    rows = bars["alert"].nunique()
     st.altair_chart(
-        alt.Chart(bars)
-        .mark_bar(height=12)
+        alt.Chart(bars, height=max(120, 26 * rows))
+        .mark_bar(height=14)
         .encode(
-            x=alt.X("fired_at:T", title=None, scale=alt.Scale(domain=[start.isoformat(), now.isoformat()])),
+            x=alt.X(
+                "fired_at:T",
+                title=None,
+                scale=alt.Scale(domain=[start.isoformat(), now.isoformat()]),
+                axis=alt.Axis(format="%b %d", labelAngle=0, tickCount="day"),
+            ),
             x2="until:T",
             y=alt.Y("alert:N", title=None, sort="-x", axis=alt.Axis(labelLimit=320)),
             color=alt.Color(
@@ -83,10 +89,8 @@ else:
         shown[
             [
                 "rule",
-                "dimension",
                 "value",
                 "status",
-                "severity",
                 "fired_at",
                 "resolved_at",
                 "neg_share",
@@ -94,7 +98,6 @@ else:
                 "stories",
                 "neg_stories",
                 "expected_negatives",
-                "p_value",
                 "silenced",
                 "inhibited_by",
                 "released_at",
@@ -102,12 +105,18 @@ else:
         ],
         hide_index=True,
         column_config={
+            "rule": st.column_config.TextColumn("rule", width="small"),
+            "value": st.column_config.TextColumn("value", width="small"),
+            "fired_at": st.column_config.DatetimeColumn("fired", format="MMM D HH:mm"),
+            "resolved_at": st.column_config.DatetimeColumn("resolved", format="MMM D HH:mm"),
+            "stories": st.column_config.NumberColumn("stories", width="small"),
+            "neg_stories": st.column_config.NumberColumn("negative", width="small"),
+            "silenced": st.column_config.CheckboxColumn("silenced", width="small"),
             "neg_share": st.column_config.NumberColumn("negative share", format="percent"),
             "baseline": st.column_config.NumberColumn("baseline", format="percent"),
-            "p_value": st.column_config.NumberColumn("p", format="%.2e"),
             "expected_negatives": st.column_config.NumberColumn("negative expected", format="%.2f"),
             "inhibited_by": st.column_config.TextColumn("inhibited by (tickers)"),
-            "released_at": st.column_config.DatetimeColumn("emailed when released"),
+            "released_at": st.column_config.DatetimeColumn("emailed when released", format="MMM D HH:mm"),
         },
         key="alerts_table",
     )
@@ -162,11 +171,15 @@ def evidence(alert: pd.Series, version: str) -> None:
             st.info("No rollups for this value in the period.")
         else:
             shade = pd.DataFrame({"from": [window_start], "to": [window_end(fired)]})
+            # Every hour of the period, empty ones as gaps: a line drawn across hours without stories
+            # would show a trend that is not there.
+            hours_index = pd.date_range(hourly["period"].min(), hourly["period"].max(), freq="h")
+            hourly = hourly.set_index("period").reindex(hours_index).rename_axis("period").reset_index()
             line = (
                 alt.Chart(hourly)
                 .mark_line(point=True)
                 .encode(
-                    x=alt.X("period:T", title=None),
+                    x=alt.X("period:T", title=None, axis=alt.Axis(format="%b %d %H:%M", labelAngle=0)),
                     y=alt.Y("negative_share:Q", title="negative share", scale=alt.Scale(domain=[0, 1])),
                     tooltip=[
                         "period:T",
@@ -192,7 +205,7 @@ def evidence(alert: pd.Series, version: str) -> None:
             alert["dimension"],
             alert["value"],
             window_start,
-            until + timedelta(hours=1),
+            until,
             TOP_STORIES,
         )
         if stories.empty:
@@ -249,7 +262,12 @@ selected = None
 if version is not None and not shown.empty:
     st.subheader("Evidence")
     labels = [
-        f"{r.rule} · {r.dimension}={r.value} · {r.status} since {r.fired_at:%m-%d %H:%M}"
+        f"{r.rule} · {r.dimension}={r.value} · "
+        + (
+            f"firing since {r.fired_at:%b %d %H:%M}"
+            if pd.isna(r.resolved_at)
+            else f"fired {r.fired_at:%b %d %H:%M}, resolved {r.resolved_at:%b %d %H:%M}"
+        )
         for r in shown.itertuples()
     ]
     pick = st.selectbox("Alert", range(len(labels)), format_func=labels.__getitem__, key="alerts_pick")

@@ -6,6 +6,7 @@ page that shows a wrong rollup, filter or join fails.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -142,6 +143,33 @@ def test_alerts_page_lists_transitions_and_escapes_evidence_headlines(
     evidence = next(m.value for m in at.markdown if m.value.startswith("- ["))
     assert evidence.startswith(f"- [{escape_markdown(HOSTILE_TITLE)}](")
     assert "<script>" not in evidence and "<img" not in evidence
+
+
+def test_a_resolved_alert_says_when_it_resolved_and_shows_only_stories_until_then(
+    seeded_dashboard: SeededDashboard,
+) -> None:
+    at = run_page("pages/alerts.py")
+    labels = at.selectbox(key="alerts_pick").options
+    pick = next(i for i, label in enumerate(labels) if ", resolved " in label)
+    rule, dimension_value, when = labels[pick].split(" · ")
+    assert when.startswith("fired ")  # not "resolved since <the time it fired>"
+    dimension, value = dimension_value.split("=", 1)
+    resolved_at = scalar(
+        seeded_dashboard,
+        "SELECT max(resolved_at) FROM alert_state WHERE rule = :r AND dimension = :d AND value = :v",
+        r=rule,
+        d=dimension,
+        v=value,
+    )
+    assert resolved_at is not None and f"resolved {resolved_at:%b %d %H:%M}" in when
+    at.selectbox(key="alerts_pick").set_value(pick).run()
+    lines = "\n".join(m.value for m in at.markdown if m.value.startswith("- [")).splitlines()
+    assert lines, "the resolved alert shows its negative stories"
+    for stamp in (re.search(r"(\d\d)\\?-(\d\d) (\d\d:\d\d) UTC, score", line) for line in lines):
+        assert stamp is not None  # escaped Markdown: "12\-05 14:00 UTC"
+        month, day, clock = stamp.groups()
+        published = datetime.strptime(f"{resolved_at.year}-{month}-{day} {clock}", "%Y-%m-%d %H:%M")
+        assert published.replace(tzinfo=UTC) <= resolved_at, stamp.group(0)
 
 
 def test_silence_form_adds_a_silence_for_the_selected_alert(seeded_dashboard: SeededDashboard) -> None:
