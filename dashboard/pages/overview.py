@@ -9,9 +9,14 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import queries
+from dashboard.smoothing import smoothed_index, smoothed_share
 
 BASELINE_DAYS = 14
 TOP_TOPICS = 6
+# Each period is pulled toward its value's average over the range as if it had this many more articles
+# (stories, for the heatmap) at that average: one lone article can no longer swing a line to -0.9.
+PRIOR_ARTICLES = 10
+PRIOR_STORIES = 5
 SENTIMENT_COLORS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
 
 url = queries.database_url()
@@ -53,7 +58,8 @@ def day_bounds(picked: date | tuple[date, ...]) -> tuple[datetime, datetime]:
 
 
 start, range_end = day_bounds(picked)
-grain = "hour" if range_end - start <= timedelta(days=3) else "day"
+grain = "hour" if range_end - start <= timedelta(days=2) else "day"
+TIME_FORMAT = "%b %d %H:%M" if grain == "hour" else "%b %d"
 every = {"off": None, "every minute": 60, "every 5 minutes": 300}[refresh]
 
 
@@ -102,18 +108,28 @@ def charts() -> None:
         lines = queries.series(url, version, "topic", chosen, start, end, grain)
         what = "topic"
     st.subheader(f"Sentiment index per {what}")
-    st.caption("Mean score (p(positive) − p(negative)) of the articles in each period, −1 … 1.")
+    st.caption(
+        f"Mean score (p(positive) − p(negative)) of the articles in each {grain}, −1 … 1, pulled toward "
+        f"the {what}'s average over the range as if it had {PRIOR_ARTICLES} more articles there, so a "
+        f"{grain} with few articles moves the line little. Gaps: no articles. The tooltip has the raw mean."
+    )
     if lines.empty:
         st.info("No scored articles in this range.")
     else:
         st.altair_chart(
-            alt.Chart(lines)
+            alt.Chart(smoothed_index(lines, PRIOR_ARTICLES, "h" if grain == "hour" else "D"))
             .mark_line(point=grain == "day")
             .encode(
-                x=alt.X("period:T", title=None),
-                y=alt.Y("sentiment_index:Q", title="sentiment index", scale=alt.Scale(domain=[-1, 1])),
+                x=alt.X("period:T", title=None, axis=alt.Axis(format=TIME_FORMAT, labelAngle=0)),
+                y=alt.Y("index:Q", title="sentiment index", scale=alt.Scale(domain=[-1, 1])),
                 color=alt.Color("value:N", title=what),
-                tooltip=["value", "period:T", alt.Tooltip("sentiment_index:Q", format=".3f"), "articles"],
+                tooltip=[
+                    "value",
+                    alt.Tooltip("period:T", format=TIME_FORMAT),
+                    alt.Tooltip("index:Q", title="index (smoothed)", format=".3f"),
+                    alt.Tooltip("sentiment_index:Q", title="raw mean", format=".3f"),
+                    "articles",
+                ],
             ),
             width="stretch",
         )
@@ -121,19 +137,24 @@ def charts() -> None:
     heat = queries.series(url, version, "topic", tuple(topics) or None, start, end, "day")
     st.subheader("Negative share of stories, topic × day")
     if not heat.empty:
+        st.caption(
+            f"Each day's share is pulled toward the topic's share over the range as if it had "
+            f"{PRIOR_STORIES} more stories there: a day with one negative story is not the darkest cell."
+        )
         st.altair_chart(
-            alt.Chart(heat)
+            alt.Chart(smoothed_share(heat, PRIOR_STORIES))
             .mark_rect()
             .encode(
-                x=alt.X("yearmonthdate(period):O", title=None),
+                x=alt.X("yearmonthdate(period):O", title=None, axis=alt.Axis(format="%b %d", labelAngle=0)),
                 y=alt.Y("value:N", title=None),
                 color=alt.Color(
-                    "negative_share:Q", title="negative share", scale=alt.Scale(scheme="reds", domain=[0, 1])
+                    "shown_share:Q", title="negative share", scale=alt.Scale(scheme="reds", domain=[0, 1])
                 ),
                 tooltip=[
                     "value",
-                    "period:T",
-                    alt.Tooltip("negative_share:Q", format=".1%"),
+                    alt.Tooltip("period:T", format="%b %d"),
+                    alt.Tooltip("shown_share:Q", title="share (smoothed)", format=".1%"),
+                    alt.Tooltip("negative_share:Q", title="raw share", format=".1%"),
                     "stories",
                     "neg_stories",
                 ],
@@ -153,7 +174,7 @@ def charts() -> None:
             alt.Chart(long)
             .mark_bar()
             .encode(
-                x=alt.X("period:T", title=None),
+                x=alt.X("period:T", title=None, axis=alt.Axis(format=TIME_FORMAT, labelAngle=0)),
                 y=alt.Y("articles:Q", stack=True),
                 color=alt.Color(
                     "sentiment:N",
