@@ -112,11 +112,54 @@ def news_table(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def analyst_notes(metrics: dict[str, Any]) -> list[str]:
+    """Return plain sentences an analyst can act on: per labeled news set, how the model calls negative
+    texts, and how often a negative call is right (from the confusion matrices on held-out texts)."""
+    notes = []
+    matrices = (metrics.get("confusion") or {}) if isinstance(metrics.get("confusion"), dict) else {}
+    kinds = {
+        "sentfin_heldout": "negative news headlines",
+        "finentity_heldout": "negative news paragraphs",
+        "sentivent_eval": "negative sentences from news articles (implicit, investor-perspective tone)",
+    }
+    neg, neu, pos = (SENTIMENT_NAMES.index(n) for n in ("negative", "neutral", "positive"))
+    for name, kind in kinds.items():
+        matrix = matrices.get(f"news/{name}")
+        if not (isinstance(matrix, list) and len(matrix) == len(SENTIMENT_NAMES)):
+            continue
+        row = matrix[neg]
+        total = sum(row)
+        called_negative = sum(r[neg] for r in matrix)
+        if not total or not called_negative:
+            continue
+        right = matrix[neg][neg] / called_negative
+        notes.append(
+            f"Of 100 {kind}, it calls **{100 * row[neg] / total:.0f} negative**, {100 * row[neu] / total:.0f}"
+            f" neutral and {100 * row[pos] / total:.0f} positive; when it calls one of these texts negative,"
+            f" it is right {100 * right:.0f} times in 100 ({NEWS_SETS.get(name, name)}, {total:,} negative"
+            " texts)."
+        )
+    if notes:
+        notes.append(
+            "Alerts count negative stories, so a storm written in plain negative headlines is seen; one told"
+            " in implicit language (a plant closing, a CFO leaving) is under-counted and may fire late or"
+            " not at all. The Alerts page shows the stories behind each alert: read them."
+        )
+    return notes
+
+
 st.markdown(
     f"**Active version** `{version}` · {row['name'] or 'unnamed'} · registered "
     f"{row['created_at']:%Y-%m-%d %H:%M} UTC · {int(row['articles']):,} articles scored"
 )
-card, numbers = st.tabs(["Model card", "Metrics"])
+metrics = metrics_of(row, model_dir)
+expect, numbers, card = st.tabs(["What to expect", "Metrics", "Model card"])
+with expect:
+    notes = analyst_notes(metrics)
+    if notes:
+        st.markdown("\n".join(f"- {note}" for note in notes))
+    else:
+        st.info("No held-out news results recorded for this version: see the Metrics tab.")
 with card:
     card_path = model_dir / CARD_FILE if model_dir else None
     if card_path and card_path.is_file():
@@ -126,7 +169,6 @@ with card:
         where = f" in {model_dir}" if model_dir else " (no model path)"
         st.info(f"No {CARD_FILE} for this version{where}")
 
-metrics = metrics_of(row, model_dir)
 with numbers:
     news = news_table(metrics)
     if not news.empty:

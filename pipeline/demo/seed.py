@@ -324,6 +324,9 @@ def simulated_metrics(seed: int = 7, examples: int = 2000) -> dict[str, Any]:
         entries = []
         for s in (skill, skill - 0.05):
             predicted = np.where(rng.random(n) > s, rng.integers(0, len(SENTIMENT_NAMES), n), truth)
+            if s == skill:  # as `finsent eval` records it: the model's matrix beside the tweets' ones
+                matrix = confusion_matrix(truth, predicted, labels=range(len(SENTIMENT_NAMES)))
+                metrics["confusion"][f"news/{name}"] = matrix.tolist()
             precision, recall, _, support = precision_recall_fscore_support(
                 truth, predicted, labels=range(len(SENTIMENT_NAMES)), zero_division=0
             )

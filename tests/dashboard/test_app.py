@@ -260,6 +260,10 @@ def test_model_page_shows_recorded_metrics_class_totals_and_history(
     row = news[news["news set"] == "SEntFiN headlines (held out)"].iloc[0]
     assert row["negative recall"] == first["per_class"]["negative"]["recall"]
     assert row["baseline weighted F1"] == first["baseline"]["weighted_f1"]
+    # What to expect, in words: of 100 negative headlines, how many are called negative.
+    negative = recorded["confusion"]["news/sentfin_heldout"][0]
+    expect = next(m.value for m in at.markdown if m.value.startswith("- Of 100 negative news headlines"))
+    assert f"it calls **{100 * negative[0] / sum(negative):.0f} negative**" in expect
     assert not [m.label for m in at.metric if m.label.startswith("news.")]  # no tiles of raw keys
     assert any("Confusion matrix — sentiment" in m.value for m in at.markdown)
     assert any("Confusion matrix — topic" in m.value for m in at.markdown)
