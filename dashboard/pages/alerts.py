@@ -57,9 +57,9 @@ else:
         until=shown["resolved_at"].fillna(pd.Timestamp(now)),
         alert=shown["rule"] + " · " + shown["dimension"] + "=" + shown["value"],
     )
-    rows = bars["alert"].nunique()
+    height = max(120, 28 * bars["alert"].nunique())  # a readable row per alert
     st.altair_chart(
-        alt.Chart(bars, height=max(120, 26 * rows))
+        alt.Chart(bars, height=height)
         .mark_bar(height=14)
         .encode(
             x=alt.X(
@@ -84,9 +84,22 @@ else:
             ],
         ),
         width="stretch",
+        height=height,
     )
+    # Why an alert sent no email, in one column: a silence, ticker alerts that explain it, or when it
+    # was emailed after all (released).
+    held = [
+        f"emailed {r.released_at:%b %d %H:%M} (released)"
+        if pd.notna(r.released_at)
+        else f"inhibited by {r.inhibited_by}"
+        if r.inhibited_by
+        else "silenced"
+        if r.silenced
+        else ""
+        for r in shown.itertuples()
+    ]
     st.dataframe(
-        shown[
+        shown.assign(held_back=held)[
             [
                 "rule",
                 "value",
@@ -98,9 +111,7 @@ else:
                 "stories",
                 "neg_stories",
                 "expected_negatives",
-                "silenced",
-                "inhibited_by",
-                "released_at",
+                "held_back",
             ]
         ],
         hide_index=True,
@@ -109,14 +120,12 @@ else:
             "value": st.column_config.TextColumn("value", width="small"),
             "fired_at": st.column_config.DatetimeColumn("fired", format="MMM D HH:mm"),
             "resolved_at": st.column_config.DatetimeColumn("resolved", format="MMM D HH:mm"),
-            "stories": st.column_config.NumberColumn("stories", width="small"),
-            "neg_stories": st.column_config.NumberColumn("negative", width="small"),
-            "silenced": st.column_config.CheckboxColumn("silenced", width="small"),
             "neg_share": st.column_config.NumberColumn("negative share", format="percent"),
             "baseline": st.column_config.NumberColumn("baseline", format="percent"),
+            "stories": st.column_config.NumberColumn("stories", width="small"),
+            "neg_stories": st.column_config.NumberColumn("negative", width="small"),
             "expected_negatives": st.column_config.NumberColumn("negative expected", format="%.2f"),
-            "inhibited_by": st.column_config.TextColumn("inhibited by (tickers)"),
-            "released_at": st.column_config.DatetimeColumn("emailed when released", format="MMM D HH:mm"),
+            "held_back": st.column_config.TextColumn("not emailed because"),
         },
         key="alerts_table",
     )

@@ -51,14 +51,20 @@ st.caption(
     + (f" — showing the first {LIMIT}; narrow the filters to see older ones" if len(found) == LIMIT else "")
 )
 st.dataframe(
-    found[["published_at", "title", "url", "source", "tickers", "topic", "sentiment", "score", "story_id"]],
+    found[["published_at", "title", "tickers", "sentiment", "score", "topic", "source", "url", "story_id"]],
     hide_index=True,
+    # Tall enough for ~25 rows; the headline gets the room, the short codes stay narrow.
+    height=min(35 * (len(found) + 1) + 3, 900),
     column_config={
-        "published_at": st.column_config.DatetimeColumn("published (UTC)", format="YYYY-MM-DD HH:mm"),
-        "title": st.column_config.TextColumn("headline", width="large"),
-        "url": st.column_config.LinkColumn("link", display_text="open"),
-        "score": st.column_config.NumberColumn("score", format="%+.2f"),
-        "story_id": st.column_config.NumberColumn("story", format="%d"),
+        "published_at": st.column_config.DatetimeColumn("published (UTC)", format="MMM D HH:mm", width=110),
+        "title": st.column_config.TextColumn("headline", width=420),
+        "tickers": st.column_config.TextColumn("tickers", width=90),
+        "sentiment": st.column_config.TextColumn("sentiment", width=80),
+        "score": st.column_config.NumberColumn("score", format="%+.2f", width=60),
+        "topic": st.column_config.TextColumn("topic", width=170),
+        "source": st.column_config.TextColumn("source", width=130),
+        "url": st.column_config.LinkColumn("link", display_text="open", width=50),
+        "story_id": st.column_config.NumberColumn("story", format="%d", width=70),
     },
     key="explorer_table",
 )
