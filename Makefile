@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export FINSENT_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test lint bench dashboard airflow airflow-stop services browser clean
+.PHONY: demo test lint bench dashboard airflow airflow-stop airflow-cli services browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,10 @@ airflow: $(STAMP)
 
 airflow-stop:
 	$(BIN)/python scripts/airflow_local.py --stop
+
+## airflow-cli: any airflow command against make airflow's database and DAGs, e.g. ARGS="dags list".
+airflow-cli: $(STAMP)
+	$(BIN)/python scripts/airflow_local.py --cli $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -7,16 +7,23 @@ LocalExecutor runs at most AIRFLOW__CORE__PARALLELISM tasks at once (default 2: 
 
 Stopping cleanly: Ctrl-C in the terminal running it, or ``make airflow-stop`` from another one; both send
 SIGINT, and standalone then stops its scheduler, dag-processor, triggerer and api-server and waits for them.
+``--stop`` says it stopped only once the processes are gone (SIGTERM, then SIGKILL, if SIGINT did not do it).
+
+``make airflow-cli ARGS="dags unpause finsent_ingest"`` runs any ``airflow`` command against the same
+metadata database, DAG folder and home, where a plain ``airflow`` in a shell would read its own defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import psutil
 
 from pipeline.config import REPO_DIR, Settings, get_settings
 from pipeline.store import db
@@ -65,21 +72,45 @@ def start(port: int) -> None:
     db.migrate(db.get_engine())
     (home / PID_FILE).write_text(str(os.getpid()))
     print(f"Airflow UI: http://127.0.0.1:{port}  (stop: Ctrl-C or `make airflow-stop`)", flush=True)
+    # Started in the background by a script, this process inherits an ignored SIGINT, which exec keeps:
+    # standalone would then never hear `make airflow-stop`. Restore the default first.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.execve(airflow, [airflow, "standalone"], env)
 
 
-def stop() -> int:
-    """Send SIGINT to a running standalone; return its exit code for the shell (1: none was running)."""
+def run_cli(args: list[str], port: int) -> int:
+    """Run ``airflow ARGS`` with the environment ``make airflow`` uses; return its exit status."""
+    settings = get_settings()
+    env = airflow_env(settings, metadata_url(settings), port)
+    return subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=env).returncode
+
+
+def stop(grace_s: float = 30.0) -> int:
+    """Stop a running standalone and every process it started; return 0 once they are gone, 1 when none
+    was running. SIGINT first (standalone stops its components); SIGTERM, then SIGKILL, for what remains."""
     pid_file = get_settings().home / "airflow" / PID_FILE
     try:
-        pid = int(pid_file.read_text())
-        os.kill(pid, signal.SIGINT)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+        leader = psutil.Process(int(pid_file.read_text()))
+        group = [leader, *leader.children(recursive=True)]
+    except (FileNotFoundError, ValueError, psutil.NoSuchProcess):
         print(f"no Airflow standalone running (pid file {pid_file})", file=sys.stderr)
         pid_file.unlink(missing_ok=True)
         return 1
+    for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        targets = [leader] if sig == signal.SIGINT else [p for p in group if p.is_running()]
+        for process in targets:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(sig)
+        _, alive = psutil.wait_procs(group, timeout=wait_s)
+        if not alive:
+            break
+        print(f"Airflow (pid {leader.pid}) did not stop on {signal.Signals(sig).name}", file=sys.stderr)
+    still = [p.pid for p in group if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    if still:
+        print(f"Airflow processes still running: {still}", file=sys.stderr)
+        return 2
     pid_file.unlink(missing_ok=True)
-    print(f"sent SIGINT to Airflow standalone (pid {pid}); it stops its components and exits")
+    print(f"stopped Airflow standalone (pid {leader.pid}) and its {len(group) - 1} processes")
     return 0
 
 
@@ -87,9 +118,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stop", action="store_true", help="stop a running standalone")
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", "8080")))
+    parser.add_argument("--cli", nargs=argparse.REMAINDER, help="run `airflow ARGS...` with this environment")
     args = parser.parse_args()
     if args.stop:
         return stop()
+    if args.cli is not None:
+        return run_cli(args.cli, args.port)
     start(args.port)
     return 0
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -73,6 +73,41 @@ def test_metadata_lives_in_an_airflow_database_beside_finsents(embedded_server_u
         admin.dispose()
 
 
+def test_the_cli_wrapper_runs_airflow_with_make_airflows_settings(
+    embedded_server_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A plain `airflow` in a shell reads its own defaults (SQLite, example DAGs); the wrapper does not."""
+    from pipeline.config import REPO_DIR, get_settings
+
+    finsent = sa.make_url(embedded_server_url).set(database="postgres").render_as_string(hide_password=False)
+    monkeypatch.setenv("DATABASE_URL", finsent)
+    monkeypatch.setenv("FINSENT_HOME", str(tmp_path))
+    get_settings.cache_clear()
+    admin = sa.create_engine(embedded_server_url, isolation_level="AUTOCOMMIT")
+    try:
+        assert airflow_local.run_cli(["config", "get-value", "core", "dags_folder"], 8080) == 0
+        assert airflow_local.run_cli(["config", "get-value", "core", "load_examples"], 8080) == 0
+        out = capfd.readouterr().out.split()
+        assert out[-2:] == [str(REPO_DIR / "dags"), "False"]
+    finally:
+        get_settings.cache_clear()
+        with admin.connect() as conn:
+            conn.exec_driver_sql('DROP DATABASE IF EXISTS "airflow" WITH (FORCE)')
+        admin.dispose()
+
+
+def _stand_in(tmp_path: Path, code: str) -> subprocess.Popen[str]:
+    """Start a process recorded as the running standalone; it prints 'ready' once its handlers are set."""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    (tmp_path / "airflow").mkdir(exist_ok=True)
+    (tmp_path / "airflow" / airflow_local.PID_FILE).write_text(str(proc.pid))
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
 def test_stop_interrupts_the_recorded_standalone_and_forgets_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,22 +115,44 @@ def test_stop_interrupts_the_recorded_standalone_and_forgets_it(
 
     monkeypatch.setenv("FINSENT_HOME", str(tmp_path))
     get_settings.cache_clear()
-    # A stand-in process that exits 0 on SIGINT, as standalone does after stopping its components.
+    # Exits 0 on SIGINT, as standalone does after stopping its components.
     code = (
         "import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: sys.exit(0)); "
         "print('ready', flush=True); time.sleep(60)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    proc = _stand_in(tmp_path, code)
     try:
-        (tmp_path / "airflow").mkdir()
-        (tmp_path / "airflow" / airflow_local.PID_FILE).write_text(str(proc.pid))
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"  # handler installed
         assert airflow_local.stop() == 0
         assert proc.wait(timeout=10) == 0
         assert not (tmp_path / "airflow" / airflow_local.PID_FILE).exists()
         assert airflow_local.stop() == 1  # nothing left to stop
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        get_settings.cache_clear()
+            proc.kill()
+
+
+def test_stop_says_stopped_only_when_everything_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A standalone that ignores SIGINT (started from a script) and has a child: stop escalates to
+    SIGTERM and reports success only once both are gone."""
+    from pipeline.config import get_settings
+
+    monkeypatch.setenv("FINSENT_HOME", str(tmp_path))
+    get_settings.cache_clear()
+    code = (
+        "import signal, subprocess, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    proc = _stand_in(tmp_path, code)
+    child = psutil.Process(proc.pid).children()[0]
+    try:
+        assert airflow_local.stop(grace_s=1.0) == 0
+        assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+        out = capsys.readouterr()
+        assert "did not stop on SIGINT" in out.err and "stopped Airflow standalone" in out.out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
