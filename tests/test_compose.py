@@ -13,7 +13,12 @@ import yaml
 from pipeline.config import REPO_DIR
 
 COMPOSE_FILE = REPO_DIR / "docker-compose.yml"
-SECRETS = {"POSTGRES_PASSWORD": "pw", "AIRFLOW_JWT_SECRET": "jwt", "AIRFLOW_FERNET_KEY": "fernet"}
+SECRETS = {
+    "POSTGRES_PASSWORD": "pw",
+    "REDIS_PASSWORD": "rpw",
+    "AIRFLOW_JWT_SECRET": "jwt",
+    "AIRFLOW_FERNET_KEY": "fernet",
+}
 AIRFLOW_SERVICES = {"api-server", "scheduler", "dag-processor", "triggerer", "worker-default", "worker-gpu"}
 
 
@@ -54,6 +59,23 @@ def test_compose_config_validates_with_the_secrets_set(tmp_path: Path) -> None:
     assert AIRFLOW_SERVICES | {"postgres", "redis", "airflow-init", "dashboard", "mailpit"} <= services.keys()
     gpu = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+
+
+def test_the_database_and_broker_are_published_on_loopback_unless_an_address_is_given(tmp_path: Path) -> None:
+    """GPU workers on other hosts reach PostgreSQL and Redis; by default nothing leaves this host."""
+    for env, address in (({}, "127.0.0.1"), ({"PUBLISH_ADDRESS": "10.1.2.3"}, "10.1.2.3")):
+        result = _compose("config", env={**_clean_env(), **SECRETS, **env}, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        services = yaml.safe_load(result.stdout)["services"]
+        for name, port in (("postgres", 5432), ("redis", 6379)):
+            [published] = services[name]["ports"]
+            if isinstance(published, str):  # Compose v1 renders "127.0.0.1:6379:6379/tcp"
+                host_ip, _, target = published.split("/")[0].rsplit(":", 2)
+                published = {"host_ip": host_ip, "target": target}
+            assert (published["host_ip"], int(published["target"])) == (address, port)
+    # The broker asks for its password, and Airflow's broker URL carries it.
+    assert "--requirepass" in services["redis"]["command"]
+    assert services["scheduler"]["environment"]["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:rpw@")
 
 
 def test_compose_config_refuses_to_start_without_secrets(tmp_path: Path) -> None:
