@@ -226,3 +226,25 @@ def test_dashboard_pages_render_in_chromium_with_headlines_as_text(
     open_page(browser, f"{dashboard_url}/model", "Version history")
     assert seeded_dashboard.plan.version in browser.find_element(By.TAG_NAME, "body").text
     screenshot(browser, "model")
+
+
+@pytest.mark.parametrize("pg_admin_url", ["embedded"], indirect=True)
+@pytest.mark.parametrize("width", [1366, 1920])
+def test_every_page_fits_a_laptop_and_a_desktop_screen(
+    seeded_dashboard: SeededDashboard, dashboard_url: str, browser: WebDriver, width: int
+) -> None:
+    """Each page at a common laptop and desktop width: drawn without a horizontal page scrollbar, with a
+    screenshot per page and width in artifacts/screenshots/ for a person to look at."""
+    browser.set_window_size(width, 1000)
+    for path, ready in (
+        ("", "Firing alerts"),
+        ("/alerts", "Top negative stories"),
+        ("/explorer", "Download CSV"),
+        ("/model", "Version history"),
+    ):
+        open_page(browser, f"{dashboard_url}{path}", ready)
+        page_width = browser.execute_script("return document.documentElement.scrollWidth")
+        viewport = browser.execute_script("return document.documentElement.clientWidth")
+        assert page_width <= viewport, f"{path or '/'} at {width} px scrolls sideways"
+        name = (path.strip("/") or "overview") + f"-{width}"
+        assert screenshot(browser, name).stat().st_size > 10_000
