@@ -5,6 +5,7 @@ The ``finsent_maintenance`` DAG runs these daily; each is idempotent and safe ne
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,8 @@ from sqlalchemy.engine import Engine
 from pipeline import store
 from pipeline.config import get_settings
 from pipeline.store import db
+
+log = logging.getLogger(__name__)
 
 # Deleting in slices keeps each transaction (and the row locks it holds) short.
 DELETE_SLICE = 5_000
@@ -60,6 +63,17 @@ def apply_retention(
     engine = engine or db.get_engine()
     days = get_settings().retention_days if days is None else days
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    with engine.connect() as conn:
+        due, oldest = store.articles_before(conn, cutoff)
+    # Said before anything goes: the first run after enabling retention may delete years of history.
+    log.warning(
+        "retention (FINSENT_RETENTION_DAYS=%d): deleting %d articles published before %s%s, with their "
+        "scores; hourly rollups are kept",
+        days,
+        due,
+        cutoff.isoformat(timespec="minutes"),
+        f" (the oldest from {oldest.isoformat(timespec='minutes')})" if oldest else "",
+    )
     articles = 0
     while True:
         with engine.begin() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -43,7 +44,7 @@ def _log_fetch(engine: Engine, started_at) -> None:
 
 
 def test_retention_deletes_old_articles_with_their_scores_and_old_fetch_log_only(
-    engine: Engine, tiny_model_dir: Path
+    engine: Engine, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     add_articles(
         engine,
@@ -57,8 +58,12 @@ def test_retention_deletes_old_articles_with_their_scores_and_old_fetch_log_only
     _log_fetch(engine, CLOCK - timedelta(days=45))
     _log_fetch(engine, CLOCK)
 
-    report = maintenance.apply_retention(engine, days=30, now=NOW)
+    with caplog.at_level(logging.WARNING, logger="pipeline.maintenance"):
+        report = maintenance.apply_retention(engine, days=30, now=NOW)
 
+    # It says what it is about to delete before it deletes it.
+    [said] = [r.getMessage() for r in caplog.records if r.name == "pipeline.maintenance"]
+    assert "deleting 2 articles published before" in said and "FINSENT_RETENTION_DAYS=30" in said
     assert (report.articles_deleted, report.fetch_log_deleted) == (2, 1)
     assert report.cutoff == NOW - timedelta(days=30)
     with engine.connect() as conn:

@@ -100,11 +100,13 @@ def main() -> dict[str, Any]:
         ctx.console.rule(f"{number}. {(step.__doc__ or step.__name__).splitlines()[0]}")
         step(ctx)
     ingest = ctx.results.get("ingest", {})
+    with ctx.engine.connect() as conn:
+        articles, stories = store.article_totals(conn)  # counted at the end: the same on every rerun
     ctx.console.rule("summary")
     ctx.console.print(
         f"ingested {ingest.get('items_new', 0)} new articles from {ingest.get('sources_ok', 0)} feeds "
         f"({ingest.get('sources_failed', 0)} failed, {ingest.get('duplicates', 0)} duplicates dropped); "
-        f"{ctx.results.get('articles', {}).get('stories', 0)} distinct stories stored"
+        f"the database now holds {articles:,} articles in {stories:,} stories, the seeded history included"
     )
     ctx.console.print("see the trends, alerts and stories: make dashboard  (then open http://127.0.0.1:8501)")
     if not ctx.settings.database_url:

@@ -120,6 +120,7 @@ from pipeline.store.silences import (
 )
 from pipeline.store.upkeep import (
     analyze_tables,
+    articles_before,
     delete_articles_before,
     delete_fetch_log_before,
     rollup_mismatches,
@@ -150,6 +151,7 @@ __all__ = [
     "applied_migrations",
     "apply_migration_sql",
     "article_totals",
+    "articles_before",
     "claim_due_email",
     "copy_rows",
     "count_pending_articles",

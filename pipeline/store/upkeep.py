@@ -8,6 +8,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 
+def articles_before(conn: Connection, cutoff: datetime) -> tuple[int, datetime | None]:
+    """Return how many articles were published before ``cutoff``, and the oldest one's time."""
+    row = conn.execute(
+        sa.text("SELECT count(*), min(published_at) FROM articles WHERE published_at < :cutoff"),
+        {"cutoff": cutoff},
+    ).one()
+    return int(row[0]), row[1]
+
+
 def delete_articles_before(conn: Connection, cutoff: datetime, limit: int) -> int:
     """Return how many articles from before ``cutoff`` were deleted (at most ``limit``, scores cascade)."""
     result = conn.execute(
