@@ -31,15 +31,19 @@ def finsent_alerts() -> None:
     def evaluate_rules() -> dict:
         """Return the alert report: transitions found and emails put in the outbox."""
         from pipeline.alerts import evaluate
+        from pipeline.store import db
 
-        return evaluate().as_dict()
+        with db.one_line_errors():
+            return evaluate().as_dict()
 
     @task
     def send_emails() -> dict:
         """Return the delivery report of the outbox (idempotent: each email is sent once)."""
         from pipeline.alerts import deliver_outbox
+        from pipeline.store import db
 
-        return deliver_outbox().as_dict()
+        with db.one_line_errors():
+            return deliver_outbox().as_dict()
 
     evaluate_rules() >> send_emails()
 

@@ -41,15 +41,18 @@ def finsent_ingest() -> None:
         from pipeline.store import db
 
         config = get_settings()
-        db.migrate()  # a fresh deployment's first run creates the schema
+        with db.one_line_errors():
+            db.migrate()  # a fresh deployment's first run creates the schema
         return source_batches(load_sources(config.sources), max(1, config.source_batch_size))
 
     @task
     def ingest_batch(names: list[str]) -> dict:
         """Return the ingest report of one batch of sources."""
         from pipeline.ingest import ingest_sources
+        from pipeline.store import db
 
-        return ingest_sources(names).as_dict()
+        with db.one_line_errors():
+            return ingest_sources(names).as_dict()
 
     @task(outlets=[ARTICLES])
     def announce_new_articles(reports: list[dict], *, outlet_events=None) -> int:

@@ -32,22 +32,28 @@ def finsent_maintenance() -> None:
     def apply_retention() -> dict:
         """Return how many old articles and fetch log rows were deleted."""
         from pipeline import maintenance
+        from pipeline.store import db
 
-        return maintenance.apply_retention().as_dict()
+        with db.one_line_errors():
+            return maintenance.apply_retention().as_dict()
 
     @task
     def verify_rollups() -> dict:
         """Return the consistency report; fail the task when rollups disagree with the scores."""
         from pipeline import maintenance
+        from pipeline.store import db
 
-        return maintenance.verify_rollups()
+        with db.one_line_errors():
+            return maintenance.verify_rollups()
 
     @task
     def analyze() -> list[str]:
         """Return the tables whose statistics were refreshed."""
         from pipeline import maintenance
+        from pipeline.store import db
 
-        return maintenance.analyze()
+        with db.one_line_errors():
+            return maintenance.analyze()
 
     apply_retention() >> verify_rollups() >> analyze()
 

@@ -35,8 +35,10 @@ def finsent_score() -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from pipeline.scoring import score_pending
+        from pipeline.store import db
 
-        report = score_pending().as_dict()
+        with db.one_line_errors():
+            report = score_pending().as_dict()
         if not report.get("scored"):
             raise AirflowSkipException("no unscored articles: alerts are not re-evaluated")
         outlet_events[SCORES].extra = {"scored": report["scored"]}

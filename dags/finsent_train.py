@@ -64,8 +64,10 @@ def finsent_train() -> None:
         from pathlib import Path
 
         from pipeline.scoring import evaluate_against_active
+        from pipeline.store import db
 
-        return evaluate_against_active(Path(candidate_dir))
+        with db.one_line_errors():
+            return evaluate_against_active(Path(candidate_dir))
 
     @task
     def promote(candidate_dir: str, evaluation: dict) -> dict:
@@ -73,8 +75,10 @@ def finsent_train() -> None:
         from pathlib import Path
 
         from pipeline.scoring import promote_if_no_regression
+        from pipeline.store import db
 
-        return promote_if_no_regression(Path(candidate_dir), evaluation)
+        with db.one_line_errors():
+            return promote_if_no_regression(Path(candidate_dir), evaluation)
 
     candidate = train_candidate()
     # Task calls take XComArgs, which Airflow resolves to the upstream return values at run time.

@@ -13,6 +13,8 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +70,20 @@ def database_error_message(
     cause = getattr(exc, "orig", None) or exc
     first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
     return f"cannot use the database at {where}: {first}"
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be used; the message is one line naming the setting and the server."""
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn an unusable database inside the block into DatabaseUnavailable with a one-line message and
+    no chained driver traceback: what an Airflow task log shows instead of 60 lines of psycopg2."""
+    try:
+        yield
+    except (DatabaseConfigError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        raise DatabaseUnavailable(database_error_message(exc)) from None
 
 
 @dataclass(frozen=True)

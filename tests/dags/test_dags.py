@@ -348,3 +348,36 @@ def test_maintenance_dag_deletes_expired_articles_and_passes_the_rollup_check(
     assert _states(run) == {task: ["success"] for task in tasks}
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT id FROM articles")).scalars().all() == kept
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "task_id"),
+    [
+        ("finsent_alerts", "evaluate_rules"),
+        ("finsent_alerts", "send_emails"),
+        ("finsent_ingest", "batches"),
+        ("finsent_score", "score_articles"),
+        ("finsent_maintenance", "apply_retention"),
+    ],
+)
+def test_an_unreachable_database_fails_a_task_with_one_line_naming_it(
+    dagbag: DagBag, dag_id: str, task_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task log shows one line naming the setting and the server, never the password, and no
+    chained driver traceback."""
+    from pipeline.config import get_settings
+    from pipeline.store.db import DatabaseUnavailable, dispose_engines
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody:s3cret-pw@127.0.0.1:1/x")
+    get_settings.cache_clear()
+    dispose_engines()
+    task = dagbag.dags[dag_id].get_task(task_id)
+    try:
+        with pytest.raises(DatabaseUnavailable) as failed:
+            task.python_callable()  # type: ignore[attr-defined]
+    finally:
+        get_settings.cache_clear()
+    message = str(failed.value)
+    assert "\n" not in message and "s3cret" not in message
+    assert message.startswith("cannot use the database at 127.0.0.1:1/x (DATABASE_URL): ")
+    assert failed.value.__suppress_context__  # `from None`: the driver's traceback is not chained
