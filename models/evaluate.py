@@ -37,6 +37,26 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
     return float(ece)
 
 
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> list[dict[str, float]]:
+    """Return a reliability diagram's points: per equal-width bin of the top probability (non-empty bins),
+    its mean confidence, the accuracy of those predictions and how many there are. A calibrated model's
+    points lie on the diagonal: of the calls made at 80 % confidence, 80 % are right."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    points = []
+    for lo, hi in pairwise(np.linspace(0.0, 1.0, n_bins + 1)):
+        in_bin = (conf > lo) & (conf <= hi)
+        if in_bin.any():
+            points.append(
+                {
+                    "confidence": float(conf[in_bin].mean()),
+                    "accuracy": float(correct[in_bin].mean()),
+                    "n": int(in_bin.sum()),
+                }
+            )
+    return points
+
+
 def task_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float | int]:
     """Return accuracy, macro-F1, weighted-F1, ECE and n of predicted probabilities against labels."""
     pred = probs.argmax(axis=1)
@@ -157,6 +177,8 @@ class EvalReport:
     confusion: dict[str, list[list[int]]] = field(default_factory=dict)
     # Per task, with a baseline: the headline metric's model-minus-baseline gap and its bootstrap interval.
     gaps: dict[str, dict[str, float | str]] = field(default_factory=dict)
+    # Per task and news set: reliability diagram points (``reliability_bins``).
+    reliability: dict[str, list[dict[str, float]]] = field(default_factory=dict)
 
 
 def evaluate(
@@ -165,6 +187,7 @@ def evaluate(
     """Return the classifier's metrics on both valid splits and, optionally, the TF-IDF baseline's."""
     summary: dict = {}
     confusion: dict[str, list[list[int]]] = {}
+    reliability: dict[str, list[dict[str, float]]] = {}
     base: dict = {}
     gaps: dict[str, dict[str, float | str]] = {}
     gpt_only: dict = {}
@@ -181,6 +204,7 @@ def evaluate(
                 y, classifier.probabilities(texts, batch_size, use_lexical=False)[which]
             )
         confusion[task] = confusion_matrix(y, probs.argmax(1), labels=list(range(probs.shape[1]))).tolist()
+        reliability[task] = reliability_bins(probs, y)
         if baseline:
             train = load_split(data_dir, task, "train")
             base_probs = baseline_probabilities(train, valid, task)
@@ -191,9 +215,9 @@ def evaluate(
     if gpt_only:
         summary["gpt_only"] = gpt_only
     if (Path(data_dir) / NEWS_DIR / NEWS_EVAL_FILE).is_file():
-        summary["news"] = evaluate_news(classifier, data_dir, confusion, baseline, batch_size)
+        summary["news"] = evaluate_news(classifier, data_dir, confusion, baseline, batch_size, reliability)
     summary["model_version"] = classifier.version
-    return EvalReport(summary, confusion, gaps)
+    return EvalReport(summary, confusion, gaps, reliability)
 
 
 def evaluate_news(
@@ -202,9 +226,11 @@ def evaluate_news(
     confusion: dict[str, list[list[int]]],
     baseline: bool = True,
     batch_size: int = 64,
+    reliability: dict[str, list[dict[str, float]]] | None = None,
 ) -> dict:
     """Return sentiment metrics, per-class precision/recall and the baseline on each news set; add each
-    set's confusion matrix to ``confusion`` as ``news/<set>``.
+    set's confusion matrix to ``confusion`` (and its reliability points to ``reliability``) as
+    ``news/<set>``.
 
     The baseline is the TF-IDF model fit on the tweets plus the fit part of the labeled news: what
     the labels alone give, on the same rows.
@@ -237,6 +263,8 @@ def evaluate_news(
         confusion[f"news/{name}"] = confusion_matrix(
             y, probs.argmax(1), labels=list(range(len(names)))
         ).tolist()
+        if reliability is not None:
+            reliability[f"news/{name}"] = reliability_bins(probs, y)
         out[name] = entry
     return out
 

@@ -154,12 +154,54 @@ st.markdown(
 )
 metrics = metrics_of(row, model_dir)
 expect, numbers, card = st.tabs(["What to expect", "Metrics", "Model card"])
+RELIABILITY_SETS = {
+    "sentiment": "tweets (valid split)",
+    "news/sentfin_heldout": "news headlines (SEntFiN, held out)",
+    "news/finentity_heldout": "news paragraphs (FinEntity, held out)",
+    "news/sentivent_eval": "news sentences (SENTiVENT)",
+}
+
+
+def reliability_frame(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Return the recorded reliability points (set, confidence, accuracy, n) of the known sets."""
+    rows = [
+        {"set": label, **point}
+        for key, label in RELIABILITY_SETS.items()
+        for point in (metrics.get("reliability") or {}).get(key, [])
+    ]
+    return pd.DataFrame(rows, columns=["set", "confidence", "accuracy", "n"])
+
+
 with expect:
     notes = analyst_notes(metrics)
     if notes:
         st.markdown("\n".join(f"- {note}" for note in notes))
     else:
         st.info("No held-out news results recorded for this version: see the Metrics tab.")
+    points = reliability_frame(metrics)
+    if not points.empty:
+        st.markdown(
+            "**How sure is it, and how often is it right?** Each point: the sentiment calls made at about "
+            "that confidence, and the share of them that were right. On the dashed diagonal the model's "
+            "confidence means what it says; below it, the model is surer than it should be."
+        )
+        diagonal = alt.Chart(pd.DataFrame({"x": [0.3, 1.0]})).mark_line(strokeDash=[5, 4], color="#888")
+        reliability = alt.Chart(points).encode(
+            x=alt.X("confidence:Q", title="confidence of the call", scale=alt.Scale(domain=[0.3, 1])),
+            y=alt.Y("accuracy:Q", title="share right", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("set:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=400)),
+            tooltip=[
+                "set",
+                alt.Tooltip("confidence:Q", format=".0%"),
+                alt.Tooltip("accuracy:Q", format=".0%"),
+                "n",
+            ],
+        )
+        # Lines join each set's points; a point's size is how many calls it stands for.
+        curves = reliability.mark_line() + reliability.mark_circle().encode(
+            size=alt.Size("n:Q", title="calls", legend=None, scale=alt.Scale(range=[20, 300]))
+        )
+        st.altair_chart(diagonal.encode(x="x:Q", y="x:Q") + curves, width="stretch")
 with card:
     card_path = model_dir / CARD_FILE if model_dir else None
     if card_path and card_path.is_file():

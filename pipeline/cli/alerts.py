@@ -21,7 +21,7 @@ RulesOption = Annotated[
 ]
 
 
-def _load_rules_orfail(path: Path | None) -> list:
+def _load_rules_or_fail(path: Path | None) -> list:
     from pipeline.alerts import RulesError, load_rules
 
     try:
@@ -39,7 +39,7 @@ def alerts_command(
     """Evaluate every alert rule, then send the emails due in the outbox."""
     from pipeline.alerts import run_alerts
 
-    report = run_alerts(iso_time(now), rules=_load_rules_orfail(rules))
+    report = run_alerts(iso_time(now), rules=_load_rules_or_fail(rules))
     table = Table(title=f"alerts at {report.now:%Y-%m-%d %H:%M} UTC (model {report.model_version or '-'})")
     columns = ("status", "rule", "dimension", "value", "negative", "baseline", "stories", "neg. vs expected")
     for column in (*columns, "since"):
@@ -91,7 +91,7 @@ def backtest_command(
     assert begin is not None and finish is not None
     if finish < begin:
         raise fail(f"--to {end} is before --from {start}")
-    report = backtest(begin, finish, rules=_load_rules_orfail(rules), model_version=model_version)
+    report = backtest(begin, finish, rules=_load_rules_or_fail(rules), model_version=model_version)
     table = Table(title=f"backtest {start} → {end}: {report.evaluations} hourly evaluations")
     for column in ("fired", "resolved", "rule", "dimension", "value", "peak negative", "baseline", "stories"):
         table.add_column(column)

@@ -17,7 +17,7 @@ DataDirOption = Annotated[Path | None, typer.Option("--data", help="Labeled data
 ShippedModelOption = Annotated[Path | None, typer.Option("--model", help="Model dir (default: shipped).")]
 
 
-def _data_dir_orfail(data: Path | None) -> Path:
+def _data_dir_or_fail(data: Path | None) -> Path:
     from pipeline.config import get_settings
 
     found = data or get_settings().data_dir
@@ -55,7 +55,7 @@ def train_command(
     from models.training import load_recipe, train_model
     from pipeline.config import get_settings
 
-    data_dir = _data_dir_orfail(data)
+    data_dir = _data_dir_or_fail(data)
     spec = load_recipe(recipe)
     stem = recipe.stem if recipe else "builtin"
     home = get_settings().home
@@ -87,7 +87,7 @@ def calibrate_command(model: ShippedModelOption = None, data: DataDirOption = No
     from models.training import calibrate_model_dir
 
     try:
-        report = calibrate_model_dir(model or DEFAULT_MODEL_DIR, _data_dir_orfail(data), log=typer.echo)
+        report = calibrate_model_dir(model or DEFAULT_MODEL_DIR, _data_dir_or_fail(data), log=typer.echo)
     except ValueError as exc:  # a re-fit model has no unseen hold-out
         raise fail(str(exc)) from exc
     typer.echo(json.dumps(report, sort_keys=True))
@@ -107,13 +107,18 @@ def eval_command(
     from models.evaluate import evaluate, format_report
     from models.inference import DEFAULT_MODEL_DIR, load
 
-    data_dir = _data_dir_orfail(data)
+    data_dir = _data_dir_or_fail(data)
     clf = load(model)
     report = evaluate(clf, data_dir, baseline=baseline)
     typer.echo(format_report(report, clf.bundle.topics, clf.bundle.sentiments))
     if write_metrics:
         path = Path(model or DEFAULT_MODEL_DIR) / "metrics.json"
-        recorded = {**report.summary, "confusion": report.confusion, "gaps": report.gaps}
+        recorded = {
+            **report.summary,
+            "confusion": report.confusion,
+            "gaps": report.gaps,
+            "reliability": report.reliability,
+        }
         path.write_text(json.dumps(recorded, sort_keys=True) + "\n", encoding="utf-8")
         typer.echo(f"wrote {path}")
     if as_json:

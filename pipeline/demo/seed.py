@@ -342,6 +342,16 @@ def simulated_metrics(seed: int = 7, examples: int = 2000) -> dict[str, Any]:
                 }
             )
         metrics["news"][name] = {**entries[0], "baseline": entries[1]}
+    # Reliability points as `finsent eval` records them: top-class confidence against how often it is right.
+    from models.evaluate import reliability_bins
+
+    metrics["reliability"] = {}
+    for task, n, lean in (("sentiment", 2000, 0.97), ("news/sentfin_heldout", 600, 0.9)):
+        confidence = rng.uniform(1 / 3, 1.0, n)
+        right = rng.random(n) < confidence * lean  # slightly overconfident, as models tend to be
+        probs = np.column_stack([confidence, (1 - confidence) / 2, (1 - confidence) / 2])
+        truth = np.where(right, 0, 1)
+        metrics["reliability"][task] = reliability_bins(probs, truth)
     metrics["note"] = "simulated evaluation of a synthetic seed model version"
     return metrics
 

@@ -264,6 +264,7 @@ def test_model_page_shows_recorded_metrics_class_totals_and_history(
     negative = recorded["confusion"]["news/sentfin_heldout"][0]
     expect = next(m.value for m in at.markdown if m.value.startswith("- Of 100 negative news headlines"))
     assert f"it calls **{100 * negative[0] / sum(negative):.0f} negative**" in expect
+    assert any(m.value.startswith("**How sure is it") for m in at.markdown)  # the reliability diagram
     assert not [m.label for m in at.metric if m.label.startswith("news.")]  # no tiles of raw keys
     assert any("Confusion matrix — sentiment" in m.value for m in at.markdown)
     assert any("Confusion matrix — topic" in m.value for m in at.markdown)

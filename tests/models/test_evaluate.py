@@ -18,6 +18,7 @@ from models.evaluate import (
     format_report,
     labels_of,
     paired_bootstrap,
+    reliability_bins,
     task_metrics,
 )
 from models.inference import load
@@ -25,6 +26,18 @@ from tests.fixtures.models import TOPICS, sentiment_rows, write_csv
 from tests.shared_data import shared_data_dir
 
 METRIC_KEYS = {"accuracy", "macro_f1", "weighted_f1", "ece", "n"}
+
+
+def test_reliability_points_show_how_often_calls_at_each_confidence_are_right() -> None:
+    # 10 calls at 0.9 (9 right), 10 at 0.6 (6 right): both points on the diagonal.
+    probs = np.array([[0.9, 0.1]] * 10 + [[0.4, 0.6]] * 10)
+    labels = np.array([0] * 9 + [1] + [1] * 6 + [0] * 4)
+    points = reliability_bins(probs, labels)
+    assert [(round(p["confidence"], 2), round(p["accuracy"], 2), p["n"]) for p in points] == [
+        (0.6, 0.6, 10),
+        (0.9, 0.9, 10),
+    ]
+    assert sum(p["n"] for p in reliability_bins(np.full((5, 3), 1 / 3), np.zeros(5, int))) == 5
 
 
 def test_calibration_error_is_zero_when_confidence_matches_accuracy() -> None:
@@ -70,6 +83,8 @@ def test_report_has_the_documented_shape(tiny_trained_dir: Path, tiny_data_dir: 
     assert np.array(report.confusion["topic"]).sum() == 6
     assert "confusion matrix, topic" in format_report(report, clf.bundle.topics, clf.bundle.sentiments)
     assert set(report.gaps) == {"sentiment", "topic"}
+    assert {"sentiment", "topic"} <= set(report.reliability)
+    assert sum(p["n"] for p in report.reliability["sentiment"]) == 12
     assert "paired-bootstrap interval" in format_report(report, clf.bundle.topics, clf.bundle.sentiments)
 
 
