@@ -72,7 +72,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/storms.py --json
 	$(BIN)/python bench/dashboard.py --rows 1000000
 
-## airflow: Airflow 3 standalone (scheduler, dag-processor, triggerer, api-server) on http://127.0.0.1:8080,
+## airflow: Airflow 3 (scheduler, dag-processor, triggerer, api-server, all on loopback) on http://127.0.0.1:8080,
 ## metadata in PostgreSQL, DAGs from dags/. Stop with Ctrl-C, or `make airflow-stop` from another terminal.
 airflow: $(STAMP)
 	$(BIN)/python scripts/airflow_local.py

@@ -79,12 +79,15 @@ def time_budget(seconds: float) -> Iterator[bool]:
         yield False
         return
     previous = signal.signal(signal.SIGALRM, _on_alarm)
+    # A process forked from a thread that blocks SIGALRM inherits that mask: the alarm would never come.
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield True
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def budgeted_job(job: Job, timeout_s: float, memory_bytes: int = 0) -> PreparedFeed:
@@ -231,24 +234,43 @@ class ParsePool:
         )
         yield from zip(results, outcomes, strict=True)
 
+    def _hard_limit(self, jobs: int) -> float | None:
+        """Return how long to wait for ``jobs`` feeds before killing their worker: the second line behind
+        the alarm, for a parse stuck where no signal reaches it (a C call that never returns)."""
+        return None if self.timeout_s <= 0 else jobs * self.timeout_s * 2 + 10
+
     def _outcome(
         self, chunk: list[Job], future: Future[list[PreparedFeed]], pool: ProcessPoolExecutor
     ) -> list[PreparedFeed]:
-        """Return the chunk's PreparedFeeds; when a worker of ``pool`` died, parse each of its jobs again,
-        alone, in a fresh pool, so that only the feed that kills a worker fails."""
+        """Return the chunk's PreparedFeeds; when a worker of ``pool`` died or hung, parse each of its jobs
+        again, alone, in a fresh pool, so that only the feed that kills or hangs a worker fails."""
         try:
-            return future.result()
+            return future.result(timeout=self._hard_limit(len(chunk)))
+        except TimeoutError:
+            _kill_workers(pool)
         except BrokenProcessPool:
-            if pool is self._pool:
-                self._restart()
+            pass
         except MemoryError:  # raised in the worker outside a parse: passing the bodies or the results
             return [PreparedFeed(error=MEMORY_ERROR) for _ in chunk]
+        if pool is self._pool:
+            self._restart()
         return [self._alone(job) for job in chunk]
 
     def _alone(self, job: Job) -> PreparedFeed:
-        assert self._pool is not None
+        pool = self._pool
+        assert pool is not None
         try:
-            return self._pool.submit(budgeted_job, job, self.timeout_s, self.memory_bytes).result()
+            return pool.submit(budgeted_job, job, self.timeout_s, self.memory_bytes).result(
+                timeout=self._hard_limit(1)
+            )
+        except TimeoutError:
+            _kill_workers(pool)
+            self._restart()
+            log.warning("%s: %s: parsing hung past its budget; worker killed", job[1], job[2])
+            return PreparedFeed(
+                error=f"parsing took longer than {self.timeout_s:g} s (FINSENT_PARSE_TIMEOUT_S) and was "
+                "stopped; the feed was skipped"
+            )
         except BrokenProcessPool:
             self._restart()
             log.warning("%s: %s: the parse worker died on this feed", job[1], job[2])
@@ -263,3 +285,10 @@ class ParsePool:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self._start()
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL every worker of ``pool`` (its futures then fail with BrokenProcessPool)."""
+    # ProcessPoolExecutor keeps its processes in a private dict and offers no way to stop a busy worker.
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.kill()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -152,7 +154,58 @@ def test_stop_says_stopped_only_when_everything_is_gone(
         assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
         out = capsys.readouterr()
-        assert "did not stop on SIGINT" in out.err and "stopped Airflow standalone" in out.out
+        assert "did not stop on SIGINT" in out.err and "stopped Airflow (pid" in out.out
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+SUPERVISOR = """
+import importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("airflow_local", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+dies = [sys.executable, "-c", "import sys; sys.exit(3)"]
+commands = [sleep, sleep] + ([dies] if sys.argv[2] == "dies" else [])
+print("ready", flush=True)
+sys.exit(module.supervise(commands, dict(os.environ)))
+"""
+
+
+def _supervisor(how: str) -> tuple[subprocess.Popen[str], list[psutil.Process]]:
+    script = str(REPO_DIR / "scripts" / "airflow_local.py")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, script, how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    deadline = time.monotonic() + 20
+    children: list[psutil.Process] = []
+    while len(children) < 2 and time.monotonic() < deadline:
+        children = psutil.Process(proc.pid).children()
+        time.sleep(0.05)
+    return proc, children
+
+
+def test_the_supervisor_stops_every_component_on_sigint_even_if_started_with_it_ignored() -> None:
+    proc, children = _supervisor("runs")
+    assert len(children) == 2
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=40) == 0
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+
+
+def test_one_component_exiting_stops_the_others() -> None:
+    proc, children = _supervisor("dies")
+    assert proc.wait(timeout=40) == 1
+    assert "exited (3); stopped the others" in proc.communicate()[1]
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+
+
+def test_every_component_stays_on_loopback() -> None:
+    commands = [" ".join(c) for c in airflow_local.COMPONENTS]
+    assert "scheduler --skip-serve-logs" in commands and "triggerer --skip-serve-logs" in commands
+    assert "api-server --host 127.0.0.1 --port {port}" in commands

@@ -66,7 +66,7 @@ def test_a_feed_that_parses_past_its_time_budget_fails_alone() -> None:
         assert pool.workers >= 2
         started = time.monotonic()
         outcome = prepared(pool, feeds(big_items=30_000))  # ~6 s of parsing on one core
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 60  # the alarm at 1 s; else the worker is killed at 12 s
     entries, error = outcome.pop("big")
     assert entries == 0 and error is not None and "longer than 1 s" in error
     assert outcome == {f"small{i}": (5, None) for i in range(PARALLEL_PARSE_MIN_FEEDS)}

@@ -33,6 +33,15 @@ def finsent(home: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def embedded_url(home: Path) -> str:
+    """Return the embedded server's URL, asked of a child process: importing the embedded server here
+    would leave an exit hook in the test process that logs after pytest has closed its output."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"FINSENT_HOME": str(home)}
+    code = "from pipeline.store import db; print(db.database_url())"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
 def count(engine: sa.Engine, sql: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text(sql)).scalar_one())
@@ -46,7 +55,7 @@ def test_score_stopped_by_a_database_shutdown_reruns_to_exactly_one_score_per_ar
     settings = Settings(home=home)
     migrated = finsent(home, "db", "migrate")
     assert migrated.wait(timeout=180) == 0, migrated.communicate()[1]
-    engine = sa.create_engine(db.embedded_url(settings), pool_pre_ping=True)
+    engine = sa.create_engine(embedded_url(home), pool_pre_ping=True)
     try:
         add_articles(engine, varied_articles(ARTICLES))
         run = finsent(home, "score", "--model", str(tiny_model_dir), "--batch-size", "8")
@@ -66,7 +75,7 @@ def test_score_stopped_by_a_database_shutdown_reruns_to_exactly_one_score_per_ar
         rerun = finsent(home, "score", "--model", str(tiny_model_dir))
         out, err = rerun.communicate(timeout=300)
         assert rerun.returncode == 0, err
-        engine = sa.create_engine(db.embedded_url(settings), pool_pre_ping=True)
+        engine = sa.create_engine(embedded_url(home), pool_pre_ping=True)
         assert count(engine, "SELECT count(*) FROM scores") == ARTICLES
         assert count(engine, "SELECT count(DISTINCT (article_id, model_version)) FROM scores") == ARTICLES
         assert count(engine, "SELECT count(*) FROM articles") == ARTICLES
