@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from datetime import time as day_time
 from pathlib import Path
@@ -53,11 +54,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def dashboard_url(seeded_dashboard: SeededDashboard, tmp_path: Path) -> Iterator[str]:
-    """Start ``streamlit run dashboard/app.py`` on a free loopback port against the seeded database."""
+@contextmanager
+def serve_dashboard(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """Run ``streamlit run dashboard/app.py`` on a free loopback port against ``database_url``."""
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": seeded_dashboard.url}
+    env = {**os.environ, "DATABASE_URL": database_url}
     env.pop("FINSENT_DASHBOARD_DATABASE_URL", None)
     log = (tmp_path / "streamlit.log").open("wb")
     process = subprocess.Popen(
@@ -99,6 +100,13 @@ def dashboard_url(seeded_dashboard: SeededDashboard, tmp_path: Path) -> Iterator
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture
+def dashboard_url(seeded_dashboard: SeededDashboard, tmp_path: Path) -> Iterator[str]:
+    """The dashboard against the seeded database."""
+    with serve_dashboard(seeded_dashboard.url, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -248,3 +256,12 @@ def test_every_page_fits_a_laptop_and_a_desktop_screen(
         assert page_width <= viewport, f"{path or '/'} at {width} px scrolls sideways"
         name = (path.strip("/") or "overview") + f"-{width}"
         assert screenshot(browser, name).stat().st_size > 10_000
+
+
+def test_an_unreachable_database_is_one_line_on_the_page(browser: WebDriver, tmp_path: Path) -> None:
+    """No traceback in the browser: one line naming the setting and the server, never the password."""
+    with serve_dashboard("postgresql://nobody:s3cret-pw@127.0.0.1:1/x", tmp_path) as url:
+        open_page(browser, url, "Cannot use the database at 127.0.0.1:1/x (DATABASE_URL)")
+        body = browser.find_element(By.TAG_NAME, "body").text
+    assert "Traceback" not in body and "s3cret" not in body
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
