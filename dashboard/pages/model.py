@@ -83,11 +83,42 @@ def confusion_matrices(metrics: dict[str, Any], prefix: str = "") -> dict[str, p
     return found
 
 
+RELIABILITY_SETS = {
+    "sentiment": "tweets (valid split)",
+    "news/sentfin_heldout": "news headlines (SEntFiN, held out)",
+    "news/finentity_heldout": "news paragraphs (FinEntity, held out)",
+    "news/sentivent_eval": "news sentences (SENTiVENT)",
+}
+
+
 NEWS_SETS = {
     "sentivent_eval": "SENTiVENT news sentences (evaluation only)",
     "sentfin_heldout": "SEntFiN headlines (held out)",
     "finentity_heldout": "FinEntity paragraphs (held out)",
 }
+
+
+def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Return precision and recall per sentiment class for the tweets and each news set, computed from the
+    recorded confusion matrices (rows true, columns predicted)."""
+    rows = []
+    for key, label in RELIABILITY_SETS.items():
+        matrix = (metrics.get("confusion") or {}).get(key)
+        if not (isinstance(matrix, list) and len(matrix) == len(SENTIMENT_NAMES)):
+            continue
+        for i, name in enumerate(SENTIMENT_NAMES):
+            called = sum(row[i] for row in matrix)
+            actual = sum(matrix[i])
+            rows.append(
+                {
+                    "set": label,
+                    "class": name,
+                    "precision": matrix[i][i] / called if called else None,
+                    "recall": matrix[i][i] / actual if actual else None,
+                    "texts": actual,
+                }
+            )
+    return pd.DataFrame(rows, columns=["set", "class", "precision", "recall", "texts"])
 
 
 def news_table(metrics: dict[str, Any]) -> pd.DataFrame:
@@ -154,12 +185,6 @@ st.markdown(
 )
 metrics = metrics_of(row, model_dir)
 expect, numbers, card = st.tabs(["What to expect", "Metrics", "Model card"])
-RELIABILITY_SETS = {
-    "sentiment": "tweets (valid split)",
-    "news/sentfin_heldout": "news headlines (SEntFiN, held out)",
-    "news/finentity_heldout": "news paragraphs (FinEntity, held out)",
-    "news/sentivent_eval": "news sentences (SENTiVENT)",
-}
 
 
 def reliability_frame(metrics: dict[str, Any]) -> pd.DataFrame:
@@ -228,6 +253,18 @@ with numbers:
                 for c in news.columns
                 if c not in ("news set", "texts")
             },
+        )
+    classes = per_class_table(metrics)
+    if not classes.empty:
+        st.markdown(
+            "**Per class** — precision (calls of a class that are right) and recall (texts of a class "
+            "called so), from each set's confusion matrix."
+        )
+        st.dataframe(
+            classes,
+            hide_index=True,
+            key="model_per_class",
+            column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall")},
         )
     flat = scalar_metrics(metrics)
     if not flat:

@@ -265,6 +265,11 @@ def test_model_page_shows_recorded_metrics_class_totals_and_history(
     expect = next(m.value for m in at.markdown if m.value.startswith("- Of 100 negative news headlines"))
     assert f"it calls **{100 * negative[0] / sum(negative):.0f} negative**" in expect
     assert any(m.value.startswith("**How sure is it") for m in at.markdown)  # the reliability diagram
+    # Per class for the tweets too, from their confusion matrix: negative recall = diagonal / row sum.
+    per_class = next(d.value for d in at.dataframe if {"class", "recall"} <= set(d.value.columns))
+    tweets = recorded["confusion"]["sentiment"]
+    row = per_class[(per_class["set"] == "tweets (valid split)") & (per_class["class"] == "negative")].iloc[0]
+    assert row["recall"] == tweets[0][0] / sum(tweets[0])
     assert not [m.label for m in at.metric if m.label.startswith("news.")]  # no tiles of raw keys
     assert any("Confusion matrix — sentiment" in m.value for m in at.markdown)
     assert any("Confusion matrix — topic" in m.value for m in at.markdown)
