@@ -38,10 +38,10 @@ def database_url() -> str:
 def database_problem() -> str | None:
     """Return one line saying why the dashboard cannot read its database, or None when it can."""
     try:
-        with read_only_engine(database_url()).connect():
+        with db.one_line_errors(dashboard=True), read_only_engine(database_url()).connect():
             return None
-    except (db.DatabaseConfigError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-        return db.database_error_message(exc, dashboard=True)
+    except db.DatabaseUnavailable as exc:
+        return str(exc)
 
 
 def read_only_engine(url: str) -> Engine:

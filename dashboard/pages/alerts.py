@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import altair as alt
 import pandas as pd
@@ -50,6 +51,17 @@ third.metric(
     ),
 )
 
+
+def held_back(alert: Any) -> str:
+    """Return why an alert sent no email, in a few words: when it was emailed after all (released), the
+    ticker alerts that explain it, or a silence; empty when it was emailed."""
+    if pd.notna(alert.released_at):
+        return f"emailed {alert.released_at:%b %d %H:%M} (released)"
+    if alert.inhibited_by:
+        return f"inhibited by {alert.inhibited_by}"
+    return "silenced" if alert.silenced else ""
+
+
 if shown.empty:
     st.info("No alerts in this range.")
 else:
@@ -86,20 +98,8 @@ else:
         width="stretch",
         height=height,
     )
-    # Why an alert sent no email, in one column: a silence, ticker alerts that explain it, or when it
-    # was emailed after all (released).
-    held = [
-        f"emailed {r.released_at:%b %d %H:%M} (released)"
-        if pd.notna(r.released_at)
-        else f"inhibited by {r.inhibited_by}"
-        if r.inhibited_by
-        else "silenced"
-        if r.silenced
-        else ""
-        for r in shown.itertuples()
-    ]
     st.dataframe(
-        shown.assign(held_back=held)[
+        shown.assign(held_back=[held_back(r) for r in shown.itertuples()])[
             [
                 "rule",
                 "value",

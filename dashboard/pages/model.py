@@ -147,7 +147,7 @@ def analyst_notes(metrics: dict[str, Any]) -> list[str]:
     """Return plain sentences an analyst can act on: per labeled news set, how the model calls negative
     texts, and how often a negative call is right (from the confusion matrices on held-out texts)."""
     notes = []
-    matrices = (metrics.get("confusion") or {}) if isinstance(metrics.get("confusion"), dict) else {}
+    matrices = metrics.get("confusion") or {}
     kinds = {
         "sentfin_heldout": "negative news headlines",
         "finentity_heldout": "negative news paragraphs",

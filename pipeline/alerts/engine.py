@@ -312,7 +312,7 @@ def evaluate(
             if s.status == "firing" and (s.inhibited_by or not s.notified) and s.rule in by_name
         ]
         for state in held:
-            if version is None:
+            if version is None:  # nothing scored yet: nothing to release on
                 break
             rule = by_name[state.rule]
             counts = counts_cache[_counts_key(rule)]

@@ -34,14 +34,13 @@ def _database_errors(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def wrapper(*args: object, **kwargs: object) -> None:
-        import sqlalchemy.exc
-
-        from pipeline.store.db import DatabaseConfigError, database_error_message
+        from pipeline.store import db
 
         try:
-            command(*args, **kwargs)
-        except (DatabaseConfigError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
-            typer.echo(f"error: {database_error_message(exc)}", err=True)
+            with db.one_line_errors():
+                command(*args, **kwargs)
+        except db.DatabaseUnavailable as exc:
+            typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper

@@ -17,6 +17,8 @@ from pipeline.ingest.parse import FeedError, ParsedEntry, parse_feed
 
 log = logging.getLogger(__name__)
 
+MEMORY_ERROR = "parsing needed more memory than FINSENT_PARSE_MEMORY_MB allows; the feed was skipped"
+
 # What a worker gets for one feed: body, source name, URL, content type, fetch time, watchlist path.
 Job = tuple[bytes, str, str, str | None, datetime, str]
 
@@ -131,9 +133,7 @@ def prepare_job(job: Job) -> PreparedFeed:
             watchlist=watchlist,
         )
     except MemoryError:
-        return PreparedFeed(
-            error=f"{name}: {url}: parsing ran out of memory (FINSENT_PARSE_MEMORY_MB); the feed was skipped"
-        )
+        return PreparedFeed(error=MEMORY_ERROR)
     except Exception as exc:  # a parser bug on one hostile document must not end the whole run
         log.exception("%s: %s: parsing failed", name, url)
         return PreparedFeed(error=f"{name}: {url}: parsing failed: {type(exc).__name__}: {exc}")

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline.ingest.entities import tagger_for
 from pipeline.ingest.fetch import FetchResult
-from pipeline.ingest.prepare import Job, PreparedFeed, prepare_feed, prepare_job
+from pipeline.ingest.prepare import MEMORY_ERROR, Job, PreparedFeed, prepare_feed, prepare_job
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,6 @@ def _parse_processes(jobs: int) -> int:
 
 
 _IN_WORKER = False  # set in parse worker processes: only they get a memory budget
-
-MEMORY_ERROR = "parsing needed more memory than FINSENT_PARSE_MEMORY_MB allows; the feed was skipped"
 
 
 class ParseBudgetExceeded(BaseException):

@@ -77,13 +77,14 @@ class DatabaseUnavailable(RuntimeError):
 
 
 @contextmanager
-def one_line_errors() -> Iterator[None]:
+def one_line_errors(*, dashboard: bool = False) -> Iterator[None]:
     """Turn an unusable database inside the block into DatabaseUnavailable with a one-line message and
-    no chained driver traceback: what an Airflow task log shows instead of 60 lines of psycopg2."""
+    no chained driver traceback: what the CLI, the dashboard and an Airflow task log show instead of 60
+    lines of psycopg2. ``dashboard``: the message names the dashboard's setting first."""
     try:
         yield
     except (DatabaseConfigError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-        raise DatabaseUnavailable(database_error_message(exc)) from None
+        raise DatabaseUnavailable(database_error_message(exc, dashboard=dashboard)) from None
 
 
 @dataclass(frozen=True)
