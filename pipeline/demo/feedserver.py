@@ -8,6 +8,7 @@ or a delay. It counts requests and body bytes per path so callers can check what
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -89,6 +90,13 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024
     feed_server: FeedServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-answer (a fetch past its deadline or size cap, a killed run) is
+        # normal here; socketserver would print its traceback into whatever output the server shares.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
 
 
 class FeedServer:
