@@ -290,12 +290,13 @@ def judge(episodes: list[dict], stream: Stream, days: float) -> dict:
                 "flaps": len(mine) - len({fired[i][0]["rule"] for i, _ in mine}),
             }
         )
-    decoy_alerts = 0
+    decoy_alerts, decoy_rules = 0, []
     for d in stream.decoys:
         hits = [
             i for i, (e, t) in enumerate(fired) if e["value"] == d.ticker and d.start <= t <= d.end + 12 * H
         ]
         decoy_alerts += len(hits)
+        decoy_rules += [fired[i][0]["rule"] for i in hits]
         matched.update(hits)
     false = len(fired) - len(matched) + decoy_alerts
     latencies = [p["latency_h"] for p in per_storm if p["latency_h"] is not None]
@@ -305,6 +306,7 @@ def judge(episodes: list[dict], stream: Stream, days: float) -> dict:
         "median_latency_h": round(statistics.median(latencies), 1) if latencies else None,
         "flaps": sum(p["flaps"] for p in per_storm),
         "decoy_alerts": decoy_alerts,
+        "decoy_rules": decoy_rules,
         "false_alerts": false,
         "other_alerts": len(episodes) - len(ticker_eps),
         "storms": per_storm,

@@ -13,6 +13,7 @@ from dashboard import queries
 from dashboard.markdown import escape_markdown, story_line
 from pipeline.alerts import RulesError, SilenceError, add_silence, load_rules
 from pipeline.alerts.lifecycle import window_end
+from pipeline.alerts.stats import count_text
 from pipeline.store import db
 
 TOP_STORIES = 10
@@ -125,7 +126,7 @@ else:
             "neg_share": st.column_config.NumberColumn("neg. share", format="percent", width=70),
             "baseline": st.column_config.NumberColumn("baseline", format="percent", width=70),
             "stories": st.column_config.NumberColumn("stories", width=55),
-            "neg_stories": st.column_config.NumberColumn("negative", width=65),
+            "neg_stories": st.column_config.NumberColumn("negative", format="%.3g", width=65),
             "expected_negatives": st.column_config.NumberColumn("expected", format="%.2f", width=65),
             "held_back": st.column_config.TextColumn("not emailed because", width=150),
         },
@@ -147,7 +148,8 @@ def _expected_note(alert: pd.Series) -> str:
     if expected is None or pd.isna(expected):
         return ""
     figure = escape_markdown(f"{float(expected):.2f}")
-    return f"; {alert['neg_stories']} negative stories where {figure} were expected at its usual rate"
+    negative = count_text(float(alert["neg_stories"]))
+    return f"; {negative} negative stories where {figure} were expected at its usual rate"
 
 
 def evidence(alert: pd.Series, version: str) -> None:

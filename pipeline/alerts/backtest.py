@@ -27,7 +27,7 @@ from pipeline.alerts.lifecycle import (
     window_end,
 )
 from pipeline.alerts.rules import Rule, load_rules
-from pipeline.alerts.stats import market_activity, spike_test
+from pipeline.alerts.stats import COUNT_TESTS, count_value, dispersion, market_activity, spike_test
 
 # Float slack for the vectorised pre-filter, which must never drop a value spike_test would flag.
 _EPS = 1e-9
@@ -35,28 +35,36 @@ _EPS = 1e-9
 
 @dataclass
 class StorySeries:
-    """Hourly story counts of one dimension: ``stories[v, h]`` for value ``values[v]`` at ``start + h``."""
+    """Hourly story counts of one dimension: ``stories[v, h]`` for value ``values[v]`` at ``start + h``,
+    with the negative stories and the expected negatives (sums of p(negative)) beside them."""
 
     dimension: str
     values: list[str]
     start: datetime
     stories: np.ndarray
     neg_stories: np.ndarray
+    neg_expected: np.ndarray
+    neg_expected_sq: np.ndarray  # sums of squared story probabilities (see stats.dispersion)
 
     @classmethod
     def from_rows(cls, dimension: str, rows: Sequence[Any], start: datetime, end: datetime) -> StorySeries:
-        """Return the series of ``rows`` (value, bucket, stories, neg_stories) for buckets in [start, end)."""
+        """Return the series of ``rows`` (value, bucket, stories, neg_stories, neg_expected,
+        neg_expected_sq) for buckets in [start, end)."""
         hours = int((end - start) / HOUR)
         values = sorted({r.value for r in rows})
         index = {v: i for i, v in enumerate(values)}
         stories = np.zeros((len(values), hours), dtype=np.int64)
         neg = np.zeros((len(values), hours), dtype=np.int64)
+        expected = np.zeros((len(values), hours), dtype=np.float64)
+        expected_sq = np.zeros((len(values), hours), dtype=np.float64)
         for r in rows:
             h = int((r.bucket - start) / HOUR)
             if 0 <= h < hours:
                 stories[index[r.value], h] += r.stories
                 neg[index[r.value], h] += r.neg_stories
-        return cls(dimension, values, start, stories, neg)
+                expected[index[r.value], h] += r.neg_expected
+                expected_sq[index[r.value], h] += r.neg_expected_sq
+        return cls(dimension, values, start, stories, neg, expected, expected_sq)
 
 
 @dataclass
@@ -74,6 +82,7 @@ class Episode:
     stories: int
     p_value: float
     expected_negatives: float | None = None  # count rules: what the window expected, at the peak
+    neg_stories: float | None = None  # negative stories at the peak (expected negatives if so counted)
 
 
 @dataclass
@@ -123,8 +132,12 @@ def _observations(
     t: datetime,
     watched: np.ndarray,
     every: np.ndarray | None = None,
+    cum_sq: np.ndarray | None = None,
 ) -> list[Observation]:
-    """Return the observations of values that could breach at ``t`` (others cannot, see ``_EPS``)."""
+    """Return the observations of values that could breach at ``t`` (others cannot, see ``_EPS``).
+
+    ``cum_n`` holds the cumulative negatives as ``rule`` counts them: stories, or expected negatives (then
+    ``cum_sq`` their squares, for the dispersion)."""
     end = int((t - series.start) / HOUR)
     win = int(rule.window / HOUR)
     base = int(rule.baseline / HOUR)
@@ -144,13 +157,17 @@ def _observations(
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(n > 0, k / np.maximum(n, 1), 0.0)
     activity = 1.0
-    if rule.test == "poisson_count" and every is not None:
+    if rule.test in COUNT_TESTS and every is not None:
         activity = market_activity(
             int(span(every, end - win, end)[0]),
             win,
             int(span(every, end - win - gap - base, end - win - gap)[0]),
             base,
         )
+    spread = 1.0
+    if rule.negatives == "probabilities" and cum_sq is not None:
+        base_sq = span(cum_sq, end - win - gap - base, end - win - gap)
+        spread = dispersion(float(k0.sum()), float(base_sq.sum()))
     possible = (
         watched
         & (n >= rule.min_stories)
@@ -163,9 +180,9 @@ def _observations(
             rule,
             series.values[v],
             spike_test(
-                int(k[v]),
+                k[v].item(),  # an int for negative stories, a float for expected negatives
                 int(n[v]),
-                int(k0[v]),
+                k0[v].item(),
                 int(n0[v]),
                 test=rule.test,
                 alpha=rule.alpha,
@@ -177,6 +194,7 @@ def _observations(
                 window_hours=win,
                 baseline_hours=base,
                 activity=activity,
+                dispersion=spread,
             ),
         )
         for v in candidates
@@ -190,12 +208,14 @@ def replay(
     episodes: list[Episode] = []
     open_episodes: dict[str, Episode] = {}
     states: dict[str, AlertState] = {}
-    cums: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    cums: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
     for dim, s in series.items():
         zeros = np.zeros((len(s.values), 1), dtype=np.int64)
         cums[dim] = (
             np.hstack([zeros, np.cumsum(s.stories, axis=1)]),
             np.hstack([zeros, np.cumsum(s.neg_stories, axis=1)]),
+            np.hstack([zeros, np.cumsum(s.neg_expected, axis=1)]),
+            np.hstack([zeros, np.cumsum(s.neg_expected_sq, axis=1)]),
         )
     watched = {
         (rule.name, dim): np.array([value_watched(rule, v) for v in s.values], dtype=bool)
@@ -209,8 +229,11 @@ def replay(
             story = series.get(rule.dimension)
             if story is None or not story.values:
                 continue
-            cum_s, cum_n = cums[rule.dimension]
-            obs = _observations(rule, story, cum_s, cum_n, t, watched[(rule.name, rule.dimension)], every)
+            cum_s, cum_labels, cum_expected, cum_sq = cums[rule.dimension]
+            cum_n = cum_expected if rule.negatives == "probabilities" else cum_labels
+            obs = _observations(
+                rule, story, cum_s, cum_n, t, watched[(rule.name, rule.dimension)], every, cum_sq
+            )
             changed, transitions = step_rule(rule, obs, states, t)
             states.update(changed)
             for o in obs:
@@ -221,6 +244,7 @@ def replay(
                     e.stories = o.result.stories
                     e.p_value = o.result.p_value
                     e.expected_negatives = o.result.expected
+                    e.neg_stories = count_value(o.result.neg_stories)
             for tr in transitions:
                 st = tr.state
                 if tr.transition == "firing":
@@ -236,6 +260,7 @@ def replay(
                         st.stories or 0,
                         st.p_value if st.p_value is not None else 1.0,
                         st.expected_negatives,
+                        None if st.neg_stories is None else count_value(st.neg_stories),
                     )
                     episodes.append(e)
                     open_episodes[st.fingerprint] = e
@@ -282,9 +307,7 @@ def backtest(
     lookback = max(rule.window + rule.baseline_gap + rule.baseline for rule in rules)
     first = times[0] - lookback
     # Count tests read the activity of all news beside their own dimension.
-    dims = {r.dimension for r in rules} | (
-        {"all"} if any(r.test == "poisson_count" for r in rules) else set()
-    )
+    dims = {r.dimension for r in rules} | ({"all"} if any(r.test in COUNT_TESTS for r in rules) else set())
     series = load_series(engine, version, sorted(dims), first, times[-1])
     report.episodes = replay(rules, series, times)
     return report

@@ -15,6 +15,7 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipeline.alerts.stats import count_text
 from pipeline.config import Settings
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -42,7 +43,7 @@ class AlertFigures:
     neg_share: float
     baseline: float
     stories: int
-    neg_stories: int
+    neg_stories: float  # expected negatives (a sum of p(negative)) when the rule counts those
     base_stories: int
     p_value: float
     expected_negatives: float | None = None  # count rules: the negative stories the window expected
@@ -126,8 +127,8 @@ def render_alert_email(
     for f in figures:
         text += [
             f"Rule {f.rule} ({f.severity}, window {_span(f.window)}):",
-            f"  Negative share: {_pct(f.neg_share)} of {f.stories} stories ({f.neg_stories} negative) "
-            f"in the last {_span(f.window)}",
+            f"  Negative share: {_pct(f.neg_share)} of {f.stories} stories"
+            f" ({count_text(f.neg_stories)} negative) in the last {_span(f.window)}",
             f"  Baseline:       {_pct(f.baseline)} over the trailing baseline ({f.base_stories} stories)",
             *(
                 [f"  Expected:       {f.expected_negatives:.2f} negative stories at its usual rate"]
@@ -152,9 +153,9 @@ def render_alert_email(
     esc = html.escape
     rows = "".join(
         f"<tr><td>{esc(f.rule)}</td><td>{esc(f.severity)}</td><td>{_span(f.window)}</td>"
-        f"<td><b>{_pct(f.neg_share)}</b> ({f.neg_stories}/{f.stories})"
+        f"<td><b>{_pct(f.neg_share)}</b> ({count_text(f.neg_stories)}/{f.stories})"
         + (
-            f"<br>{f.neg_stories} negative vs {f.expected_negatives:.2f} expected"
+            f"<br>{count_text(f.neg_stories)} negative vs {f.expected_negatives:.2f} expected"
             if f.expected_negatives is not None
             else ""
         )

@@ -49,7 +49,7 @@ from pipeline.alerts.lifecycle import (
 )
 from pipeline.alerts.report import AlertReport, alert_view
 from pipeline.alerts.rules import Rule, load_rules
-from pipeline.alerts.stats import market_activity
+from pipeline.alerts.stats import COUNT_TESTS, dispersion, market_activity
 from pipeline.config import Settings, get_settings
 
 HEADLINES_PER_EMAIL = 5
@@ -65,9 +65,13 @@ def _state_row(state: AlertState) -> dict[str, Any]:
     return {"fingerprint": state.fingerprint, **asdict(state), "inhibited_by": list(state.inhibited_by)}
 
 
-def _counts_key(rule: Rule) -> tuple[str, timedelta, timedelta, timedelta, bool]:
+CountsKey = tuple[str, timedelta, timedelta, timedelta, bool, str]
+
+
+def _counts_key(rule: Rule) -> CountsKey:
     """Return what the counts of ``rule`` depend on: rules that share it share one query."""
-    return (rule.dimension, rule.window, rule.baseline, rule.baseline_gap, rule.test == "poisson_count")
+    count_test = rule.test in COUNT_TESTS
+    return (rule.dimension, rule.window, rule.baseline, rule.baseline_gap, count_test, rule.negatives)
 
 
 def _counts(conn: Connection, version: str, rule: Rule, now: datetime) -> dict[str, Counts]:
@@ -77,11 +81,17 @@ def _counts(conn: Connection, version: str, rule: Rule, now: datetime) -> dict[s
     bounds = (base_end - rule.baseline, base_end, win_start, end)
     rows = store.window_counts(conn, version, rule.dimension, *bounds)
     activity = 1.0
-    if rule.test == "poisson_count":
+    if rule.test in COUNT_TESTS:
         every = store.window_counts(conn, version, "all", *bounds)
         if every:
             a = every[0]
             activity = market_activity(a.stories, rule.window / HOUR, a.base_stories, rule.baseline / HOUR)
+    if rule.negatives == "probabilities":
+        spread = dispersion(sum(r.base_neg_expected for r in rows), sum(r.base_neg_expected_sq for r in rows))
+        return {
+            r.value: Counts(r.stories, r.neg_expected, r.base_stories, r.base_neg_expected, activity, spread)
+            for r in rows
+        }
     return {r.value: Counts(r.stories, r.neg_stories, r.base_stories, r.base_neg, activity) for r in rows}
 
 
@@ -204,12 +214,13 @@ def _inhibited(
     ):
         return t
     end = window_end(t.at)
-    stories, neg, found = store.window_counts_without_tickers(
+    stories, neg, neg_expected, found = store.window_counts_without_tickers(
         conn, version, rule.dimension, t.state.value, end - rule.window, end, firing_tickers
     )
     if not found:
         return t
-    without = Counts(stories, neg, base.base_stories, base.base_neg)
+    remaining = neg_expected if rule.negatives == "probabilities" else neg
+    without = Counts(stories, remaining, base.base_stories, base.base_neg, base.activity, base.dispersion)
     if rule_test(rule, without, pooled_prior(counts)).breach:
         return t
     held = replace(t.state, notified=False, inhibited_by=tuple(found))
@@ -278,7 +289,7 @@ def evaluate(
         silences = [dict(row._mapping) for row in store.active_silences(conn, now)]
         recorded: list[tuple[Transition, int]] = []
         changed_all: dict[str, AlertState] = {}
-        counts_cache: dict[tuple[str, timedelta, timedelta, timedelta, bool], dict[str, Counts]] = {}
+        counts_cache: dict[CountsKey, dict[str, Counts]] = {}
         stepped: list[tuple[Transition, dict[str, Counts]]] = []
         for rule in rules:
             key = _counts_key(rule)

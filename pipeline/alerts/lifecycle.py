@@ -39,13 +39,17 @@ def window_end(now: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class Counts:
-    """Stories and negative stories of one dimension value: in the window and in its baseline."""
+    """Stories and negative stories of one dimension value: in the window and in its baseline.
+
+    The negatives are whole stories or expected negatives (sums of p(negative)), as the rule counts them.
+    """
 
     stories: int
-    neg_stories: int
+    neg_stories: float
     base_stories: int
-    base_neg: int
+    base_neg: float
     activity: float = 1.0  # all news in the window against its baseline rate (count tests only)
+    dispersion: float = 1.0  # expected negatives: their variance against a whole-story count's
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ def rule_test(rule: Rule, c: Counts, prior: float) -> SpikeResult:
         window_hours=rule.window / HOUR,
         baseline_hours=rule.baseline / HOUR,
         activity=c.activity,
+        dispersion=c.dispersion,
     )
 
 
@@ -120,7 +125,7 @@ class AlertState:
     neg_share: float | None = None
     baseline: float | None = None
     stories: int | None = None
-    neg_stories: int | None = None
+    neg_stories: float | None = None  # expected negatives under ``negatives: probabilities``
     base_stories: int | None = None
     p_value: float | None = None
     evaluated_at: datetime | None = None

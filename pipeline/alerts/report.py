@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from pipeline.alerts.lifecycle import AlertState
+from pipeline.alerts.stats import count_value
 
 
 @dataclass
@@ -21,7 +22,7 @@ class AlertView:
     neg_share: float | None
     baseline: float | None
     stories: int | None
-    neg_stories: int | None = None
+    neg_stories: float | None = None  # expected negatives when the rule counts those
     p_value: float | None = None
     severity: str = "warning"
     since: str | None = None
@@ -71,7 +72,7 @@ def alert_view(
         neg_share=None if state.neg_share is None else round(state.neg_share, 4),
         baseline=None if state.baseline is None else round(state.baseline, 4),
         stories=state.stories,
-        neg_stories=state.neg_stories,
+        neg_stories=None if state.neg_stories is None else count_value(state.neg_stories),
         p_value=state.p_value,
         severity=state.severity,
         since=since.isoformat() if since else None,

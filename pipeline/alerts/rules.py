@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.alerts.stats import COUNT_TESTS, TestName
 from pipeline.config import PACKAGE_DIR, Settings, get_settings, validation_summary
 
 DEFAULT_RULES = PACKAGE_DIR / "alerts" / "alert_rules.yaml"
@@ -48,10 +49,15 @@ class Rule(BaseModel):
     # The baseline ends this long before the window starts, so a storm that has run for hours does not
     # raise its own baseline and mask itself (Prometheus users write ``offset 1d``).
     baseline_gap: timedelta = timedelta(hours=24)
-    test: Literal["binomial", "beta_binomial", "z", "poisson_count"] = "beta_binomial"
+    test: TestName = "beta_binomial"
     alpha: float = Field(default=0.001, gt=0, lt=1)
     min_stories: int = Field(default=5, ge=1)
-    min_negative: int = Field(default=0, ge=0)  # negative stories the window needs (any test)
+    min_negative: float = Field(default=0, ge=0)  # negative stories the window needs (any test)
+    # What a count test counts: ``labels``, the stories the model calls negative; ``probabilities``, the
+    # expected number of negative stories, each story adding its calibrated p(negative). A model that
+    # reads a bad sentence as neutral at p(negative) = 0.4 still adds 0.4: its storms are counted in
+    # expectation instead of lost under the argmax.
+    negatives: Literal["labels", "probabilities"] = "labels"
     min_rise: float = Field(default=0.15, ge=0, le=1)
     # Pseudo-stories at the all-stories share that steady a thin baseline (see stats.baseline_share).
     prior_stories: float = Field(default=20.0, ge=0)
@@ -87,6 +93,9 @@ class Rule(BaseModel):
                 raise ValueError(f"{label} must be a positive whole number of hours, got {span}")
         if self.baseline_gap < timedelta(0) or self.baseline_gap % timedelta(hours=1):
             raise ValueError(f"baseline_gap must be zero or a whole number of hours, got {self.baseline_gap}")
+        if self.negatives == "probabilities" and self.test not in COUNT_TESTS:
+            # The share tests count whole stories (binomial trials); only a count test takes a sum.
+            raise ValueError("negatives: probabilities needs a count test (poisson_count or poisson_volume)")
         return self
 
 

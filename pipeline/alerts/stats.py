@@ -11,7 +11,11 @@ import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
-TestName = Literal["binomial", "beta_binomial", "z", "poisson_count"]
+from scipy.special import gammainc
+
+TestName = Literal["binomial", "beta_binomial", "z", "poisson_count", "poisson_volume"]
+# Tests on counts against a rate (news activity matters to them; they take expected negatives).
+COUNT_TESTS = ("poisson_count", "poisson_volume")
 
 # Summation stops once a term adds less than this fraction of the running total.
 _REL_EPS = 1e-17
@@ -86,12 +90,20 @@ def beta_binomial_sf(k: int, n: int, a: float, b: float) -> float:
     return max(0.0, 1.0 - lower)
 
 
-def poisson_sf(k: int, mu: float) -> float:
-    """Return P(X >= k) for X ~ Poisson(mu)."""
+def poisson_sf(k: float, mu: float) -> float:
+    """Return P(X >= k) for X ~ Poisson(mu).
+
+    A ``k`` that is not a whole number (a sum of probabilities, see ``Rule.negatives``) takes the
+    continuous extension P(Gamma(k) <= mu), the regularized incomplete gamma function, which equals the
+    Poisson tail at whole numbers and rises smoothly between them.
+    """
     if k <= 0:
         return 1.0
     if mu <= 0.0:
         return 0.0
+    if not float(k).is_integer():
+        return float(gammainc(k, mu))
+    k = int(k)
     log_pmf = -mu + k * math.log(mu) - math.lgamma(k + 1)
     if k >= mu:
         # Above the mean the pmf falls: sum upwards from k until the terms stop counting.
@@ -101,7 +113,7 @@ def poisson_sf(k: int, mu: float) -> float:
 
 
 def expected_negatives(
-    base_neg: int, baseline_hours: float, window_hours: float, activity: float = 1.0
+    base_neg: float, baseline_hours: float, window_hours: float, activity: float = 1.0
 ) -> float:
     """Return the negative stories a window of ``window_hours`` expects at the baseline's hourly rate,
     scaled by how busy the news is in the window compared with the baseline (``activity``).
@@ -109,6 +121,20 @@ def expected_negatives(
     One pseudo-story keeps a ticker whose baseline saw no negative story from expecting none at all.
     """
     return (base_neg + 1.0) / max(baseline_hours, 1.0) * window_hours * activity
+
+
+def dispersion(neg_expected: float, neg_expected_sq: float) -> float:
+    """Return how much a sum of story probabilities varies against a count of whole stories, in [0.2, 1].
+
+    A story adds p(negative) to expected negatives; over many stories the sum has mean sum(p) and, since
+    p**2 <= p, a variance of at most sum(p**2). A count of whole stories (p = 0 or 1) is Poisson, variance
+    equal to mean: ratio 1. Probabilities spread between 0 and 1 vary less (quasi-Poisson): the count test
+    divides the observed and the expected sums by this ratio before taking the Poisson tail. Measured on
+    the baseline of every value of the dimension; clipped so a thin baseline cannot make one story decisive.
+    """
+    if neg_expected <= 0.0:
+        return 1.0
+    return min(1.0, max(0.2, neg_expected_sq / neg_expected))
 
 
 def market_activity(stories: int, window_hours: float, base_stories: int, baseline_hours: float) -> float:
@@ -122,6 +148,16 @@ def market_activity(stories: int, window_hours: float, base_stories: int, baseli
         return 1.0
     ratio = (stories / window_hours) / (base_stories / max(baseline_hours, 1.0))
     return min(4.0, max(0.25, ratio))
+
+
+def count_value(count: float) -> float:
+    """Return a count as JSON should carry it: whole stories as an int, expected negatives to 2 places."""
+    return int(count) if float(count).is_integer() else round(count, 2)
+
+
+def count_text(count: float) -> str:
+    """Return a story count as people read it: whole stories as "4", expected negatives as "4.3"."""
+    return f"{int(count)}" if float(count).is_integer() else f"{count:.1f}"
 
 
 def normal_sf(z: float) -> float:
@@ -148,9 +184,9 @@ class SpikeResult:
     """The outcome of one spike test: the shares compared, the p-value, and whether it breaches."""
 
     stories: int
-    neg_stories: int
+    neg_stories: float  # whole stories, or expected negatives (a sum of p(negative))
     base_stories: int
-    base_neg: int
+    base_neg: float
     neg_share: float
     baseline: float
     p_value: float
@@ -159,7 +195,7 @@ class SpikeResult:
     expected: float | None = None  # negative stories the window expected (count tests only)
 
 
-def baseline_share(base_neg: int, base_stories: int, prior_share: float, prior_stories: float) -> float:
+def baseline_share(base_neg: float, base_stories: int, prior_share: float, prior_stories: float) -> float:
     """Return the baseline negative share, shrunk towards ``prior_share`` by ``prior_stories`` pseudo-counts.
 
     A ticker seen in 12 stories over two weeks has a very rough baseline of its own; the prior (usually the
@@ -171,9 +207,9 @@ def baseline_share(base_neg: int, base_stories: int, prior_share: float, prior_s
 
 
 def spike_test(
-    neg_stories: int,
+    neg_stories: float,
     stories: int,
-    base_neg: int,
+    base_neg: float,
     base_stories: int,
     *,
     test: TestName = "beta_binomial",
@@ -182,10 +218,11 @@ def spike_test(
     min_rise: float = 0.15,
     prior_share: float = 0.3,
     prior_stories: float = 20.0,
-    min_negative: int = 0,
+    min_negative: float = 0,
     window_hours: float = 1.0,
     baseline_hours: float = 336.0,
     activity: float = 1.0,
+    dispersion: float = 1.0,
 ) -> SpikeResult:
     """Return whether ``neg_stories`` of ``stories`` is a significant rise over the baseline counts.
 
@@ -195,7 +232,8 @@ def spike_test(
     surprising; ``poisson_count`` asks whether its *number* of negative stories is, at the baseline's
     hourly rate of them (times ``activity``, see :func:`market_activity`): a storm is more stories as
     well as sourer ones, and counting catches it hours before enough stories pile up for a share to be
-    significant.
+    significant. Only ``poisson_count`` takes expected negatives (sums of p(negative)), with their
+    ``dispersion`` (see :func:`dispersion`); the share tests count whole stories.
     """
     share = neg_stories / stories if stories else 0.0
     base = baseline_share(base_neg, base_stories, prior_share, prior_stories)
@@ -206,26 +244,35 @@ def spike_test(
     if stories < min_stories:
         return result(1.0, False, f"only {stories} stories (< {min_stories})")
     if neg_stories < min_negative:
-        return result(1.0, False, f"only {neg_stories} negative stories (< {min_negative})")
+        return result(1.0, False, f"only {count_text(neg_stories)} negative stories (< {min_negative:g})")
     if share - base < min_rise:
         return result(1.0, False, f"rise {share - base:+.3f} below {min_rise:.3f}")
+    if test not in COUNT_TESTS and not (float(neg_stories).is_integer() and float(base_neg).is_integer()):
+        raise ValueError(f"the {test} test counts whole stories; expected negatives need poisson_count")
     if test == "binomial":
-        p_value = binomial_sf(neg_stories, stories, base)
+        p_value = binomial_sf(int(neg_stories), stories, base)
     elif test == "beta_binomial":
         weight = base_stories + prior_stories
         if base <= 0.0 or base >= 1.0 or weight <= 0:
             # A baseline (prior included) that never saw a negative story, or saw nothing else, is certain
             # of its share; the beta-binomial cannot express that, the binomial can.
-            p_value = binomial_sf(neg_stories, stories, base)
+            p_value = binomial_sf(int(neg_stories), stories, base)
         else:
-            p_value = beta_binomial_sf(neg_stories, stories, base * weight, (1.0 - base) * weight)
+            p_value = beta_binomial_sf(int(neg_stories), stories, base * weight, (1.0 - base) * weight)
     elif test == "poisson_count":
         expected = expected_negatives(base_neg, baseline_hours, window_hours, activity)
-        p_value = poisson_sf(neg_stories, expected)
+        p_value = poisson_sf(neg_stories / dispersion, expected / dispersion)
         verdict = "<=" if p_value <= alpha else ">"
-        reason = f"{neg_stories} negative stories vs {expected:.2f} expected: p={p_value:.2g}"
+        reason = f"{count_text(neg_stories)} negative stories vs {expected:.2f} expected: p={p_value:.2g}"
         reason += f" {verdict} alpha={alpha:g}"
         return replace(result(p_value, p_value <= alpha, reason), expected=expected)
+    elif test == "poisson_volume":
+        expected_stories = (base_stories + 1.0) / max(baseline_hours, 1.0) * window_hours * activity
+        p_value = poisson_sf(stories, expected_stories)
+        verdict = "<=" if p_value <= alpha else ">"
+        reason = f"{stories} stories vs {expected_stories:.2f} expected, {count_text(neg_stories)} negative:"
+        reason += f" p={p_value:.2g} {verdict} alpha={alpha:g}"
+        return replace(result(p_value, p_value <= alpha, reason), expected=expected_stories * base)
     elif test == "z":
         # The prior enters as pseudo-stories of the baseline sample so both tests see the same baseline.
         weight = base_stories + prior_stories

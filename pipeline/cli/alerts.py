@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.alerts.stats import count_text
 from pipeline.cli.render import JsonOption, echo_json, fail, iso_time, pct
 
 app = typer.Typer()
@@ -69,9 +70,9 @@ def alerts_command(
         echo_json(report.as_dict())
 
 
-def _versus(negative: int | None, expected: float | None) -> str:
+def _versus(negative: float | None, expected: float | None) -> str:
     """Return a count rule's explanation, "4 vs 0.21" negative stories against those expected, else "-"."""
-    return "-" if expected is None or negative is None else f"{negative} vs {expected:.2f}"
+    return "-" if expected is None or negative is None else f"{count_text(negative)} vs {expected:.2f}"
 
 
 @app.command("backtest")

@@ -38,15 +38,20 @@ def window_counts(
     win_start: datetime,
     end: datetime,
 ) -> list[sa.Row[Any]]:
-    """Return per value of ``dimension``: stories and neg_stories in [win_start, end) and in the baseline
-    [base_start, base_end) as ``stories, neg_stories, base_stories, base_neg`` (a gap between is skipped)."""
+    """Return per value of ``dimension``: stories, negative stories and expected negatives (summed
+    p(negative)) in [win_start, end) and in the baseline [base_start, base_end) as ``stories, neg_stories,
+    neg_expected, base_stories, base_neg, base_neg_expected, base_neg_expected_sq`` (the sum of squared
+    story probabilities; a gap between window and baseline is skipped)."""
     rows = conn.execute(
         sa.text(
             "SELECT value,"
             " COALESCE(sum(stories) FILTER (WHERE bucket >= :win_start), 0)::int AS stories,"
             " COALESCE(sum(neg_stories) FILTER (WHERE bucket >= :win_start), 0)::int AS neg_stories,"
+            " COALESCE(sum(neg_expected) FILTER (WHERE bucket >= :win_start), 0) AS neg_expected,"
             " COALESCE(sum(stories) FILTER (WHERE bucket < :base_end), 0)::int AS base_stories,"
-            " COALESCE(sum(neg_stories) FILTER (WHERE bucket < :base_end), 0)::int AS base_neg"
+            " COALESCE(sum(neg_stories) FILTER (WHERE bucket < :base_end), 0)::int AS base_neg,"
+            " COALESCE(sum(neg_expected) FILTER (WHERE bucket < :base_end), 0) AS base_neg_expected,"
+            " COALESCE(sum(neg_expected_sq) FILTER (WHERE bucket < :base_end), 0) AS base_neg_expected_sq"
             " FROM rollups_hourly"
             " WHERE model_version = :version AND dimension = :dimension"
             "   AND bucket >= :base_start AND bucket < :end"
@@ -73,23 +78,25 @@ def write_story_counts(
     """Write ``(dimension, value, bucket, stories, neg_stories)`` straight into rollups_hourly; return rows.
 
     For recorded or synthetic histories (backtests, benchmarks): each story counts as one article,
-    negative or neutral. Existing buckets are replaced.
+    negative or neutral, called with certainty (expected negatives = negative stories). Existing buckets
+    are replaced.
     """
     if not rows:
         return 0
     return conn.execute(
         sa.text(
             "INSERT INTO rollups_hourly (model_version, dimension, value, bucket, articles, stories,"
-            " negative, neutral, positive, neg_stories, score_sum)"
+            " negative, neutral, positive, neg_stories, score_sum, neg_expected, neg_expected_sq)"
             " SELECT :version, t.dimension, t.value, t.bucket, t.stories, t.stories, t.neg,"
-            "   t.stories - t.neg, 0, t.neg, -t.neg::double precision"
+            "   t.stories - t.neg, 0, t.neg, -t.neg::double precision, t.neg, t.neg"
             " FROM unnest(CAST(:dimensions AS text[]), CAST(:values AS text[]),"
             "             CAST(:buckets AS timestamptz[]), CAST(:stories AS int[]), CAST(:negs AS int[]))"
             "   AS t(dimension, value, bucket, stories, neg)"
             " ON CONFLICT (model_version, dimension, value, bucket) DO UPDATE SET"
             "   articles = EXCLUDED.articles, stories = EXCLUDED.stories, negative = EXCLUDED.negative,"
             "   neutral = EXCLUDED.neutral, positive = 0, neg_stories = EXCLUDED.neg_stories,"
-            "   score_sum = EXCLUDED.score_sum"
+            "   score_sum = EXCLUDED.score_sum, neg_expected = EXCLUDED.neg_expected,"
+            "   neg_expected_sq = EXCLUDED.neg_expected_sq"
         ),
         {
             "version": version,
@@ -112,10 +119,11 @@ def guid_prefix_last_published(conn: Connection, prefix: str) -> datetime | None
 def rollup_story_series(
     conn: Connection, version: str, dimension: str, start: datetime, end: datetime
 ) -> list[sa.Row[Any]]:
-    """Return ``value, bucket, stories, neg_stories`` rows of ``dimension`` with start <= bucket < end."""
+    """Return ``value, bucket, stories, neg_stories, neg_expected, neg_expected_sq`` rows of ``dimension``
+    with start <= bucket < end."""
     rows = conn.execute(
         sa.text(
-            "SELECT value, bucket, stories, neg_stories FROM rollups_hourly"
+            "SELECT value, bucket, stories, neg_stories, neg_expected, neg_expected_sq FROM rollups_hourly"
             " WHERE model_version = :version AND dimension = :dimension"
             "   AND bucket >= :start AND bucket < :end AND stories > 0"
         ),
@@ -128,7 +136,10 @@ def negative_headlines(
     conn: Connection, version: str, dimension: str, value: str, start: datetime, end: datetime, limit: int
 ) -> list[sa.Row[Any]]:
     """Return the most negative stories of one dimension value published in [start, end), one row per
-    story (its most negative copy): ``title, url, source, published_at, score, copies``."""
+    story (its most negative copy): ``title, url, source, published_at, score, copies``.
+
+    A story qualifies when it is called negative or merely leans negative (score < 0): an alert on
+    expected negatives can fire on stories the model calls neutral with a high p(negative)."""
     rows = conn.execute(
         sa.text(
             "SELECT title, url, source, published_at, score, copies FROM ("
@@ -139,7 +150,8 @@ def negative_headlines(
             "  JOIN articles a ON a.id = f.article_id"
             "  JOIN sources src ON src.id = a.source_id"
             "  WHERE f.model_version = :version AND f.dimension = :dimension AND f.value = :value"
-            "    AND f.sentiment = 'negative' AND f.published_at >= :start AND f.published_at < :end"
+            "    AND (f.sentiment = 'negative' OR f.score < 0)"
+            "    AND f.published_at >= :start AND f.published_at < :end"
             "  ORDER BY f.story_id, f.score, a.published_at"
             ") AS per_story ORDER BY score, published_at DESC LIMIT :limit"
         ),
@@ -221,27 +233,29 @@ def window_counts_without_tickers(
     start: datetime,
     end: datetime,
     tickers: Sequence[str],
-) -> tuple[int, int, list[str]]:
-    """Return ``(stories, neg_stories, tickers found)`` of one dimension value in [start, end), counted
-    as the rollups count them, after dropping every article that names one of ``tickers``; the third
-    item lists the ``tickers`` that the dropped articles named.
+) -> tuple[int, int, float, list[str]]:
+    """Return ``(stories, neg_stories, neg_expected, tickers found)`` of one dimension value in
+    [start, end), counted as the rollups count them, after dropping every article that names one of
+    ``tickers``; the last item lists the ``tickers`` that the dropped articles named.
     """
     row = conn.execute(
         sa.text(
             # One read of the window's articles; "named" marks those that the count leaves out.
             "WITH facts AS MATERIALIZED ("
-            "  SELECT f.bucket, f.story_id, f.sentiment, a.tickers,"
+            "  SELECT f.bucket, f.story_id, f.sentiment, f.p_negative, a.tickers,"
             "   a.tickers && CAST(:tickers AS text[]) AS named"
             "  FROM score_facts f JOIN articles a ON a.id = f.article_id"
             "  WHERE f.model_version = :version AND f.dimension = :dimension AND f.value = :value"
             "    AND f.published_at >= :start AND f.published_at < :end"
             "), per_story AS ("
             "  SELECT count(*) FILTER (WHERE NOT named) AS n,"
-            "   count(*) FILTER (WHERE NOT named AND sentiment = 'negative') AS neg"
+            "   count(*) FILTER (WHERE NOT named AND sentiment = 'negative') AS neg,"
+            "   avg(p_negative) FILTER (WHERE NOT named) AS p_negative"
             "  FROM facts GROUP BY bucket, story_id"
             ")"
             " SELECT (SELECT count(*) FROM per_story WHERE n > 0) AS stories,"
             "  (SELECT count(*) FROM per_story WHERE n > 0 AND 2 * neg > n) AS neg_stories,"
+            "  (SELECT COALESCE(sum(p_negative), 0) FROM per_story WHERE n > 0) AS neg_expected,"
             "  ARRAY(SELECT DISTINCT t FROM facts, unnest(facts.tickers) AS t"
             "   WHERE named AND t = ANY(CAST(:tickers AS text[])) ORDER BY t) AS found"
         ),
@@ -254,7 +268,7 @@ def window_counts_without_tickers(
             "tickers": list(tickers),
         },
     ).one()
-    return int(row.stories), int(row.neg_stories), list(row.found)
+    return int(row.stories), int(row.neg_stories), float(row.neg_expected), list(row.found)
 
 
 def insert_alert_event(conn: Connection, event: dict[str, Any]) -> int | None:

@@ -25,20 +25,23 @@ def lock_rollups(conn: Connection, version: str) -> None:
 
 
 # Aggregates the ``score_facts`` rows that {source} selects into rollup rows. Counting happens per
-# story first so that ``stories`` and ``neg_stories`` count each near-duplicate cluster once.
+# story first so that ``stories`` and ``neg_stories`` count each near-duplicate cluster once, and
+# ``neg_expected`` adds each story's mean p(negative) once (``neg_expected_sq`` its square).
 _ROLLUP_AGGREGATE = """
 INSERT INTO rollups_hourly (model_version, dimension, value, bucket, articles, stories, negative, neutral,
-                            positive, neg_stories, score_sum)
+                            positive, neg_stories, score_sum, neg_expected, neg_expected_sq)
 SELECT model_version, dimension, value, bucket, sum(n), count(*), sum(neg), sum(neu), sum(pos),
        -- A story is negative when more of its scored copies in the bucket are negative than not.
-       count(*) FILTER (WHERE 2 * neg > n), sum(score_sum)
+       count(*) FILTER (WHERE 2 * neg > n), sum(score_sum), sum(p_negative),
+       sum(p_negative * p_negative)
 FROM (
     SELECT f.model_version, f.dimension, f.value, f.bucket, f.story_id,
            count(*) AS n,
            count(*) FILTER (WHERE f.sentiment = 'negative') AS neg,
            count(*) FILTER (WHERE f.sentiment = 'neutral') AS neu,
            count(*) FILTER (WHERE f.sentiment = 'positive') AS pos,
-           sum(f.score) AS score_sum
+           sum(f.score) AS score_sum,
+           avg(f.p_negative) AS p_negative
     {source}
     GROUP BY f.model_version, f.dimension, f.value, f.bucket, f.story_id
 ) AS per_story
@@ -46,7 +49,8 @@ GROUP BY model_version, dimension, value, bucket
 ON CONFLICT (model_version, dimension, value, bucket) DO UPDATE SET
     articles = EXCLUDED.articles, stories = EXCLUDED.stories, negative = EXCLUDED.negative,
     neutral = EXCLUDED.neutral, positive = EXCLUDED.positive, neg_stories = EXCLUDED.neg_stories,
-    score_sum = EXCLUDED.score_sum
+    score_sum = EXCLUDED.score_sum, neg_expected = EXCLUDED.neg_expected,
+    neg_expected_sq = EXCLUDED.neg_expected_sq
 """
 
 

@@ -12,7 +12,7 @@ from pipeline import store
 from pipeline.alerts import lifecycle
 from pipeline.alerts.engine import evaluate
 from pipeline.alerts.lifecycle import AlertState, advance, window_end
-from pipeline.alerts.rules import Rule
+from pipeline.alerts.rules import DEFAULT_RULES, Rule, load_rules
 from pipeline.scoring import rollups
 from tests.fixtures.scoring import ArticleSpec, add_articles
 
@@ -558,3 +558,58 @@ def test_inhibition_can_be_turned_off_per_rule(engine: Engine) -> None:
     topic_rule = TOPIC_RULE.model_copy(update={"inhibit_by_tickers": False})
     evaluate(STORM + H, engine=engine, rules=[topic_rule, TICKER_AT_ONCE])
     assert len(_outbox(engine)) == 2
+
+
+def test_a_burst_the_model_reads_as_neutral_fires_the_burst_rule_and_good_news_stays_quiet(
+    engine: Engine,
+) -> None:
+    """A model that under-calls: 16 ACME stories in an hour, each neutral at p(negative) = 0.45. No story
+    is called negative, so the count rule stays quiet; the burst rule counts 7.2 expected negatives on
+    five times the usual volume and fires. 16 good-news GLBX stories in the same hour stay quiet."""
+    _activate(engine)
+    history = [
+        ("ticker", v, t, 1, int(t.hour % 4 == 0)) for v in ("ACME", "GLBX") for t in _hours(START, STORM)
+    ]
+    _write(engine, history + [("all", "*", t, 20, 5) for t in _hours(START, STORM)])
+    burst = [
+        ArticleSpec(
+            f"{ticker} item {i}",
+            source="wire",
+            published_at=STORM + timedelta(minutes=3 * i),
+            tickers=[ticker],
+        )
+        for ticker in ("ACME", "GLBX")
+        for i in range(16)
+    ]
+    ids = add_articles(engine, burst)
+    leaning = {"negative": 0.45, "neutral": 0.5, "positive": 0.05}
+    upbeat = {"negative": 0.02, "neutral": 0.18, "positive": 0.8}
+    rows = [
+        store.ScoreRow(
+            i,
+            "markets",
+            {"markets": 1.0},
+            "neutral" if n < 16 else "positive",
+            leaning if n < 16 else upbeat,
+            -0.4 if n < 16 else 0.78,
+        )
+        for n, i in enumerate(ids)
+    ]
+    with engine.begin() as conn:
+        rollups.refresh_buckets(conn, VERSION, store.insert_scores(conn, VERSION, rows))
+    shipped = {r.name: r for r in load_rules(DEFAULT_RULES)}
+    short = {"baseline": timedelta(days=3), "baseline_gap": timedelta(0)}
+    count_rule = shipped["ticker-2h"].model_copy(update=short)
+    burst_rule = shipped["ticker-burst-3h"].model_copy(update=short)
+
+    report = evaluate(STORM + H, engine=engine, rules=[count_rule, burst_rule])
+
+    firing = {(a.rule, a.value): a for a in report.alerts if a.status == "firing"}
+    assert set(firing) == {("ticker-burst-3h", "ACME")}
+    acme = firing[("ticker-burst-3h", "ACME")]
+    assert acme.neg_stories == pytest.approx(7.2)
+    assert acme.expected_negatives is not None and acme.expected_negatives < 1.0
+    (email,) = _outbox(engine)
+    # Its stories lean negative (score < 0) though none is called negative: the email lists them.
+    assert "7.2 negative" in email.body_text and "ACME item" in email.body_text
+    assert "GLBX item" not in email.body_text

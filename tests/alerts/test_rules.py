@@ -30,10 +30,14 @@ def test_shipped_rules_cover_every_dimension_and_window() -> None:
     for dimension in ("all", "topic", "source"):
         for hours in (1, 6, 24):
             assert (dimension, timedelta(hours=hours)) in pairs
-    # Tickers: counts of negative stories over 2, 6 and 24 hours (bench/storms.py measures them).
-    tickers = {r.window: r for r in rules if r.dimension == "ticker"}
-    assert set(tickers) == {timedelta(hours=h) for h in (2, 6, 24)}
-    assert all(r.test == "poisson_count" and r.min_negative >= 3 for r in tickers.values())
+    # Tickers: counts of negative stories over 2, 6 and 24 hours, and bursts of stories that lean
+    # negative in expectation over 3 and 12 hours (bench/storms.py measures them).
+    counts = {r.window: r for r in rules if r.dimension == "ticker" and r.test == "poisson_count"}
+    assert set(counts) == {timedelta(hours=h) for h in (2, 6, 24)}
+    assert all(r.min_negative >= 3 and r.negatives == "labels" for r in counts.values())
+    bursts = {r.window: r for r in rules if r.dimension == "ticker" and r.test == "poisson_volume"}
+    assert set(bursts) == {timedelta(hours=h) for h in (3, 12)}
+    assert all(r.negatives == "probabilities" and r.min_rise > 0 for r in bursts.values())
     assert all(r.baseline == timedelta(days=14) for r in rules)
     assert all(r.keep_firing_for > timedelta(0) for r in rules)
 
@@ -105,3 +109,10 @@ def test_a_bad_rule_is_one_line_naming_file_rule_and_fields(tmp_path: Path) -> N
     assert "\n" not in message
     assert message.startswith(f"{path}: rule t1: field 'alpha': Input should be less than 1; ")
     assert "field 'min_stories': Input should be greater than or equal to 1" in message
+
+
+def test_expected_negatives_need_a_count_test() -> None:
+    with pytest.raises(RulesError, match="needs a count test"):
+        rules_from_data(
+            {"rules": [{"name": "x", "dimension": "topic", "window": "6h", "negatives": "probabilities"}]}
+        )

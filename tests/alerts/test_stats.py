@@ -152,3 +152,44 @@ def test_expected_negatives_and_market_activity() -> None:
     assert stats.market_activity(6, 6, 336, 336) == pytest.approx(1.0)
     assert stats.market_activity(0, 6, 336, 336) == 0.25
     assert stats.market_activity(5, 6, 0, 336) == 1.0
+
+
+def test_poisson_tail_runs_smoothly_between_whole_counts() -> None:
+    # Expected negatives are sums of probabilities: the tail at 2.5 lies between those at 2 and 3.
+    mu = 0.4
+    low, mid, high = stats.poisson_sf(2, mu), stats.poisson_sf(2.5, mu), stats.poisson_sf(3, mu)
+    assert high < mid < low
+    assert stats.poisson_sf(3.0, mu) == pytest.approx(sps.poisson.sf(2, mu), rel=1e-9)
+
+
+def test_dispersion_is_one_for_whole_stories_and_less_for_spread_probabilities() -> None:
+    assert stats.dispersion(5.0, 5.0) == 1.0  # five stories at p = 1
+    assert stats.dispersion(5.0, 2.5) == pytest.approx(0.5)  # ten stories at p = 0.5
+    assert stats.dispersion(1.0, 0.01) == 0.2  # clipped: a thin spread cannot make one story decisive
+    assert stats.dispersion(0.0, 0.0) == 1.0
+
+
+def test_a_sum_of_probabilities_is_more_surprising_when_it_varies_less() -> None:
+    common = dict(test="poisson_count", alpha=1e-3, min_stories=3, min_rise=0.1, window_hours=2.0)
+    as_counts = stats.spike_test(3.6, 8, 10.0, 300, **common)
+    spread = stats.spike_test(3.6, 8, 10.0, 300, dispersion=0.5, **common)
+    assert spread.p_value < as_counts.p_value
+    assert "3.6 negative stories" in spread.reason
+
+
+def test_volume_test_fires_on_a_burst_that_leans_negative_and_not_on_good_news() -> None:
+    common = dict(test="poisson_volume", alpha=1e-4, min_stories=4, min_negative=1.0, min_rise=0.05)
+    common |= dict(window_hours=3.0, baseline_hours=336.0, prior_share=0.2)
+    # 12 stories in 3 h where about 1.4 are usual, 4.8 of them negative in expectation.
+    storm = stats.spike_test(4.8, 12, 30.0, 150, **common)
+    assert storm.breach and "12 stories vs" in storm.reason
+    assert storm.expected is not None and storm.expected < 1.0  # negatives its usual rate expects
+    good_news = stats.spike_test(1.2, 12, 30.0, 150, **common)  # 0.1 of 12: under the usual 0.2
+    assert not good_news.breach and "rise" in good_news.reason
+    usual_day = stats.spike_test(1.0, 2, 30.0, 150, **common)
+    assert not usual_day.breach
+
+
+def test_share_tests_refuse_expected_negatives() -> None:
+    with pytest.raises(ValueError, match="whole stories"):
+        stats.spike_test(2.5, 10, 3, 100, test="beta_binomial")

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -115,6 +116,8 @@ def test_syndicated_copies_count_as_one_story(engine: Engine) -> None:
     assert everything["neg_stories"] == 1  # two of the recall's three copies are negative
     ticker = _row(engine, "ticker", "ACME", CLOCK)
     assert (ticker["articles"], ticker["stories"], ticker["neg_stories"]) == (3, 1, 1)
+    # Expected negatives: the story adds the mean p(negative) of its copies, once.
+    assert ticker["neg_expected"] == pytest.approx(2 / 3)
     assert _row(engine, "source", "wire", CLOCK)["stories"] == 2
     assert _row(engine, "source", "blog", CLOCK)["neg_stories"] == 0  # its only copy is neutral
 
