@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scoring.py --json
 	$(BIN)/python bench/alerts.py --json
 	$(BIN)/python bench/storms.py --json
+	$(BIN)/python bench/soak.py --json
 	$(BIN)/python bench/dashboard.py --rows 1000000
 
 ## airflow: Airflow 3 (scheduler, dag-processor, triggerer, api-server, all on loopback) on http://127.0.0.1:8080,

@@ -41,7 +41,7 @@ from pipeline.ingest.robots import (
     policy_from_response,
     robots_url,
 )
-from pipeline.ingest.sources import Source
+from pipeline.ingest.sources import Source, redact_credentials
 
 FEED_ACCEPT = (
     "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
@@ -358,9 +358,8 @@ class Fetcher:
             )
 
         def failed(kind: str, message: str, http_status: int | None = None) -> FetchResult:
-            return result(
-                "error", error=f"{source.name}: {url}: {message}", error_kind=kind, http_status=http_status
-            )
+            error = redact_credentials(f"{source.name}: {url}: {message}")
+            return result("error", error=error, error_kind=kind, http_status=http_status)
 
         try:
             async with asyncio.timeout(s.source_deadline_s):

@@ -31,7 +31,7 @@ from pipeline.ingest.extract import extract_text
 from pipeline.ingest.fetch import Fetcher, FetchResult, Validators, fetch_all
 from pipeline.ingest.prepare import PreparedEntry, PreparedFeed
 from pipeline.ingest.report import IngestReport, SourceReport
-from pipeline.ingest.sources import Source, SourcesError, load_sources
+from pipeline.ingest.sources import Source, SourcesError, load_sources, redact_credentials
 from pipeline.ingest.workers import ParsePool
 from pipeline.store.db import get_engine
 
@@ -267,7 +267,9 @@ def _ingest_run(run: _Run, sources: list[Source], settings: Settings, pool: Pars
     report = IngestReport(run_id=run.run_id)
     started_at = datetime.now(UTC)
     with run.transaction() as conn:
-        states = store.upsert_sources(conn, sources)
+        # Stored without a login that a feed URL may carry; the fetch uses ``sources`` as given.
+        public = [s.model_copy(update={"url": redact_credentials(s.url)}) for s in sources]
+        states = store.upsert_sources(conn, public)
     validators = {name: Validators(s.etag, s.last_modified) for name, s in states.items()}
     results: list[FetchResult] = _run_async(fetch_all(sources, validators, settings))
     fetched_at = datetime.now(UTC)
@@ -292,7 +294,7 @@ def _ingest_run(run: _Run, sources: list[Source], settings: Settings, pool: Pars
     for result in results:
         rep = SourceReport(
             name=result.source.name,
-            url=result.source.url,
+            url=redact_credentials(result.source.url),
             status=result.status,
             http_status=result.http_status,
             bytes=result.bytes,
@@ -310,7 +312,7 @@ def _ingest_run(run: _Run, sources: list[Source], settings: Settings, pool: Pars
         source_id = states[source.name].id
         rep = SourceReport(
             name=source.name,
-            url=source.url,
+            url=redact_credentials(source.url),
             status="ok",
             http_status=result.http_status,
             bytes=result.bytes,
@@ -379,6 +381,11 @@ def _store_batch(
             finish(result, rep, conn)
     except sa.exc.SQLAlchemyError as exc:
         run.forget(added)
+        if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+            # The connection is gone (server stopped, restarted or failed over, session terminated): no
+            # later batch would fare better, so the run ends here in one line instead of one multi-line
+            # error per remaining source. What it did not store keeps its old validators: refetched next run.
+            raise
         detail = getattr(exc, "orig", None) or exc
         log.error("%s: %s: storing the batch failed: %s", rep.name, rep.url, detail)
         failed = SourceReport(

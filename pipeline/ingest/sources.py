@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from pipeline.config import validation_summary
+
+# The login part of a URL in any text: scheme://user:password@ (up to the last @ before the path).
+_URL_LOGIN = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#\s]*@")
+
+
+def redact_credentials(text: str) -> str:
+    """Return ``text`` with the login of every URL in it shown as ``***@``: a feed URL may carry one
+    (http://user:password@host/feed), and error lines, logs and stored rows must not."""
+    return _URL_LOGIN.sub(r"\1***@", text)
+
+
+def without_credentials(url: str) -> str:
+    """Return ``url`` without its login: the base that a feed's relative links are resolved against,
+    so that the feed's password never ends up in a stored article link or an alert email."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 class SourcesError(ValueError):

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from pipeline.ingest.entities import tagger_for
 from pipeline.ingest.fetch import FetchResult
 from pipeline.ingest.prepare import MEMORY_ERROR, Job, PreparedFeed, prepare_feed, prepare_job
+from pipeline.ingest.sources import without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,14 @@ class ParsePool:
     ) -> Iterator[tuple[FetchResult, PreparedFeed]]:
         """Yield each fetched feed with its prepared entries, in order, parsed by the workers if any."""
         jobs: list[Job] = [
-            (r.body, r.source.name, r.final_url or r.url, r.content_type, fetched_at, self.watchlist)
+            (
+                r.body,
+                r.source.name,
+                without_credentials(r.final_url or r.url),
+                r.content_type,
+                fetched_at,
+                self.watchlist,
+            )
             for r in results
         ]
         if self._pool is None:
