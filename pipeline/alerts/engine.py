@@ -86,13 +86,21 @@ def _counts(conn: Connection, version: str, rule: Rule, now: datetime) -> dict[s
         if every:
             a = every[0]
             activity = market_activity(a.stories, rule.window / HOUR, a.base_stories, rule.baseline / HOUR)
-    if rule.negatives == "probabilities":
+    soft = rule.negatives == "probabilities"
+    spread = 1.0
+    if soft:
         spread = dispersion(sum(r.base_neg_expected for r in rows), sum(r.base_neg_expected_sq for r in rows))
-        return {
-            r.value: Counts(r.stories, r.neg_expected, r.base_stories, r.base_neg_expected, activity, spread)
-            for r in rows
-        }
-    return {r.value: Counts(r.stories, r.neg_stories, r.base_stories, r.base_neg, activity) for r in rows}
+    return {
+        r.value: Counts(
+            r.stories,
+            r.neg_expected if soft else r.neg_stories,
+            r.base_stories,
+            r.base_neg_expected if soft else r.base_neg,
+            activity,
+            spread,
+        )
+        for r in rows
+    }
 
 
 def _event_row(t: Transition) -> dict[str, Any]:
