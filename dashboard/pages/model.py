@@ -98,27 +98,48 @@ NEWS_SETS = {
 }
 
 
-def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """Return precision and recall per sentiment class for the tweets and each news set, computed from the
-    recorded confusion matrices (rows true, columns predicted)."""
+def class_rows(matrix: Any, names: tuple[str, ...] | list[str], label: str) -> list[dict[str, Any]]:
+    """Return precision, recall and text count per class of a confusion matrix (rows true, columns
+    predicted); none when the matrix does not match the class names."""
+    if not (isinstance(matrix, list) and len(matrix) == len(names)):
+        return []
     rows = []
-    for key, label in RELIABILITY_SETS.items():
-        matrix = (metrics.get("confusion") or {}).get(key)
-        if not (isinstance(matrix, list) and len(matrix) == len(SENTIMENT_NAMES)):
-            continue
-        for i, name in enumerate(SENTIMENT_NAMES):
-            called = sum(row[i] for row in matrix)
-            actual = sum(matrix[i])
-            rows.append(
-                {
-                    "set": label,
-                    "class": name,
-                    "precision": matrix[i][i] / called if called else None,
-                    "recall": matrix[i][i] / actual if actual else None,
-                    "texts": actual,
-                }
-            )
-    return pd.DataFrame(rows, columns=["set", "class", "precision", "recall", "texts"])
+    for i, name in enumerate(names):
+        called = sum(row[i] for row in matrix)
+        actual = sum(matrix[i])
+        rows.append(
+            {
+                "set": label,
+                "class": name,
+                "precision": matrix[i][i] / called if called else None,
+                "recall": matrix[i][i] / actual if actual else None,
+                "texts": actual,
+            }
+        )
+    return rows
+
+
+PER_CLASS_COLUMNS = ["set", "class", "precision", "recall", "texts"]
+
+
+def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Return precision and recall per sentiment class for the tweets and each news set."""
+    matrices = metrics.get("confusion") or {}
+    rows = [
+        r
+        for key, label in RELIABILITY_SETS.items()
+        for r in class_rows(matrices.get(key), SENTIMENT_NAMES, label)
+    ]
+    return pd.DataFrame(rows, columns=PER_CLASS_COLUMNS)
+
+
+def topic_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Return precision and recall per topic on the topic tweets' valid split, weakest recall first."""
+    rows = class_rows(
+        (metrics.get("confusion") or {}).get("topic"), TOPIC_NAMES, "topic tweets (valid split)"
+    )
+    table = pd.DataFrame(rows, columns=PER_CLASS_COLUMNS)
+    return table.drop(columns="set").sort_values("recall", na_position="last").reset_index(drop=True)
 
 
 def news_table(metrics: dict[str, Any]) -> pd.DataFrame:
@@ -264,6 +285,18 @@ with numbers:
             classes,
             hide_index=True,
             key="model_per_class",
+            column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall")},
+        )
+    topics = topic_table(metrics)
+    if not topics.empty:
+        st.markdown(
+            "**Per topic** — the same for the 20 topics, weakest recall first: a topic with low recall "
+            "is often filed under another one (see the topic confusion matrix below)."
+        )
+        st.dataframe(
+            topics,
+            hide_index=True,
+            key="model_per_topic",
             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall")},
         )
     flat = scalar_metrics(metrics)

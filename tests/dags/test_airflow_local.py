@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from types import ModuleType
 
@@ -209,3 +212,75 @@ def test_every_component_stays_on_loopback() -> None:
     commands = [" ".join(c) for c in airflow_local.COMPONENTS]
     assert "scheduler --skip-serve-logs" in commands and "triggerer --skip-serve-logs" in commands
     assert "api-server --host 127.0.0.1 --port {port}" in commands
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthy(port: int) -> bool:
+    """Whether Airflow's health endpoint reports every component healthy."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5) as answer:
+            health = json.load(answer)
+    except (OSError, ValueError):
+        return False
+    parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    return all((health.get(part) or {}).get("status") == "healthy" for part in parts)
+
+
+def _listening(processes: list[psutil.Process]) -> set[tuple[str, int]]:
+    """Return the (address, port) of every socket the processes listen on."""
+    found = set()
+    for process in processes:
+        try:
+            for conn in process.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.add((conn.laddr.ip, conn.laddr.port))
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_make_airflow_listens_on_loopback_only_and_airflow_stop_ends_every_process(
+    embedded_server_url: str, tmp_path: Path
+) -> None:
+    """Real Airflow, as `make airflow` starts it: once every component reports healthy, no process of it
+    listens beyond loopback, and `make airflow-stop` returns only when every one of them has ended."""
+    finsent = sa.make_url(embedded_server_url).set(database="postgres").render_as_string(hide_password=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(DATABASE_URL=finsent, FINSENT_HOME=str(tmp_path))
+    port = _free_port()
+    script = str(REPO_DIR / "scripts" / "airflow_local.py")
+    log = (tmp_path / "airflow.log").open("w")
+    leader = subprocess.Popen(
+        [sys.executable, script, "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    admin = sa.create_engine(embedded_server_url, isolation_level="AUTOCOMMIT")
+    try:
+        deadline = time.monotonic() + 240
+        while not _healthy(port) and leader.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _healthy(port), (tmp_path / "airflow.log").read_text()[-3000:]
+        tree = [psutil.Process(leader.pid), *psutil.Process(leader.pid).children(recursive=True)]
+        listening = _listening(tree)
+        assert ("127.0.0.1", port) in listening, listening  # the api-server, one of the tree
+        assert {address for address, _ in listening} <= {"127.0.0.1", "::1"}, listening
+
+        stopped = subprocess.run(
+            [sys.executable, script, "--stop"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert stopped.returncode == 0 and "stopped Airflow" in stopped.stdout, stopped.stderr
+        assert leader.wait(timeout=10) == 0
+        assert not [p.pid for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        if leader.poll() is None:
+            for process in psutil.Process(leader.pid).children(recursive=True):
+                process.kill()
+            leader.kill()
+        log.close()
+        with admin.connect() as conn:
+            conn.exec_driver_sql('DROP DATABASE IF EXISTS "airflow" WITH (FORCE)')
+        admin.dispose()

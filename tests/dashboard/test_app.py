@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import queries
 from dashboard.markdown import escape_markdown
+from models.labels import TOPIC_NAMES
 from pipeline import store
 from tests.fixtures.dashboard import HOSTILE_TITLE, SeededDashboard
 
@@ -270,6 +271,15 @@ def test_model_page_shows_recorded_metrics_class_totals_and_history(
     tweets = recorded["confusion"]["sentiment"]
     row = per_class[(per_class["set"] == "tweets (valid split)") & (per_class["class"] == "negative")].iloc[0]
     assert row["recall"] == tweets[0][0] / sum(tweets[0])
+    # Per topic, weakest recall first, from the topic confusion matrix.
+    per_topic = next(
+        d.value for d in at.dataframe if "class" in d.value.columns and "set" not in d.value.columns
+    )
+    topics = recorded["confusion"]["topic"]
+    assert len(per_topic) == len(TOPIC_NAMES) == len(topics)
+    assert per_topic["recall"].is_monotonic_increasing
+    row = per_topic[per_topic["class"] == TOPIC_NAMES[3]].iloc[0]
+    assert row["recall"] == topics[3][3] / sum(topics[3]) and row["texts"] == sum(topics[3])
     assert not [m.label for m in at.metric if m.label.startswith("news.")]  # no tiles of raw keys
     assert any("Confusion matrix — sentiment" in m.value for m in at.markdown)
     assert any("Confusion matrix — topic" in m.value for m in at.markdown)

@@ -170,6 +170,16 @@ def open_page(driver: WebDriver, url: str, ready_text: str) -> None:
         raise
 
 
+def tables_scrolling_sideways(driver: WebDriver) -> list[tuple[int, int]]:
+    """Return (content, visible) widths of each table whose columns are wider than the table itself.
+
+    A dataframe is drawn on a canvas inside a scroller whose content is as wide as its columns.
+    """
+    script = """return [...document.querySelectorAll('[data-testid="stDataFrame"] .dvn-scroller')]
+        .map(e => [e.scrollWidth, e.clientWidth]).filter(([content, visible]) => content > visible + 1);"""
+    return [tuple(pair) for pair in driver.execute_script(script)]
+
+
 def screenshot(driver: WebDriver, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
@@ -241,8 +251,9 @@ def test_dashboard_pages_render_in_chromium_with_headlines_as_text(
 def test_every_page_fits_a_laptop_and_a_desktop_screen(
     seeded_dashboard: SeededDashboard, dashboard_url: str, browser: WebDriver, width: int
 ) -> None:
-    """Each page at a common laptop and desktop width: drawn without a horizontal page scrollbar, with a
-    screenshot per page and width in artifacts/screenshots/ for a person to look at."""
+    """Each page at a common laptop and desktop width: drawn without a horizontal scrollbar, on the page
+    or inside a table, with a screenshot per page and width in artifacts/screenshots/ for a person to
+    look at."""
     browser.set_window_size(width, 1000)
     for path, ready in (
         ("", "Firing alerts"),
@@ -254,6 +265,9 @@ def test_every_page_fits_a_laptop_and_a_desktop_screen(
         page_width = browser.execute_script("return document.documentElement.scrollWidth")
         viewport = browser.execute_script("return document.documentElement.clientWidth")
         assert page_width <= viewport, f"{path or '/'} at {width} px scrolls sideways"
+        assert not tables_scrolling_sideways(browser), (
+            f"{path or '/'} at {width} px: a table scrolls sideways"
+        )
         name = (path.strip("/") or "overview") + f"-{width}"
         assert screenshot(browser, name).stat().st_size > 10_000
 
