@@ -47,7 +47,9 @@ RETRY_BASE = timedelta(minutes=1)
 
 RETRY_MAX = timedelta(hours=1)
 
-MAX_ATTEMPTS = 12  # with the backoff above: about eight hours of retries before giving up
+# With the backoff above the twelfth attempt comes about 6 h after the first (1+2+4+...+32 min, then
+# hourly); later if the alerts step runs less often than a retry falls due.
+MAX_ATTEMPTS = 12
 
 SMTP_TIMEOUT_S = 30.0
 
@@ -86,6 +88,12 @@ def send_email(msg: EmailMessage, recipients: Sequence[str], settings: Settings)
     where = f"SMTP {settings.smtp_host}:{settings.smtp_port}"
     try:
         smtp = _connect(settings)
+    except smtplib.SMTPAuthenticationError as exc:
+        # The server answered: its address is right, the credentials are not.
+        raise SmtpNotDelivered(
+            f"{where}: login refused for user {settings.smtp_user!r} "
+            f"({exc.smtp_code}); check FINSENT_SMTP_USER and FINSENT_SMTP_PASSWORD"
+        ) from exc
     except (OSError, smtplib.SMTPException) as exc:
         raise SmtpNotDelivered(f"{where}: cannot connect: {exc}") from exc
     try:

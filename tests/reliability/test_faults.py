@@ -541,7 +541,8 @@ def test_the_smtp_password_never_reaches_the_outbox_its_listing_or_the_logs(
             controller.stop()
     (row,) = outbox(engine)
     assert row.status == "pending" and row.attempts == 2 and catcher.received == []
-    expected = "535" if smtp == "refuses-login" else "cannot connect"
+    # A refused login names itself (the address is right, the credentials are not), not "cannot connect".
+    expected = "login refused for user 'alerts' (535)" if smtp == "refuses-login" else "cannot connect"
     assert expected in row.last_error and expected in texts[1] and expected in caplog.text
     if smtp == "refuses-login":
         assert auth.logins.count("PLAIN") == 2  # the password was really offered, on each attempt
