@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scratch_db import drop_database, fresh_database
+from bench.scratch_db import drop_database, fresh_database
 
 H = timedelta(hours=1)
 VERSION = "bench"
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         finally:
             db.dispose_engines()
             if server is not None:
-                server.cleanup()  # type: ignore[attr-defined]
+                server.cleanup()
             else:
                 drop_database(url)
 

@@ -62,7 +62,9 @@ def docs_per_second(run: Callable[[], object], count: int, repeats: int = 3) -> 
 def finbert_runner(clf: Classifier, texts: list[str], batch_size: int) -> tuple[Callable[[], None], int]:
     """Return ``(run, params)``: a closure classifying ``texts`` with a random bert-base classifier."""
     torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(num_labels=3)).eval()  # bert-base: 12 x 768
+    config = BertConfig()  # bert-base: 12 x 768
+    config.num_labels = 3  # a property of transformers 5's configs, not a typed __init__ argument
+    model = BertForSequenceClassification(config).eval()
     seqs = encode_for_classification(clf.bundle.tokenizer, texts, 510)
     seqs = [[101] + [i % 30522 for i in s] + [102] for s in seqs]
 

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scratch_db import drop_database, fresh_database
+from bench.scratch_db import drop_database, fresh_database
 
 GOAL_P95_MS = 100.0
 
@@ -144,7 +144,7 @@ def time_pages(engine: Any, version: str, now: datetime, repeat: int) -> dict[st
                 if run:
                     page_totals[page].append(total)
     result: dict[str, Any] = {}
-    for page, queries in samples.items():
+    for page, page_samples in samples.items():
         result[page] = {
             "page_load_ms": {
                 "p50": round(statistics.median(page_totals[page]), 1),
@@ -152,7 +152,7 @@ def time_pages(engine: Any, version: str, now: datetime, repeat: int) -> dict[st
             },
             "queries": {
                 name: {"p50": round(statistics.median(s), 2), "p95": round(_percentile(s, 0.95), 2)}
-                for name, s in queries.items()
+                for name, s in page_samples.items()
             },
         }
     return result

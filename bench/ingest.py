@@ -27,8 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scratch_db import drop_database, fresh_database
-
+from bench.scratch_db import drop_database, fresh_database
 from pipeline.demo.feeds import FeedItem, rss_document
 from pipeline.demo.feedserver import FeedServer
 
@@ -229,7 +228,9 @@ def make_feed(feed_no: int, items: int, now: datetime) -> bytes:
 def _serve(conn: Connection, feeds: int, items: int, hosts: int, latency: float) -> None:
     """Child process: build the feeds, serve them on ``hosts`` ports, answer stats requests until stopped."""
     now = datetime.now(UTC).replace(microsecond=0)
-    servers = [_CountingFeedServer(latency_s=latency).start() for _ in range(hosts)]
+    servers = [_CountingFeedServer(latency_s=latency) for _ in range(hosts)]
+    for server in servers:
+        server.start()
     urls = [servers[n % hosts].add(f"/feeds/{n}.rss", make_feed(n, items, now)) for n in range(feeds)]
     conn.send(urls)
     while True:
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             parent.recv()
             feeder.join(timeout=10)
             if server is not None:
-                server.cleanup()  # type: ignore[attr-defined]
+                server.cleanup()
             else:
                 drop_database(url)
 

@@ -18,13 +18,24 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ingest import make_feed
-
+from bench.ingest import make_feed
 from pipeline.ingest.fastrss import read_plain_rss
 from pipeline.ingest.parse import FeedError, _to_feedparser_bytes, decode_feed, parse_feed
+
+
+class ParseResult(TypedDict):
+    """The JSON object printed last."""
+
+    documents: int
+    items: int
+    fast_ms_per_item: float
+    feedparser_ms_per_item: float
+    ratio: float
+    taken: float
 
 
 def documents(feeds: int, items: int) -> list[bytes]:
@@ -61,7 +72,7 @@ def cpu_seconds(docs: list[bytes], fast: bool) -> tuple[float, int]:
     return time.process_time() - start, items
 
 
-def main(argv: list[str] | None = None) -> dict[str, object]:
+def main(argv: list[str] | None = None) -> ParseResult:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--feeds", type=int, default=200)
     parser.add_argument("--items", type=int, default=50)
@@ -73,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     fast, items = min(cpu_seconds(docs, fast=True) for _ in range(args.repeats))
     slow = min(cpu_seconds(docs, fast=False)[0] for _ in range(args.repeats))
     taken = sum(read_plain_rss(_to_feedparser_bytes(decode_feed(d, None)[0])) is not None for d in docs)
-    result = {
+    result: ParseResult = {
         "documents": len(docs),
         "items": items,
         "fast_ms_per_item": round(1000 * fast / items, 4),

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NotRequired, TypedDict, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -34,6 +35,18 @@ from models.tokenizer import load_tokenizer
 from models.training.loop import autocast_for, default_device, make_optimizer, optimizer_step
 from models.training.pretrain import SHIPPED_SEED, packed_blocks
 from models.training.recipe import load_recipe
+
+
+class Summary(TypedDict):
+    """The JSON object printed last; the step fields only with ``--model-recipe``."""
+
+    tokens: int
+    tokens_per_s: int
+    reslice_tokens_per_s: int
+    ratio: float
+    device: NotRequired[str]
+    step_tokens_per_s: NotRequired[int]
+    stream_share: NotRequired[float]
 
 
 def reslice(buffer: list[int], block_size: int, consumed: int) -> Iterator[tuple[list[int], int]]:
@@ -63,7 +76,9 @@ def step_rate(recipe_path: Path, tok: Tokenizer, steps: int, warmup: int = 10) -
     recipe = load_recipe(recipe_path)
     spec = recipe.pretrain
     device = default_device()
-    lm = fuse_gelu(new_language_model(recipe.model, tok)).to(device).train()
+    lm = fuse_gelu(new_language_model(recipe.model, tok))
+    # PreTrainedModel.to is typed through functools.wraps, which leaves self unbound: call it as a Module.
+    cast(torch.nn.Module, lm).to(device).train()
     opt = make_optimizer(lm, spec.lr, spec.weight_decay)
     ids = torch.randint(0, tok.get_vocab_size(), (spec.batch_size, spec.block_size), device=device)
     for i in range(warmup + steps):
@@ -96,7 +111,7 @@ def main() -> None:
         results[name] = per_s
         print(f"{name:8} {per_s:>12,.0f} tokens/s over {tokens:,} tokens", flush=True)
     if args.json:
-        summary = {
+        summary: Summary = {
             "tokens": tokens,
             "tokens_per_s": round(results["packed"]),
             "reslice_tokens_per_s": round(results["reslice"]),

@@ -142,8 +142,9 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="server to create the throwaway database on")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args()
-    if get_settings().torch_threads:
-        torch.set_num_threads(get_settings().torch_threads)
+    threads = get_settings().torch_threads
+    if threads:
+        torch.set_num_threads(threads)
 
     texts = headlines(args.articles)
     workdir = Path(tempfile.mkdtemp(prefix="finsent-bench-"))

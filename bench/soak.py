@@ -48,8 +48,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scratch_db import drop_database, fresh_database
-
+from bench.scratch_db import drop_database, fresh_database
 from pipeline.demo.feeds import FeedItem, rss_document
 
 DAY = timedelta(days=1)

@@ -31,12 +31,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scratch_db import drop_database, fresh_database
+from bench.scratch_db import drop_database, fresh_database
 
 H = timedelta(hours=1)
 SOURCES = ("wire-one", "markets-daily", "street-desk", "ticker-tape", "capital-news")
@@ -74,6 +75,20 @@ class Event:
     @property
     def end(self) -> datetime:
         return self.start + self.hours * H
+
+
+class StormOutcome(TypedDict):
+    """How one storm went under one set of scores: a row of the JSON's ``per_storm``."""
+
+    ticker: str
+    stories: int
+    hours: int
+    negative_share: float
+    volume_ratio: float
+    caught: bool
+    latency_h: float | None
+    episodes: int
+    flaps: int
 
 
 @dataclass
@@ -266,7 +281,7 @@ def judge(episodes: list[dict], stream: Stream, days: float) -> dict:
     ticker_eps = [e for e in episodes if e["dimension"] == "ticker" and e["value"] in stream.tickers]
     fired = [(e, datetime.fromisoformat(e["fired_at"])) for e in ticker_eps]
     matched: set[int] = set()
-    per_storm = []
+    per_storm: list[StormOutcome] = []
     for s in stream.storms:
         mine = [
             (i, t)

@@ -125,7 +125,8 @@ def supervise(commands: list[list[str]], env: dict[str, str]) -> int:
                 process.wait()
     if died is None:
         return 0
-    print(f"{' '.join(map(str, died.args))} exited ({died.returncode}); stopped the others", file=sys.stderr)
+    command = commands[processes.index(died)]
+    print(f"{' '.join(command)} exited ({died.returncode}); stopped the others", file=sys.stderr)
     return 1
 
 
