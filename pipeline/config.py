@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     allow_private_hosts: bool = False
     # Feeds on private networks, scoped: comma-separated host names, IP addresses and CIDR networks
     # ("feeds.internal, 10.20.0.0/16"). Link-local and cloud-metadata addresses are refused even with
-    # allow_private_hosts, unless named here exactly (a name or an address, not a network).
+    # allow_private_hosts, unless named here exactly (a name or an address, not a network). A source's
+    # own ``allowed_hosts`` in the sources file adds entries for that source's fetches only.
     allowed_hosts: str = ""
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
@@ -68,6 +69,10 @@ class Settings(BaseSettings):
     # worker's memory by more, fails alone with a one-line error. 0 turns a budget off.
     parse_timeout_s: float = 20.0
     parse_memory_mb: int = 1024
+    # Per-page full-text extraction budget (fulltext sources): a page whose extraction runs longer
+    # loses its text, the article keeps its summary. In a worker process the memory budget above
+    # applies too. A news page takes well under a second; 0 turns the budget off.
+    extract_timeout_s: float = 5.0
     concurrency: int = 64
     per_host_concurrency: int = 4
     robots_ttl_s: int = 24 * 3600

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from dataclasses import dataclass
 
 import trafilatura
 from trafilatura.settings import Document
+
+log = logging.getLogger(__name__)
+
+# What a worker gets for one article page: the HTML body, the source name and the page URL.
+PageJob = tuple[bytes, str, str]
 
 # Lines shorter than this before the first real paragraph are kickers, bylines, datelines and photo
 # credits ("Market Insider", "Illustration by ..."): noise for the classifier, so they are dropped.
@@ -61,3 +68,23 @@ def extract_text(html: str | bytes, url: str | None = None) -> str | None:
         return None
     text = with_standfirst(drop_leading_fragments(document.text), document.description)
     return text.strip() or None
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """One page's main text, or why there is none (the article is then stored with its summary)."""
+
+    text: str | None = None
+    error: str | None = None
+
+
+def extract_job(job: PageJob) -> Extracted:
+    """Return one page's text; extraction is best effort, so a bug on one page fails only that page."""
+    body, name, url = job
+    try:
+        return Extracted(text=extract_text(body, url))
+    except MemoryError:
+        raise  # the worker's budget speaks for it
+    except Exception as exc:
+        log.exception("%s: %s: full-text extraction failed", name, url)
+        return Extracted(error=f"{url}: extraction failed: {type(exc).__name__}: {exc}")

@@ -15,6 +15,7 @@ import itertools
 import math
 import socket
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -41,7 +42,7 @@ from pipeline.ingest.robots import (
     policy_from_response,
     robots_url,
 )
-from pipeline.ingest.sources import Source, redact_credentials
+from pipeline.ingest.sources import Source, host_entry, redact_credentials
 
 FEED_ACCEPT = (
     "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
@@ -158,27 +159,40 @@ METADATA_ADDRESSES = frozenset(
 
 @dataclass(frozen=True)
 class HostAllowlist:
-    """``FINSENT_ALLOWED_HOSTS``: names and addresses allowed exactly, networks allowed as a whole."""
+    """Non-public hosts that may be fetched: names and addresses allowed exactly, networks as a whole.
+
+    ``FINSENT_ALLOWED_HOSTS`` is the global one; a source's ``allowed_hosts`` widens it for that source.
+    """
 
     names: frozenset[str] = frozenset()
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> HostAllowlist:
-        """Return the allowlist of a comma-separated setting; raise ValueError naming a bad network."""
+        """Return the allowlist of a comma-separated setting; raise ValueError naming a bad entry."""
+        return cls.of(text.split(","), "FINSENT_ALLOWED_HOSTS")
+
+    @classmethod
+    def of(cls, entries: Iterable[str], setting: str = "allowed_hosts") -> HostAllowlist:
+        """Return the allowlist of ``entries`` (host names, IP addresses, CIDR networks)."""
         names: set[str] = set()
         networks = []
-        for entry in (e.strip().lower() for e in text.split(",")):
-            if not entry:
-                continue
-            if "/" in entry:
-                try:
-                    networks.append(ipaddress.ip_network(entry, strict=False))
-                except ValueError as exc:
-                    raise ValueError(f"FINSENT_ALLOWED_HOSTS: {entry!r} is not a network: {exc}") from exc
+        for entry in (e for e in entries if e.strip()):
+            try:
+                normal = host_entry(entry)
+            except ValueError as exc:
+                raise ValueError(f"{setting}: {exc}") from None
+            if "/" in normal:
+                networks.append(ipaddress.ip_network(normal))
             else:
-                names.add(entry.strip("[]"))
+                names.add(normal)
         return cls(frozenset(names), tuple(networks))
+
+    def merged(self, other: HostAllowlist) -> HostAllowlist:
+        """Return the union of both allowlists (a source's entries on top of the global ones)."""
+        if not other.names and not other.networks:
+            return self
+        return HostAllowlist(self.names | other.names, (*self.networks, *other.networks))
 
     def allows(self, host: str, address: str) -> bool:
         """Return whether ``address`` (which ``host`` resolved to) may be fetched although not public."""
@@ -232,13 +246,13 @@ async def check_host(url: str, *, allow_private: bool, allowed: HostAllowlist | 
             raise FetchFailure(
                 "blocked_host",
                 f"host {host!r} resolves to link-local or cloud-metadata address {address}: refused "
-                "unless FINSENT_ALLOWED_HOSTS names it exactly",
+                "unless the source's allowed_hosts or FINSENT_ALLOWED_HOSTS names it exactly",
             )
         if not allow_private:
             raise FetchFailure(
                 "blocked_host",
                 f"host {host!r} resolves to non-public address {address} "
-                "(list it in FINSENT_ALLOWED_HOSTS to allow)",
+                "(list it in the source's allowed_hosts or in FINSENT_ALLOWED_HOSTS to allow)",
             )
 
 
@@ -272,6 +286,7 @@ class Fetcher:
         self._robots_locks: dict[str, asyncio.Lock] = {}
         self._agent = agent_token(self.settings.user_agent)
         self._allowed = HostAllowlist.parse(self.settings.allowed_hosts)
+        self._scoped: dict[tuple[str, ...], HostAllowlist] = {}
 
     async def __aenter__(self) -> Fetcher:
         s = self.settings
@@ -313,11 +328,27 @@ class Fetcher:
         """Return the result of a (conditional) GET of ``source.url``; never raises on network trouble."""
         return await self._fetch(source, source.url, validators or Validators(), FEED_ACCEPT)
 
-    async def fetch_page(self, url: str, *, source_name: str) -> FetchResult:
-        """Return the result of fetching an article page for ``source_name`` (for full-text extraction)."""
+    async def fetch_page(
+        self, url: str, *, source_name: str, allowed_hosts: Sequence[str] = ()
+    ) -> FetchResult:
+        """Return the result of fetching an article page for ``source_name`` (for full-text extraction),
+        under that source's ``allowed_hosts``."""
         # Not validated: a page link with a bad scheme must come back as an error result, not raise here.
-        source = Source.model_construct(name=source_name, url=url, tags=[], fulltext=True)
+        source = Source.model_construct(
+            name=source_name, url=url, tags=[], fulltext=True, allowed_hosts=list(allowed_hosts)
+        )
         return await self._fetch(source, url, Validators(), PAGE_ACCEPT)
+
+    def allowlist(self, source: Source) -> HostAllowlist:
+        """Return what ``source`` may fetch beyond public addresses: the global allowlist plus its own.
+
+        Raise ValueError on a bad entry (a Source built without validation).
+        """
+        key = tuple(source.allowed_hosts)
+        scoped = self._scoped.get(key)
+        if scoped is None:
+            scoped = self._scoped[key] = self._allowed.merged(HostAllowlist.of(key))
+        return scoped
 
     # --- one fetch: deadline, retries, result ------------------------------------------------------
 
@@ -362,6 +393,10 @@ class Fetcher:
             return result("error", error=error, error_kind=kind, http_status=http_status)
 
         try:
+            allowed = self.allowlist(source)
+        except ValueError as exc:
+            return failed("blocked_host", str(exc))
+        try:
             async with asyncio.timeout(s.source_deadline_s):
                 retrying = AsyncRetrying(
                     stop=stop_after_attempt(s.retries + 1),
@@ -372,7 +407,7 @@ class Fetcher:
                 async for attempt in retrying:
                     with attempt:
                         attempts += 1
-                        response = await self._get_following_redirects(url, validators, accept)
+                        response = await self._get_following_redirects(url, validators, accept, allowed)
         except TimeoutError:
             return failed(
                 "deadline",
@@ -406,13 +441,16 @@ class Fetcher:
 
     # --- one attempt: redirects, guard, robots, size cap --------------------------------------------
 
-    async def _get_following_redirects(self, url: str, validators: Validators, accept: str) -> _Response:
+    async def _get_following_redirects(
+        self, url: str, validators: Validators, accept: str, allowed: HostAllowlist
+    ) -> _Response:
+        """Return the answer at the end of ``url``'s redirects, each hop checked against ``allowed``."""
         seen: set[str] = set()
         current = url
         for _hop in range(self.settings.max_redirects + 1):
             seen.add(current)
-            await check_host(current, allow_private=self.settings.allow_private_hosts, allowed=self._allowed)
-            policy = await self._robots_policy(current)
+            await check_host(current, allow_private=self.settings.allow_private_hosts, allowed=allowed)
+            policy = await self._robots_policy(current, allowed)
             if not policy.reachable:
                 # RFC 9309: unreachable robots.txt means "do not crawl"; the cause is the network.
                 raise TransientFailure("network", f"{policy.reason} for {current}")
@@ -483,8 +521,12 @@ class Fetcher:
 
     # --- robots.txt ---------------------------------------------------------------------------------
 
-    async def _robots_policy(self, url: str) -> RobotsPolicy:
-        """Return the cached or freshly fetched robots.txt policy for the origin of ``url``."""
+    async def _robots_policy(self, url: str, allowed: HostAllowlist) -> RobotsPolicy:
+        """Return the cached or freshly fetched robots.txt policy for the origin of ``url``.
+
+        The cache is shared by sources with different allowlists: an origin's robots.txt is only ever
+        asked for after ``url`` itself passed the asking source's allowlist.
+        """
         key = robots_url(url)
         policy = self.robots_cache.get(key)
         if policy is not None:
@@ -494,19 +536,17 @@ class Fetcher:
         async with lock:
             policy = self.robots_cache.get(key)
             if policy is None:
-                policy = await self._fetch_robots(key)
+                policy = await self._fetch_robots(key, allowed)
                 if policy.reachable:  # a network failure is retried with the fetch, not remembered
                     self.robots_cache.put(key, policy)
         return policy
 
-    async def _fetch_robots(self, robots: str) -> RobotsPolicy:
+    async def _fetch_robots(self, robots: str, allowed: HostAllowlist) -> RobotsPolicy:
         """Return the policy from GETting ``robots`` (following up to 5 redirects, RFC 9309 2.3.1.2)."""
         current = robots
         for _hop in range(6):
             try:
-                await check_host(
-                    current, allow_private=self.settings.allow_private_hosts, allowed=self._allowed
-                )
+                await check_host(current, allow_private=self.settings.allow_private_hosts, allowed=allowed)
                 response = await self._get(
                     current, {"Accept": "text/plain, */*;q=0.5"}, MAX_ROBOTS_BYTES, truncate=True
                 )

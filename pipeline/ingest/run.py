@@ -27,7 +27,7 @@ from pipeline import store
 from pipeline.config import Settings, get_settings
 from pipeline.ingest import dedup
 from pipeline.ingest.entities import tagger_for
-from pipeline.ingest.extract import extract_text
+from pipeline.ingest.extract import PageJob
 from pipeline.ingest.fetch import Fetcher, FetchResult, Validators, fetch_all
 from pipeline.ingest.prepare import PreparedEntry, PreparedFeed
 from pipeline.ingest.report import IngestReport, SourceReport
@@ -219,30 +219,61 @@ def _log_row(
     )
 
 
-async def _fetch_pages(wanted: list[tuple[str, list[PreparedEntry]]], settings: Settings) -> dict[str, int]:
-    """Fill in ``entry.body`` for each wanted entry's page; return page bytes fetched per source."""
+# One fetched article page: its source, the entry it belongs to, and what extraction gets.
+_Page = tuple[Source, PreparedEntry, PageJob]
+
+
+async def _fetch_pages(
+    wanted: list[tuple[Source, list[PreparedEntry]]], settings: Settings
+) -> tuple[list[_Page], dict[str, int]]:
+    """Return the article pages fetched for the wanted entries, and page bytes fetched per source.
+
+    Each page is fetched under its source's ``allowed_hosts``. Extraction comes after, outside the
+    event loop, so that its time budget can interrupt it (``ParsePool.extract_all``).
+    """
     page_bytes: dict[str, int] = {}
+    pages: list[_Page] = []
     async with Fetcher(settings) as fetcher:
 
-        async def one(source_name: str, prepared: PreparedEntry) -> None:
+        async def one(source: Source, prepared: PreparedEntry) -> None:
             url = prepared.entry.url
             if not url:
                 return
-            result = await fetcher.fetch_page(url, source_name=source_name)
-            page_bytes[source_name] = page_bytes.get(source_name, 0) + result.bytes
+            result = await fetcher.fetch_page(
+                url, source_name=source.name, allowed_hosts=source.allowed_hosts
+            )
+            page_bytes[source.name] = page_bytes.get(source.name, 0) + result.bytes
             if result.status != "ok":
                 log.info("full text skipped: %s", result.error)
                 return
-            try:
-                text = await asyncio.to_thread(extract_text, result.body, result.final_url or url)
-            except Exception:  # extraction is best effort: the article is stored with its summary
-                log.exception("%s: %s: full-text extraction failed", source_name, url)
-                return
-            if text:
-                prepared.entry.body = text
+            pages.append((source, prepared, (result.body, source.name, result.final_url or url)))
 
-        await asyncio.gather(*(one(name, p) for name, entries in wanted for p in entries))
-    return page_bytes
+        await asyncio.gather(*(one(source, p) for source, entries in wanted for p in entries))
+    return pages, page_bytes
+
+
+def _extract_pages(pages: list[_Page], pool: ParsePool) -> dict[str, list[str]]:
+    """Fill in ``entry.body`` from each page's main text; return the extraction errors per source
+    (the articles concerned keep their summaries)."""
+    errors: dict[str, list[str]] = {}
+    for (source, prepared, _job), extracted in zip(
+        pages, pool.extract_all([job for _s, _p, job in pages]), strict=True
+    ):
+        if extracted.text:
+            prepared.entry.body = extracted.text
+        elif extracted.error:
+            errors.setdefault(source.name, []).append(extracted.error)
+    return errors
+
+
+def _with_extraction_warning(rep: SourceReport, errors: list[str]) -> None:
+    """Add the source's extraction failures to its report's warning, in one line."""
+    if not errors:
+        return
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    first = redact_credentials(" ".join(errors[0].split()))
+    note = f"{len(errors)} article page(s) kept their summary only: {first}{more}"
+    rep.warning = f"{rep.warning}; {note}" if rep.warning else note
 
 
 def _ingest(sources: list[Source], engine: Engine, settings: Settings) -> IngestReport:
@@ -253,6 +284,7 @@ def _ingest(sources: list[Source], engine: Engine, settings: Settings) -> Ingest
         engine,
         timeout_s=settings.parse_timeout_s,
         memory_mb=settings.parse_memory_mb,
+        extract_timeout_s=settings.extract_timeout_s,
     )
     with pool:
         run = _Run(engine, settings)
@@ -333,12 +365,14 @@ def _ingest_run(run: _Run, sources: list[Source], settings: Settings, pool: Pars
         _store_batch(run, result, rep, feed, None, states[source.name].id, fetched_at, t0, finish)
 
     if deferred:
-        wanted = [(r.source.name, new[:MAX_FULLTEXT_PER_SOURCE]) for r, _rep, _feed, new in deferred]
-        page_bytes = _run_async(_fetch_pages(wanted, settings))
+        wanted = [(r.source, new[:MAX_FULLTEXT_PER_SOURCE]) for r, _rep, _feed, new in deferred]
+        pages, page_bytes = _run_async(_fetch_pages(wanted, settings))
+        extraction_errors = _extract_pages(pages, pool)
         tagger = tagger_for(str(settings.watchlist))
         for result, rep, feed, new in deferred:
             t0 = time.monotonic()
             rep.bytes += page_bytes.get(result.source.name, 0)
+            _with_extraction_warning(rep, extraction_errors.get(result.source.name, []))
             for prepared in new:
                 if prepared.entry.body:
                     text = f"{prepared.entry.title}\n{prepared.entry.summary}\n{prepared.entry.body}"

@@ -1,7 +1,8 @@
-"""The list of feeds to poll: a YAML file of ``{name, url, tags?, fulltext?}`` mappings."""
+"""The list of feeds to poll: a YAML file of ``{name, url, tags?, fulltext?, allowed_hosts?}`` mappings."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -30,17 +31,51 @@ def without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+# A host name as an allowlist names it: dot-separated labels of letters, digits, hyphens and underscores
+# (no scheme, port or path).
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
+
+
+def host_entry(entry: str) -> str:
+    """Return an allowlist entry (host name, IP address or CIDR network) normalised to lower case;
+    raise ValueError saying what is wrong with it, so a typo fails at load time, not at fetch time."""
+    text = entry.strip().lower()
+    address, slash, _prefix = text.partition("/")
+    if slash and _is_address(address):
+        try:
+            return str(ipaddress.ip_network(text, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{entry!r} is not a network: {exc}") from None
+    text = text.removeprefix("[").removesuffix("]")
+    if _is_address(text):
+        return str(ipaddress.ip_address(text))
+    text = text.removesuffix(".")  # the root label: "feeds.lab." is the host of http://feeds.lab/
+    if not _HOST_NAME.match(text):
+        raise ValueError(f"{entry!r} is not a host name, an IP address or a CIDR network")
+    return text
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class SourcesError(ValueError):
     """A sources file that cannot be used, with the file and entry that is wrong."""
 
 
 class Source(BaseModel):
-    """One feed: a unique name, its URL, free-form tags, and whether to fetch each article's full text."""
+    """One feed: a unique name, its URL, free-form tags, whether to fetch each article's full text, and
+    the non-public hosts and networks this source alone may fetch from (added to FINSENT_ALLOWED_HOSTS)."""
 
     name: str = Field(min_length=1)
     url: str
     tags: list[str] = Field(default_factory=list)
     fulltext: bool = False
+    allowed_hosts: list[str] = Field(default_factory=list)
 
     @field_validator("url")
     @classmethod
@@ -49,6 +84,11 @@ class Source(BaseModel):
         if not url.lower().startswith(("http://", "https://")):
             raise ValueError(f"only http(s) feed URLs are supported, got {url!r}")
         return url
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_entries(cls, entries: list[str]) -> list[str]:
+        return [host_entry(entry) for entry in entries]
 
 
 def load_sources(path: Path | str) -> list[Source]:

@@ -3,6 +3,8 @@
 Each parse runs under a budget: a feed whose parse takes longer than ``parse_timeout_s`` or (in a worker)
 grows the worker's memory by more than ``parse_memory_mb`` fails alone with a one-line error, and a
 worker that dies anyway takes only its own feed down: the others are parsed again in a fresh pool.
+Full-text extraction of article pages runs the same way, one page at a time, under ``extract_timeout_s``:
+a pathological page loses its text (the article keeps its summary) instead of stalling the run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from pipeline.ingest.entities import tagger_for
+from pipeline.ingest.extract import Extracted, PageJob, extract_job
 from pipeline.ingest.fetch import FetchResult
 from pipeline.ingest.prepare import MEMORY_ERROR, Job, PreparedFeed, prepare_feed, prepare_job
 from pipeline.ingest.sources import without_credentials
@@ -58,17 +61,28 @@ class ParseBudgetExceeded(BaseException):
     parser's own ``except Exception`` cannot swallow it)."""
 
 
+# True while a time_budget block runs: an alarm that comes after the block has ended does nothing.
+_budget_running = False
+# The alarm repeats at most this often until the block ends: a Python signal handler runs wherever the
+# interpreter happens to be, and an exception raised inside a finalizer (``__del__`` of garbage that a
+# forked worker inherited) is printed and dropped, so a single alarm can be lost.
+ALARM_REPEAT_S = 0.5
+
+
 def _on_alarm(signum: int, frame: object) -> None:
-    raise ParseBudgetExceeded
+    if _budget_running:
+        raise ParseBudgetExceeded
 
 
 @contextmanager
 def time_budget(seconds: float) -> Iterator[bool]:
-    """Raise ParseBudgetExceeded in the block after ``seconds``; yield whether the budget is armed.
+    """Raise ParseBudgetExceeded in the block after ``seconds`` (and again until it ends); yield whether
+    the budget is armed.
 
     Only the main thread can take a signal, and a timer someone else armed (a test runner's) is left
     alone: the block then runs without a budget.
     """
+    global _budget_running
     armed = (
         seconds > 0
         and threading.current_thread() is threading.main_thread()
@@ -80,10 +94,12 @@ def time_budget(seconds: float) -> Iterator[bool]:
     previous = signal.signal(signal.SIGALRM, _on_alarm)
     # A process forked from a thread that blocks SIGALRM inherits that mask: the alarm would never come.
     blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    _budget_running = True
+    signal.setitimer(signal.ITIMER_REAL, seconds, min(seconds, ALARM_REPEAT_S))
     try:
         yield True
     finally:
+        _budget_running = False  # first, before anything that lets a pending handler run
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
@@ -102,6 +118,25 @@ def budgeted_job(job: Job, timeout_s: float, memory_bytes: int = 0) -> PreparedF
         return PreparedFeed(
             error=f"parsing took longer than {timeout_s:g} s (FINSENT_PARSE_TIMEOUT_S); the feed was skipped"
         )
+
+
+def extract_timeout_error(timeout_s: float) -> str:
+    return f"extraction took longer than {timeout_s:g} s (FINSENT_EXTRACT_TIMEOUT_S); stopped"
+
+
+EXTRACT_MEMORY_ERROR = "extraction needed more memory than FINSENT_PARSE_MEMORY_MB allows; stopped"
+
+
+def budgeted_extract(page: PageJob, timeout_s: float, memory_bytes: int = 0) -> Extracted:
+    """Return ``extract_job(page)``, or an Extracted with an error when it ran past its budget."""
+    try:
+        with memory_budget(memory_bytes), time_budget(timeout_s):
+            return extract_job(page)
+    except MemoryError:
+        return Extracted(error=f"{page[2]}: {EXTRACT_MEMORY_ERROR}")
+    except ParseBudgetExceeded:
+        log.warning("%s: %s: extraction took longer than %s s; skipped", page[1], page[2], timeout_s)
+        return Extracted(error=f"{page[2]}: {extract_timeout_error(timeout_s)}")
 
 
 def budgeted_jobs(jobs: list[Job], timeout_s: float, memory_bytes: int) -> list[PreparedFeed]:
@@ -153,7 +188,8 @@ def _ready() -> int:
 
 
 class ParsePool:
-    """The worker processes a run parses its feeds in, or none when the run is small.
+    """The worker processes a run parses its feeds (and extracts its article pages) in, or none when the
+    run is small.
 
     Enter it before the run opens its database connection: workers are forked then, so none inherits
     a connection (a worker that outlived its run would keep that connection's transaction and locks
@@ -169,11 +205,13 @@ class ParsePool:
         *,
         timeout_s: float = 0.0,
         memory_mb: int = 0,
+        extract_timeout_s: float = 0.0,
     ) -> None:
         self.workers = _parse_processes(feeds)
         self.watchlist = str(watchlist)
         self.engine = engine
         self.timeout_s = timeout_s
+        self.extract_timeout_s = extract_timeout_s
         self.memory_bytes = memory_mb * 1024 * 1024
         self._pool: ProcessPoolExecutor | None = None
 
@@ -240,10 +278,11 @@ class ParsePool:
         )
         yield from zip(results, outcomes, strict=True)
 
-    def _hard_limit(self, jobs: int) -> float | None:
+    def _hard_limit(self, jobs: int, budget_s: float | None = None) -> float | None:
         """Return how long to wait for ``jobs`` feeds before killing their worker: the second line behind
         the alarm, for a parse stuck where no signal reaches it (a C call that never returns)."""
-        return None if self.timeout_s <= 0 else jobs * self.timeout_s * 2 + 10
+        budget_s = self.timeout_s if budget_s is None else budget_s
+        return None if budget_s <= 0 else jobs * budget_s * 2 + 10
 
     def _outcome(
         self, chunk: list[Job], future: Future[list[PreparedFeed]], pool: ProcessPoolExecutor
@@ -285,6 +324,47 @@ class ParsePool:
             )
         except MemoryError:
             return PreparedFeed(error=MEMORY_ERROR)
+
+    def extract_all(self, pages: Sequence[PageJob]) -> list[Extracted]:
+        """Return each article page's text, in order, each under its own budget, in the workers if any."""
+        budget = self.extract_timeout_s
+        if self._pool is None:
+            return [budgeted_extract(page, budget) for page in pages]
+        pool = self._pool
+        futures = [pool.submit(budgeted_extract, page, budget, self.memory_bytes) for page in pages]
+        return [self._extracted(page, future, pool) for page, future in zip(pages, futures, strict=True)]
+
+    def _extracted(self, page: PageJob, future: Future[Extracted], pool: ProcessPoolExecutor) -> Extracted:
+        """Return a page's Extracted; when its worker died or hung, extract it again alone in a fresh pool."""
+        try:
+            return future.result(timeout=self._hard_limit(1, self.extract_timeout_s))
+        except TimeoutError:
+            _kill_workers(pool)
+        except BrokenProcessPool:
+            pass
+        except MemoryError:
+            return Extracted(error=f"{page[2]}: {EXTRACT_MEMORY_ERROR}")
+        if pool is self._pool:
+            self._restart()
+        return self._extract_alone(page)
+
+    def _extract_alone(self, page: PageJob) -> Extracted:
+        pool = self._pool
+        assert pool is not None
+        budget = self.extract_timeout_s
+        try:
+            return pool.submit(budgeted_extract, page, budget, self.memory_bytes).result(
+                timeout=self._hard_limit(1, budget)
+            )
+        except TimeoutError:
+            _kill_workers(pool)
+            self._restart()
+            return Extracted(error=f"{page[2]}: {extract_timeout_error(budget)}; worker killed")
+        except BrokenProcessPool:
+            self._restart()
+            return Extracted(error=f"{page[2]}: the worker died extracting this page; skipped")
+        except MemoryError:
+            return Extracted(error=f"{page[2]}: {EXTRACT_MEMORY_ERROR}")
 
     def _restart(self) -> None:
         """Replace a broken pool; the futures of the broken one all fail and are parsed again alone."""

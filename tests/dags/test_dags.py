@@ -6,6 +6,8 @@ Airflow is imported inside tests only: the ``airflow_env`` fixture must configur
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,9 +18,12 @@ import yaml
 from sqlalchemy.engine import Engine
 
 from pipeline.config import REPO_DIR
+from pipeline.demo.feeds import FeedItem, rss_document
 from pipeline.demo.feedserver import FeedServer
 from tests.fixtures.airflow import run_dag
 from tests.fixtures.smtp_server import SmtpCatcher
+from tests.ingest.test_run import ARTICLE_PAGE
+from tests.reliability.test_faults import GatedFeedServer
 
 if TYPE_CHECKING:
     from airflow.dag_processing.dagbag import DagBag
@@ -274,6 +279,158 @@ def test_ingest_score_and_alert_dags_store_articles_scores_and_email_the_storm(
     assert _states(again)["announce_new_articles"] == ["skipped"]
     assert new_events("finsent_articles") == 1
     assert _count(engine, "SELECT count(*) FROM articles") == total
+
+
+# --- a retried ingest task ---------------------------------------------------------------------------------
+
+QUICK_FEEDS = 3
+QUICK_ITEMS = 3
+PAGES = 2
+
+
+def _retry_sources(server: GatedFeedServer, path: Path) -> Path:
+    """Write three quick feeds and a full-text source whose article pages the server holds back; in
+    batches of two, the second mapped task gets ``quick2`` and ``pages``."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    entries = []
+    for i in range(QUICK_FEEDS):
+        items = [
+            FeedItem(
+                f"Quick {i} story {j}: shares move after results {i}{j}",
+                f"https://q{i}.example/{j}",
+                f"Details {i}.{j}.",
+                timedelta(hours=j + 1),
+            )
+            for j in range(QUICK_ITEMS)
+        ]
+        url = server.add(f"/q{i}.xml", rss_document(f"Quick {i}", f"https://q{i}.example/", items, now))
+        entries.append({"name": f"quick{i}", "url": url, "allowed_hosts": ["127.0.0.1"]})
+    pages = []
+    for j in range(PAGES):
+        page = server.add(f"/pages/{j}.html", ARTICLE_PAGE.encode(), "text/html; charset=utf-8")
+        server.gated.add(f"/pages/{j}.html")
+        pages.append(
+            FeedItem(
+                f"Markets wrap {j}: stocks slip as investors weigh signals",
+                page,
+                "Teaser.",
+                timedelta(hours=1),
+            )
+        )
+    url = server.add("/pages.xml", rss_document("Pages", server.url, pages, now))
+    entries.append({"name": "pages", "url": url, "fulltext": True, "allowed_hosts": ["127.0.0.1"]})
+    path.write_text(yaml.safe_dump({"sources": entries}))
+    return path
+
+
+def _terminate_when_stored(
+    db_url: str, admin_url: str, source: str, articles: int, gate: threading.Event
+) -> threading.Thread:
+    """Start a thread that, once ``source`` has ``articles`` stored, ends every session of the database
+    (what a server restart or a failover does to the task's connection), then lets the held pages go."""
+
+    def fault() -> None:
+        engine = sa.create_engine(db_url)
+        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        count = sa.text(
+            "SELECT count(*) FROM articles a JOIN sources s ON s.id = a.source_id WHERE s.name = :n"
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with engine.connect() as conn:
+                    if conn.execute(count, {"n": source}).scalar_one() >= articles:
+                        break
+                time.sleep(0.05)
+            engine.dispose()
+            with admin.connect() as conn:
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = :d AND pid <> pg_backend_pid()"
+                    ),
+                    {"d": sa.make_url(db_url).database},
+                )
+        finally:
+            admin.dispose()
+            gate.set()
+
+    thread = threading.Thread(target=fault, daemon=True)
+    thread.start()
+    return thread
+
+
+def _tries(run) -> dict[int, tuple[str, int]]:
+    """Return each mapped ingest_batch instance's final state and try number, by map index."""
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {
+            ti.map_index: (str(ti.state), ti.try_number)
+            for ti in run.get_task_instances(session=session)
+            if ti.task_id == "ingest_batch"
+        }
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("pg_admin_url", ["embedded"], indirect=True)
+def test_an_ingest_task_that_loses_its_database_midway_is_retried_and_converges_to_a_clean_run(
+    dagbag: DagBag,
+    db_url: str,
+    pg_admin_url: str,
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second mapped ingest task stores ``quick2``, then loses its connection (every session of the
+    database ended) while it waits for the article pages of ``pages``: that try fails with a one-line
+    database error, after storing part of its batch. Airflow retries it.
+
+    ``dag.test()`` runs the retry itself, in process, as the scheduler would: a try that fails with
+    retries left is set ``up_for_retry``; its loop finds the instance schedulable again once the retry
+    delay has passed, raises its try number and runs it again for the same run. Only the delay is cut
+    here (1 s instead of the DAG's minutes). The retry must leave exactly what a clean run leaves: the
+    part stored by the failed try is not stored twice (quick2 answers 304 to its stored validators), the
+    part it lost is stored now.
+    """
+    from pipeline.config import get_settings
+    from pipeline.ingest import load_sources, run_ingest
+    from pipeline.store import db
+    from tests.reliability.test_faults import duplicate_rows, scratch_database, stored_keys
+
+    batch = dagbag.dags["finsent_ingest"].get_task("ingest_batch")
+    monkeypatch.setitem(batch.partial_kwargs, "retry_delay", timedelta(seconds=1))
+    with GatedFeedServer() as server:
+        sources = _retry_sources(server, tmp_path / "sources.yaml")
+        monkeypatch.setenv("FINSENT_SOURCES", str(sources))
+        monkeypatch.setenv("FINSENT_SOURCE_BATCH_SIZE", "2")
+        monkeypatch.setenv("FINSENT_RETRIES", "0")
+        get_settings.cache_clear()
+        fault = _terminate_when_stored(db_url, pg_admin_url, "quick2", QUICK_ITEMS, server.gate)
+
+        run = run_dag(dagbag.dags["finsent_ingest"], 240)
+        fault.join(timeout=10)
+        quick2_requests = server.stats("/q2.xml").statuses
+        with scratch_database(pg_admin_url) as clean_url:  # the same feeds into an empty database
+            clean_engine = sa.create_engine(clean_url)
+            try:
+                db.migrate(clean_engine)
+                run_ingest(load_sources(sources), engine=clean_engine, settings=get_settings())
+            finally:
+                clean_engine.dispose()
+            clean_rows, clean_keys = stored_keys(clean_url)
+
+    assert _states(run) == {
+        "batches": ["success"],
+        "ingest_batch": ["success", "success"],
+        "announce_new_articles": ["success"],
+    }
+    assert _tries(run) == {0: ("success", 1), 1: ("success", 2)}  # the second batch took two tries
+    assert quick2_requests == [200, 304]  # stored by the failed try; unchanged for the retry
+    assert clean_rows == QUICK_FEEDS * QUICK_ITEMS + PAGES
+    assert stored_keys(db_url) == (clean_rows, clean_keys)
+    assert duplicate_rows(db_url) == 0
+    assert _count(engine, "SELECT count(*) FROM articles WHERE body IS NOT NULL") == PAGES
 
 
 @pytest.mark.timeout(600)

@@ -1,5 +1,9 @@
 """A killed ``finsent ingest`` leaves nothing behind: no worker outlives it, no transaction blocks the next
-run, and the next run stores exactly what a clean run stores. Real processes, PostgreSQL and feeds."""
+run, and the next run stores exactly what a clean run stores. Real processes, PostgreSQL and feeds.
+
+Killed while parsing and storing, and killed while still fetching (its parse workers forked, its
+connection open, some feeds still arriving).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from pipeline import store
 from pipeline.demo.feeds import FeedItem, rss_document
 from pipeline.ingest.workers import PARALLEL_PARSE_MIN_FEEDS
 from tests.fixtures.http_server import FaultyFeedServer
+from tests.reliability.test_faults import duplicate_rows, scratch_database, stored_keys
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 FEEDS = PARALLEL_PARSE_MIN_FEEDS + 4
@@ -126,6 +131,98 @@ def test_a_killed_ingest_leaves_no_worker_and_the_next_run_converges(
                     sa.text("SELECT count(DISTINCT canonical_url) FROM articles")
                 ).scalar_one()
             assert articles == keys == FEEDS * ITEMS_PER_FEED
+
+
+SLOW_FEEDS = 4  # drip for ~4 s each, so that the kill lands while they are still being fetched
+
+
+def dripping(server: FaultyFeedServer, i: int) -> bool:
+    """Whether feed ``i`` has been asked for and is still on its way (some of its body sent, not all)."""
+    stats = server.stats(f"/f{i}.xml")
+    return stats.requests == 1 and 0 < stats.bytes_sent < len(feed(i))
+
+
+def sessions(engine: Engine, database: str) -> dict[str, int]:
+    """Return the other sessions on ``database`` by state ('idle', 'idle in transaction', ...)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT coalesce(state, '?'), count(*) FROM pg_stat_activity"
+                " WHERE datname = :d AND pid <> pg_backend_pid() GROUP BY 1"
+            ),
+            {"d": database},
+        ).all()
+    return {state: n for state, n in rows}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_ingest_killed_while_fetching_leaves_nothing_and_the_rerun_equals_a_clean_run(
+    pg_admin_url: str, db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: ingest parses in its own process, there are no workers to orphan")
+    sources = tmp_path / "sources.yaml"
+    database = sa.make_url(db_url).database or ""
+    with FaultyFeedServer() as server:
+        lines = []
+        for i in range(FEEDS):
+            if i < SLOW_FEEDS:
+                url = server.add_faulty(f"/f{i}.xml", feed(i), drip_bytes=64, drip_interval_s=0.2)
+            else:
+                url = server.add(f"/f{i}.xml", feed(i))
+            lines.append(f"- {{name: feed{i}, url: '{url}'}}")
+        sources.write_text("\n".join(lines) + "\n")
+        cmd, env = ingest_command(sources, db_url)
+        env["FINSENT_PER_HOST_CONCURRENCY"] = str(FEEDS)  # one loopback host serves every feed
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            workers: list[int] = []
+            while time.monotonic() < deadline and proc.poll() is None:
+                workers = children(proc.pid)
+                fast_done = all(server.stats(f"/f{i}.xml").requests for i in range(SLOW_FEEDS, FEEDS))
+                if len(workers) >= 2 and fast_done and all(dripping(server, i) for i in range(SLOW_FEEDS)):
+                    break
+                time.sleep(0.02)
+            assert len(workers) >= 2 and all(dripping(server, i) for i in range(SLOW_FEEDS)), "not fetching"
+            with engine.connect() as conn:  # the fetch phase: nothing parsed or stored yet
+                assert conn.execute(sa.text("SELECT count(*) FROM fetch_log")).scalar_one() == 0
+                assert conn.execute(sa.text("SELECT count(*) FROM articles")).scalar_one() == 0
+            assert sessions(engine, database)  # the run is connected
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        cut_short = [i for i in range(SLOW_FEEDS) if server.stats(f"/f{i}.xml").bytes_sent < len(feed(i))]
+        assert cut_short, "every slow feed had arrived: the kill did not land while fetching"
+        # No worker survives it, and no session of the killed run is left, idle in a transaction or not.
+        end = time.monotonic() + 10
+        while time.monotonic() < end and any(alive(w) for w in workers):
+            time.sleep(0.05)
+        assert not any(alive(w) for w in workers), workers
+        end = time.monotonic() + 10
+        left = sessions(engine, database)
+        while time.monotonic() < end and left:
+            time.sleep(0.1)
+            left = sessions(engine, database)
+        assert left == {}
+        # The feeds recover; the rerun stores exactly what a clean run stores, and again adds nothing.
+        for i in range(SLOW_FEEDS):
+            server.add(f"/f{i}.xml", feed(i))
+        for _run in range(2):
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr[-2000:]
+        with scratch_database(pg_admin_url) as clean_url:
+            clean_cmd, clean_env = ingest_command(sources, clean_url)
+            clean = subprocess.run(clean_cmd, env=clean_env, capture_output=True, text=True, timeout=120)
+            assert clean.returncode == 0, clean.stderr[-2000:]
+            clean_rows, clean_keys = stored_keys(clean_url)
+    rows, keys = stored_keys(db_url)
+    assert clean_rows == FEEDS * ITEMS_PER_FEED
+    assert (rows, keys) == (clean_rows, clean_keys)
+    assert duplicate_rows(db_url) == 0
 
 
 def test_the_server_ends_a_guarded_session_left_idle_in_a_transaction(db_url: str, engine: Engine) -> None:

@@ -1,10 +1,13 @@
-"""pipeline.ingest.workers: each feed's parse runs under a time and a memory budget in real worker
-processes, and a worker that dies takes no other feed down."""
+"""pipeline.ingest.workers: each feed's parse and each article page's extraction runs under a time and a
+memory budget in real worker processes, and a worker that dies takes no other feed down."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from datetime import UTC, datetime
@@ -16,6 +19,7 @@ from pipeline.config import DEFAULT_WATCHLIST
 from pipeline.ingest.fetch import FetchResult, Validators
 from pipeline.ingest.sources import Source
 from pipeline.ingest.workers import PARALLEL_PARSE_MIN_FEEDS, ParsePool, _parse_processes
+from tests.ingest.test_run import ARTICLE_PAGE
 
 NOW = datetime(2026, 12, 7, 7, 0, tzinfo=UTC)
 
@@ -110,3 +114,58 @@ def test_a_worker_killed_mid_parse_costs_no_feed() -> None:
         assert len(psutil.Process().children()) == pool.workers  # a fresh pool took over
     assert outcome.pop("big") == (10_000, None)
     assert outcome == {f"small{i}": (5, None) for i in range(PARALLEL_PARSE_MIN_FEEDS)}
+
+
+def pathological_page(paragraphs: int = 100_000) -> bytes:
+    """A 2 MB page of tiny paragraphs: ~6 s of trafilatura on one core here, while a news page takes
+    ~50 ms. Extraction must stop it at its budget."""
+    return ("<html><body>" + "<p>word word word</p>" * paragraphs + "</body></html>").encode()
+
+
+def test_an_article_page_that_extracts_past_its_budget_loses_only_its_own_text() -> None:
+    pages = [
+        (pathological_page(), "pages", "https://pages.example/huge"),
+        (ARTICLE_PAGE.encode(), "pages", "https://pages.example/wrap"),
+    ]
+    with ParsePool(PARALLEL_PARSE_MIN_FEEDS + 1, DEFAULT_WATCHLIST, extract_timeout_s=0.25) as pool:
+        assert pool.workers >= 2
+        started = time.monotonic()
+        huge, wrap = pool.extract_all(pages)
+    assert time.monotonic() - started < 30  # the alarm at 0.25 s; else the worker is killed at ~10 s
+    assert huge.text is None and huge.error is not None
+    assert huge.error.startswith("https://pages.example/huge: extraction took longer than 0.25 s")
+    assert wrap.error is None and "central bank officials" in (wrap.text or "")
+
+
+def test_an_alarm_lost_in_a_finalizer_is_followed_by_another() -> None:
+    """A signal handler runs wherever the interpreter is; inside a ``__del__`` its exception is printed
+    and dropped, which once let a worker parse a 60,000-item feed to the end past a 0.25 s budget. Real
+    process (no test-runner timer, which time_budget leaves alone), a finalizer that is still running
+    when the first alarm comes, then a loop that only a second alarm ends."""
+    code = textwrap.dedent(
+        """
+        import time
+        from pipeline.ingest.workers import ParseBudgetExceeded, time_budget
+
+        class Finalizer:
+            def __del__(self):
+                end = time.monotonic() + 0.5
+                while time.monotonic() < end:
+                    pass
+
+        started = time.monotonic()
+        try:
+            with time_budget(0.1) as armed:
+                assert armed
+                Finalizer()  # collected at once: the alarm at 0.1 s comes inside its __del__
+                while True:
+                    pass
+        except ParseBudgetExceeded:
+            print(f"stopped after {time.monotonic() - started:.1f} s")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "Exception ignored in" in done.stderr and "ParseBudgetExceeded" in done.stderr
+    assert done.stdout.startswith("stopped after ")
+    assert float(done.stdout.split()[2]) < 5
