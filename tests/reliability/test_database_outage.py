@@ -1,6 +1,7 @@
-"""PostgreSQL stops in the middle of `finsent score` (its fast shutdown, as on a host reboot or a failover):
-the run ends with one line naming the database, and the next run, once the server is back, finishes the
-work with no score, rollup or article lost or doubled. Real processes against a real embedded server."""
+"""PostgreSQL stops in the middle of `finsent score` (its fast shutdown, as on a host reboot or a failover),
+or the shared server ends its sessions: the run ends with one line naming the database, and the next run,
+once the server is back, finishes the work with no score, rollup or article lost or doubled. Real
+processes against a real embedded server and the server on 127.0.0.1:5432."""
 
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ from tests.fixtures.scoring import add_articles, varied_articles
 ARTICLES = 20_000
 
 
-def finsent(home: Path, *args: str) -> subprocess.Popen[str]:
+def finsent(home: Path, *args: str, database_url: str | None = None) -> subprocess.Popen[str]:
+    """Start ``finsent ARGS`` on the embedded server under ``home``, or on ``database_url``."""
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"FINSENT_HOME": str(home)}
+    if database_url:
+        env["DATABASE_URL"] = database_url
     code = "from pipeline.cli import app; app()"
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
@@ -83,3 +87,54 @@ def test_score_stopped_by_a_database_shutdown_reruns_to_exactly_one_score_per_ar
     finally:
         engine.dispose()
         db.stop_embedded_server(settings)
+
+
+@pytest.mark.parametrize("pg_admin_url", ["local"], indirect=True)
+def test_score_whose_sessions_the_shared_server_ends_goes_on_or_fails_in_one_line_and_converges(
+    tmp_path: Path, tiny_model_dir: Path, pg_admin_url: str, db_url: str
+) -> None:
+    """The server on 127.0.0.1:5432 is shared and stays up: an administrator or a pooler ends the run's
+    sessions (pg_terminate_backend) while batches are being written."""
+    engine = sa.create_engine(db_url)
+    add_articles(engine, varied_articles(ARTICLES))
+    home = tmp_path / "home"
+    run = finsent(home, "score", "--model", str(tiny_model_dir), "--batch-size", "8", database_url=db_url)
+    try:
+        deadline = time.monotonic() + 120
+        while count(engine, "SELECT count(*) FROM scores") < 200 and time.monotonic() < deadline:
+            assert run.poll() is None, run.communicate()
+            time.sleep(0.05)
+        engine.dispose()
+        admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            ended = conn.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = :d AND pid <> pg_backend_pid()"
+                ),
+                {"d": sa.make_url(db_url).database},
+            ).scalar_one()
+        admin.dispose()
+        assert ended >= 1
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    # Ended while idle between batches, a session is replaced at the next checkout (pre-ping) and the
+    # run goes on; ended inside a batch, that batch fails and the run stops in one line. Either way the
+    # rerun converges.
+    if run.returncode == 0:
+        assert out.startswith(f"scored {ARTICLES} articles"), (out, err)
+    else:
+        lines = err.strip().splitlines()
+        assert run.returncode == 1 and len(lines) == 1, (out, err)
+        assert lines[0].startswith("error: cannot use the database at "), err
+        assert count(engine, "SELECT count(*) FROM scores") < ARTICLES
+
+    rerun = finsent(home, "score", "--model", str(tiny_model_dir), database_url=db_url)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert count(engine, "SELECT count(*) FROM scores") == ARTICLES
+    assert count(engine, "SELECT count(DISTINCT (article_id, model_version)) FROM scores") == ARTICLES
+    assert maintenance.check_rollups(db.get_engine(db_url), days=3650).consistent
+    engine.dispose()
