@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from pipeline import maintenance
 from pipeline.config import Settings
 from pipeline.store import db
+from tests.fixtures.postgres import local_cluster, local_server_stopped
 from tests.fixtures.scoring import add_articles, varied_articles
 
 ARTICLES = 20_000
@@ -130,6 +131,44 @@ def test_score_whose_sessions_the_shared_server_ends_goes_on_or_fails_in_one_lin
         assert run.returncode == 1 and len(lines) == 1, (out, err)
         assert lines[0].startswith("error: cannot use the database at "), err
         assert count(engine, "SELECT count(*) FROM scores") < ARTICLES
+
+    rerun = finsent(home, "score", "--model", str(tiny_model_dir), database_url=db_url)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert count(engine, "SELECT count(*) FROM scores") == ARTICLES
+    assert count(engine, "SELECT count(DISTINCT (article_id, model_version)) FROM scores") == ARTICLES
+    assert maintenance.check_rollups(db.get_engine(db_url), days=3650).consistent
+    engine.dispose()
+
+
+@pytest.mark.parametrize("pg_admin_url", ["local"], indirect=True)
+def test_score_on_the_shared_server_stopped_midway_fails_in_one_line_and_the_rerun_converges(
+    tmp_path: Path, tiny_model_dir: Path, pg_admin_url: str, db_url: str
+) -> None:
+    """The server on 127.0.0.1:5432 itself stopped (fast shutdown) mid-run, then started again."""
+    if local_cluster() is None:
+        pytest.skip("stopping the server on 127.0.0.1:5432 needs root and pg_ctlcluster (as in CI)")
+    engine = sa.create_engine(db_url, pool_pre_ping=True)
+    add_articles(engine, varied_articles(ARTICLES))
+    home = tmp_path / "home"
+    run = finsent(home, "score", "--model", str(tiny_model_dir), "--batch-size", "8", database_url=db_url)
+    try:
+        deadline = time.monotonic() + 120
+        while count(engine, "SELECT count(*) FROM scores") < 200 and time.monotonic() < deadline:
+            assert run.poll() is None, run.communicate()
+            time.sleep(0.05)
+        engine.dispose()
+        with local_server_stopped():
+            out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot use the database at "), err
+    assert "Traceback" not in err
+    scored = count(engine, "SELECT count(*) FROM scores")
+    assert 200 <= scored < ARTICLES
 
     rerun = finsent(home, "score", "--model", str(tiny_model_dir), database_url=db_url)
     out, err = rerun.communicate(timeout=300)
