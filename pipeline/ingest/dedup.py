@@ -157,38 +157,51 @@ class BandIndex:
 
     def __init__(self, threshold: float, num_perm: int = NUM_PERM) -> None:
         self.ranges = MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges
-        self._buckets: list[dict[bytes, set[int]]] = [{} for _ in self.ranges]
-        self._keys: dict[int, list[bytes]] = {}
+        # Per band: band value -> the key whose signature has it, or the set of keys once several do.
+        # Most band values belong to one article, and a set for each cost ~3 KB an article in a story
+        # window of hundreds of thousands.
+        self._buckets: list[dict[int, int | set[int]]] = [{} for _ in self.ranges]
 
-    def _band_keys(self, sig: np.ndarray) -> list[bytes]:
-        return [sig[start:end].tobytes() for start, end in self.ranges]
+    def _band_keys(self, sig: np.ndarray) -> list[int]:
+        # The hash of the band's bytes, not the bytes: a collision only adds a candidate, which the
+        # similarity check then drops.
+        return [hash(sig[start:end].tobytes()) for start, end in self.ranges]
 
     def insert(self, key: int, sig: np.ndarray) -> None:
         """Index ``sig`` under ``key`` (an article id not already indexed)."""
-        bands = self._keys[key] = self._band_keys(sig)
-        for bucket, band in zip(self._buckets, bands, strict=True):
-            bucket.setdefault(band, set()).add(key)
+        for bucket, band in zip(self._buckets, self._band_keys(sig), strict=True):
+            held = bucket.get(band)
+            if held is None:
+                bucket[band] = key
+            elif isinstance(held, set):
+                held.add(key)
+            else:
+                bucket[band] = {held, key}
 
-    def remove(self, key: int) -> None:
-        """Forget ``key``; unknown keys are ignored."""
-        bands = self._keys.pop(key, None)
-        if bands is None:
-            return
-        for bucket, band in zip(self._buckets, bands, strict=True):
-            members = bucket[band]
-            members.discard(key)
-            if not members:
+    def remove(self, key: int, sig: np.ndarray) -> None:
+        """Forget ``key``, indexed with ``sig``; a key not indexed is ignored."""
+        for bucket, band in zip(self._buckets, self._band_keys(sig), strict=True):
+            held = bucket.get(band)
+            if isinstance(held, set):
+                held.discard(key)
+                if len(held) == 1:
+                    bucket[band] = held.pop()
+            elif held == key:
                 del bucket[band]
 
     def query(self, sig: np.ndarray) -> set[int]:
         """Return the keys whose signatures share at least one band with ``sig``."""
         found: set[int] = set()
         for bucket, band in zip(self._buckets, self._band_keys(sig), strict=True):
-            found |= bucket.get(band, set())
+            held = bucket.get(band)
+            if isinstance(held, set):
+                found |= held
+            elif held is not None:
+                found.add(held)
         return found
 
 
-@dataclass
+@dataclass(slots=True)
 class _Member:
     story_id: int
     signature: np.ndarray
@@ -229,8 +242,9 @@ class StoryIndex:
 
     def discard(self, article_id: int, title_key: str | None = None) -> None:
         """Forget an article that was not stored after all (its transaction failed or it lost a race)."""
-        if self._members.pop(article_id, None) is not None:
-            self._lsh.remove(article_id)
+        member = self._members.pop(article_id, None)
+        if member is not None:
+            self._lsh.remove(article_id, member.signature)
         if title_key is not None and title_key in self._titles:
             self._titles[title_key] = [t for t in self._titles[title_key] if t[2] != article_id]
 

@@ -179,9 +179,9 @@ def test_band_index_returns_what_datasketch_lsh_returns() -> None:
         ours.insert(key, sig)
         theirs.insert(key, lean(sig))
     for key in (3, 17):  # removal too
-        ours.remove(key)
+        ours.remove(key, base[key])
         theirs.remove(key)
-    ours.remove(999)  # unknown keys are ignored
+    ours.remove(999, base[0])  # a key not indexed is ignored, even with an indexed key's signature
     results = [ours.query(sig) for sig in copies]
     assert results == [set(theirs.query(lean(sig))) for sig in copies]
     hits = sum(bool(r) for r in results)
