@@ -307,7 +307,7 @@ def main() -> None:
         env = keep | {
             "DATABASE_URL": db_url,
             "FINSENT_HOME": tmp,
-            "FINSENT_ALLOW_PRIVATE_HOSTS": "true",
+            "FINSENT_ALLOWED_HOSTS": server.host,  # the loopback feed server, nothing else private
             "FINSENT_SMTP_HOST": "127.0.0.1",
             "FINSENT_SMTP_PORT": str(mailbox.port),
             "FINSENT_ALERT_TO": "desk@example.com",

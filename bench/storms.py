@@ -374,7 +374,7 @@ def main() -> None:
         env = {
             **os.environ,
             "DATABASE_URL": db_url,
-            "FINSENT_ALLOW_PRIVATE_HOSTS": "true",
+            "FINSENT_ALLOWED_HOSTS": server.host,  # the loopback feed server, nothing else private
             "FINSENT_HOME": tmp,
         }
         if args.rules:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from platformdirs import user_data_dir
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -16,6 +17,18 @@ DEFAULT_WATCHLIST = PACKAGE_DIR / "ingest" / "watchlist.yaml"
 DEFAULT_MODEL_DIR = REPO_DIR / "models" / "default"
 
 
+# The blanket switch that let every private and loopback address be fetched, and so every redirect to
+# one; the scoped allowed_hosts replaced it. It is still read, only to refuse it with this message.
+ALLOW_PRIVATE_HOSTS_REPLACED = (
+    "FINSENT_ALLOW_PRIVATE_HOSTS was replaced by FINSENT_ALLOWED_HOSTS: list the hosts or networks "
+    "feeds may be fetched from (e.g. 127.0.0.1, feeds.internal, 10.20.0.0/16)"
+)
+
+
+class SettingsError(ValueError):
+    """An unusable setting in the environment or ``.env``; the message is one line naming it."""
+
+
 def validation_summary(exc: ValidationError) -> str:
     """Return a pydantic error as one line: each failing field by name, with its reason."""
     parts = []
@@ -23,6 +36,18 @@ def validation_summary(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in error.get("loc", ())) or "value"
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"field {where!r}: {message}")
+    return "; ".join(parts)
+
+
+def settings_summary(exc: ValidationError) -> str:
+    """Return a Settings validation error as one line naming each failing variable (``FINSENT_...``)."""
+    parts = []
+    for error in exc.errors():
+        loc = error.get("loc", ())
+        field = str(loc[0]) if loc else "settings"
+        name = f"FINSENT_{field.upper()}" if field in Settings.model_fields else field
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(message if message.startswith(name) else f"{name}: {message}")
     return "; ".join(parts)
 
 
@@ -48,12 +73,16 @@ class Settings(BaseSettings):
 
     # Fetching.
     user_agent: str = "finsent/0.1 (+https://github.com/finsent/finsent; financial news sentiment monitor)"
-    allow_private_hosts: bool = False
     # Feeds on private networks, scoped: comma-separated host names, IP addresses and CIDR networks
-    # ("feeds.internal, 10.20.0.0/16"). Link-local and cloud-metadata addresses are refused even with
-    # allow_private_hosts, unless named here exactly (a name or an address, not a network). A source's
-    # own ``allowed_hosts`` in the sources file adds entries for that source's fetches only.
+    # ("127.0.0.1, feeds.internal, 10.20.0.0/16"); any other non-public address (loopback included) is
+    # refused. Link-local and cloud-metadata addresses only when named here exactly (a name or an
+    # address, not a network). A source's own ``allowed_hosts`` in the sources file adds entries for
+    # that source's fetches only.
     allowed_hosts: str = ""
+    # FINSENT_ALLOW_PRIVATE_HOSTS, removed: read only to refuse it (see ALLOW_PRIVATE_HOSTS_REPLACED).
+    removed_allow_private_hosts: None = Field(
+        default=None, validation_alias="FINSENT_ALLOW_PRIVATE_HOSTS", exclude=True, repr=False
+    )
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
     source_deadline_s: float = 30.0
@@ -105,6 +134,20 @@ class Settings(BaseSettings):
     # Promotion of a newly trained model: no metric may drop by more than this (absolute, 0..1).
     promote_tolerance: float = 0.01
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_allow_private_hosts_argument(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "allow_private_hosts" in data:
+            raise ValueError(ALLOW_PRIVATE_HOSTS_REPLACED)
+        return data
+
+    @field_validator("removed_allow_private_hosts", mode="before")
+    @classmethod
+    def _refuse_allow_private_hosts(cls, value: object) -> None:
+        if value is not None:  # None: the default (settings validate their defaults too)
+            raise ValueError(ALLOW_PRIVATE_HOSTS_REPLACED)
+        return None
+
     @property
     def embedded_pgdata(self) -> Path:
         return self.home / "pgdata"
@@ -112,5 +155,11 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Return the process-wide settings (tests call ``get_settings.cache_clear()`` after changing env)."""
-    return Settings()
+    """Return the process-wide settings (tests call ``get_settings.cache_clear()`` after changing env).
+
+    Raise SettingsError, one line naming each bad variable, when the environment or ``.env`` holds an
+    unusable setting."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(f"invalid settings: {settings_summary(exc)}") from None

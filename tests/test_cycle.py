@@ -98,7 +98,7 @@ def test_run_command_prints_the_cycle_as_json_last(
 ) -> None:
     sources_file = tmp_path / "sources.yaml"
     sources_file.write_text(yaml.safe_dump([s.model_dump() for s in feed_sources]), encoding="utf-8")
-    monkeypatch.setenv("FINSENT_ALLOW_PRIVATE_HOSTS", "true")
+    monkeypatch.setenv("FINSENT_ALLOWED_HOSTS", "127.0.0.1")
     get_settings.cache_clear()
 
     result = CliRunner().invoke(

@@ -30,16 +30,17 @@ for group in (ingest.app, models.app, scoring.app, alerts.app):
 
 
 def _database_errors(command: Callable[..., None]) -> Callable[..., None]:
-    """Wrap a command so that an unusable database is one line on stderr and exit status 1."""
+    """Wrap a command so that an unusable database or setting is one line on stderr and exit status 1."""
 
     @functools.wraps(command)
     def wrapper(*args: object, **kwargs: object) -> None:
+        from pipeline.config import SettingsError
         from pipeline.store import db
 
         try:
             with db.one_line_errors():
                 command(*args, **kwargs)
-        except db.DatabaseUnavailable as exc:
+        except (db.DatabaseUnavailable, SettingsError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
 

@@ -45,9 +45,11 @@ def step_migrate(ctx: DemoContext) -> None:
 
 def step_ingest(ctx: DemoContext) -> None:
     """Serve the recorded feeds on loopback and ingest them twice (the second poll should be all 304s)."""
-    # Loopback is private address space, refused by the fetcher unless allowed for this run.
-    settings = ctx.settings.model_copy(update={"allow_private_hosts": True, "retries": 1})
     with FeedServer() as server:
+        # Loopback is not public, so the fetcher refuses it unless allowed: allow exactly this server's
+        # host for this run, on top of whatever FINSENT_ALLOWED_HOSTS already allows.
+        allowed = ", ".join(h for h in (ctx.settings.allowed_hosts.strip(), server.host) if h)
+        settings = ctx.settings.model_copy(update={"allowed_hosts": allowed, "retries": 1})
         sources = serve_demo_feeds(server)
         ctx.console.print(f"serving {len(sources)} recorded feeds at {server.url}")
         first: IngestReport = run_ingest(sources, engine=ctx.engine, settings=settings)

@@ -215,14 +215,13 @@ def _link_local_or_metadata(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -
     return ip.is_link_local or ip in METADATA_ADDRESSES
 
 
-async def check_host(url: str, *, allow_private: bool, allowed: HostAllowlist | None = None) -> None:
+async def check_host(url: str, *, allowed: HostAllowlist | None = None) -> None:
     """Raise FetchFailure unless ``url`` is http(s) and every address its host resolves to may be fetched.
 
-    Public addresses may; an address ``allowed`` covers may; any other private, loopback or reserved
-    address may only with ``allow_private``, and a link-local or cloud-metadata address never does unless
-    ``allowed`` names it exactly. Every address the name resolves to is checked, so a name with one
-    private record is refused. (The connection resolves the name again; a resolver that answers
-    differently the second time is outside what this guard can see.)
+    Public addresses may; any other (private, loopback, reserved) only when ``allowed`` covers it, and a
+    link-local or cloud-metadata address only when ``allowed`` names it exactly. Every address the name
+    resolves to is checked, so a name with one private record is refused. (The connection resolves the
+    name again; a resolver that answers differently the second time is outside what this guard can see.)
     """
     try:
         parts = urlsplit(url)
@@ -248,12 +247,11 @@ async def check_host(url: str, *, allow_private: bool, allowed: HostAllowlist | 
                 f"host {host!r} resolves to link-local or cloud-metadata address {address}: refused "
                 "unless the source's allowed_hosts or FINSENT_ALLOWED_HOSTS names it exactly",
             )
-        if not allow_private:
-            raise FetchFailure(
-                "blocked_host",
-                f"host {host!r} resolves to non-public address {address} "
-                "(list it in the source's allowed_hosts or in FINSENT_ALLOWED_HOSTS to allow)",
-            )
+        raise FetchFailure(
+            "blocked_host",
+            f"host {host!r} resolves to non-public address {address} "
+            "(list it in the source's allowed_hosts or in FINSENT_ALLOWED_HOSTS to allow)",
+        )
 
 
 @dataclass
@@ -449,7 +447,7 @@ class Fetcher:
         current = url
         for _hop in range(self.settings.max_redirects + 1):
             seen.add(current)
-            await check_host(current, allow_private=self.settings.allow_private_hosts, allowed=allowed)
+            await check_host(current, allowed=allowed)
             policy = await self._robots_policy(current, allowed)
             if not policy.reachable:
                 # RFC 9309: unreachable robots.txt means "do not crawl"; the cause is the network.
@@ -546,7 +544,7 @@ class Fetcher:
         current = robots
         for _hop in range(6):
             try:
-                await check_host(current, allow_private=self.settings.allow_private_hosts, allowed=allowed)
+                await check_host(current, allowed=allowed)
                 response = await self._get(
                     current, {"Accept": "text/plain, */*;q=0.5"}, MAX_ROBOTS_BYTES, truncate=True
                 )

@@ -35,7 +35,7 @@ ITEMS = [
 
 @pytest.fixture
 def private_hosts(monkeypatch: pytest.MonkeyPatch, db_url: str) -> None:
-    monkeypatch.setenv("FINSENT_ALLOW_PRIVATE_HOSTS", "true")
+    monkeypatch.setenv("FINSENT_ALLOWED_HOSTS", "127.0.0.1")  # the loopback feed server
     monkeypatch.setenv("FINSENT_RETRIES", "0")
     get_settings.cache_clear()
 
@@ -91,7 +91,7 @@ def test_ingest_on_a_fresh_database_creates_the_schema_first(
     empty_db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", empty_db_url)
-    monkeypatch.setenv("FINSENT_ALLOW_PRIVATE_HOSTS", "true")
+    monkeypatch.setenv("FINSENT_ALLOWED_HOSTS", "127.0.0.1")
     get_settings.cache_clear()
     try:
         with FeedServer() as server:

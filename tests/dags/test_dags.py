@@ -190,7 +190,7 @@ def pipeline_env(
     for key, value in {
         "FINSENT_SOURCES": str(sources),
         "FINSENT_SOURCE_BATCH_SIZE": "1",
-        "FINSENT_ALLOW_PRIVATE_HOSTS": "true",
+        "FINSENT_ALLOWED_HOSTS": "127.0.0.1",
         "FINSENT_MODEL_DIR": str(tiny_model_dir),
         "FINSENT_ALERT_RULES": str(rules),
         "FINSENT_SMTP_HOST": smtp_catcher.host,

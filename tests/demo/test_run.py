@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
-from pipeline.config import get_settings
+from pipeline.config import Settings, get_settings
 from pipeline.demo import run as demo
 from pipeline.demo.feeds import demo_documents
 from pipeline.ingest.parse import FeedError, parse_feed
@@ -84,3 +90,54 @@ def test_demo_ingest_step_prints_the_per_source_table(engine: Engine) -> None:
         assert name in text
     assert "HTML" in text  # the outage page, named in the error column
     assert "second poll: 4 of 5 feeds unchanged (HTTP 304), 0 new articles" in text
+
+
+def test_demo_allows_its_loopback_server_on_top_of_the_users_allowlist(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's feed server is the one host it adds: nothing else private is opened for it."""
+    seen: list[str] = []
+    real_run_ingest = demo.run_ingest
+
+    def recording_run_ingest(*args: Any, settings: Settings, **kwargs: Any) -> Any:
+        seen.append(settings.allowed_hosts)
+        return real_run_ingest(*args, settings=settings, **kwargs)
+
+    monkeypatch.setattr(demo, "run_ingest", recording_run_ingest)
+    for users in ("", "feeds.internal, 10.20.0.0/16"):
+        settings = get_settings().model_copy(update={"allowed_hosts": users})
+        ctx = demo.DemoContext(settings=settings, console=Console(file=io.StringIO(), width=160))
+        demo.step_migrate(ctx)
+        demo.step_ingest(ctx)
+        assert ctx.results["ingest"]["sources_ok"] == 4
+        expected = f"{users}, 127.0.0.1" if users else "127.0.0.1"
+        assert seen == [expected, expected]
+        seen.clear()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "DATABASE_URL",
+            "postgresql://nobody:pw@127.0.0.1:1/x",
+            "error: cannot use the database at 127.0.0.1:1/x",
+        ),
+        (
+            "FINSENT_ALLOW_PRIVATE_HOSTS",
+            "true",
+            "error: invalid settings: FINSENT_ALLOW_PRIVATE_HOSTS was replaced",
+        ),
+    ],
+)
+def test_make_demo_says_what_is_wrong_in_one_line(
+    variable: str, value: str, expected: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "FINSENT_HOME": str(tmp_path), variable: value}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.demo"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), done.stderr
+    assert "pw@" not in done.stdout + done.stderr

@@ -142,7 +142,7 @@ def test_each_source_fetches_only_what_its_own_allowlist_opens(
             allowed_hosts=["127.0.0.0/8", "169.254.0.0/16", "10.0.0.0/8"],
         ),
     ]
-    settings = Settings(allow_private_hosts=False, allowed_hosts="", retries=0, source_deadline_s=10)
+    settings = Settings(allowed_hosts="", retries=0, source_deadline_s=10)
 
     report = run_ingest(sources, engine=engine, settings=settings)
 

@@ -62,7 +62,7 @@ def ingest_command(sources: Path, db_url: str) -> tuple[list[str], dict[str, str
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
-        "FINSENT_ALLOW_PRIVATE_HOSTS": "true",
+        "FINSENT_ALLOWED_HOSTS": "127.0.0.1",
         "FINSENT_RETRIES": "0",
     }
     code = "from pipeline.cli import app; app()"

@@ -306,11 +306,11 @@ def test_missing_robots_txt_allows_everything(
     assert feed_server.stats("/robots.txt").statuses == [404]
 
 
-def test_loopback_is_refused_unless_private_hosts_are_allowed(
+def test_loopback_is_refused_unless_allowlisted(
     feed_server: FaultyFeedServer, fetch_settings: Settings
 ) -> None:
     source = Source(name="internal", url=feed_server.add("/feed.xml", RSS))
-    result = fetch_one(fetch_settings.model_copy(update={"allow_private_hosts": False}), source)
+    result = fetch_one(fetch_settings.model_copy(update={"allowed_hosts": ""}), source)
     assert result.status == "error" and result.error_kind == "blocked_host"
     assert "127.0.0.1" in (result.error or "") and "internal" in (result.error or "")
     assert feed_server.total_requests == 0  # refused before any connection, robots.txt included
@@ -320,9 +320,7 @@ def test_localhost_name_is_refused_after_resolving(
     feed_server: FaultyFeedServer, fetch_settings: Settings
 ) -> None:
     url = feed_server.add("/feed.xml", RSS).replace("127.0.0.1", "localhost")
-    result = fetch_one(
-        fetch_settings.model_copy(update={"allow_private_hosts": False}), Source(name="n", url=url)
-    )
+    result = fetch_one(fetch_settings.model_copy(update={"allowed_hosts": ""}), Source(name="n", url=url))
     assert result.error_kind == "blocked_host"
     assert feed_server.total_requests == 0
 
@@ -351,7 +349,7 @@ def test_redirect_to_a_private_address_is_refused(
 ) -> None:
     feed_server.add("/feed.xml", RSS)
     feed_server.add("/out.xml", b"", redirect_to=feed_server.url + "/feed.xml")
-    settings = fetch_settings.model_copy(update={"allow_private_hosts": False})
+    settings = fetch_settings.model_copy(update={"allowed_hosts": ""})
 
     async def run() -> FetchResult:
         async with Fetcher(settings, transport=ToLoopback(feed_server.url)) as fetcher:
@@ -455,27 +453,57 @@ def test_fetch_page_gets_an_article_page_as_html(
     assert feed_server.stats("/story.html").last_headers["Accept"].startswith("text/html")
 
 
-@pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/feed.xml"])
-def test_a_redirect_to_link_local_or_metadata_is_refused_even_with_private_hosts_allowed(
-    feed_server: FaultyFeedServer, fetch_settings: Settings, target: str
+class Recording(httpx.AsyncBaseTransport):
+    """Pass every request on to the network, keeping its URL: what the fetcher tried to reach."""
+
+    def __init__(self) -> None:
+        self.urls: list[httpx.URL] = []
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.urls.append(request.url)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("http://10.0.0.1/feed.xml", "non-public address 10.0.0.1"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local or cloud-metadata address 169.254.169.254"),
+        ("http://[fe80::1]/feed.xml", "link-local or cloud-metadata address fe80::1"),
+    ],
+)
+def test_a_redirect_from_an_allowlisted_loopback_feed_is_refused_before_connecting(
+    feed_server: FaultyFeedServer, fetch_settings: Settings, target: str, reason: str
 ) -> None:
-    assert fetch_settings.allow_private_hosts
+    """Allowing the feed's own host allows that host only: where it redirects is checked on its own."""
+    assert fetch_settings.allowed_hosts == "127.0.0.1"
     url = feed_server.add("/out.xml", b"", redirect_to=target)
-    result = fetch_one(fetch_settings, Source(name="hop", url=url))
+    transport = Recording()
+
+    async def run() -> FetchResult:
+        async with Fetcher(fetch_settings, transport=transport) as fetcher:
+            return await fetcher.fetch_feed(Source(name="hop", url=url))
+
+    result = asyncio.run(run())
     assert result.status == "error" and result.error_kind == "blocked_host"
-    assert "link-local or cloud-metadata address" in (result.error or "")
+    assert reason in (result.error or "") and "FINSENT_ALLOWED_HOSTS" in (result.error or "")
     assert result.attempts == 1  # refused, not retried
+    assert feed_server.stats("/out.xml").requests == 1  # the allowed feed was fetched ...
+    assert {u.host for u in transport.urls} == {"127.0.0.1"}  # ... and nothing else was even tried
 
 
 def test_the_allowlist_opens_named_hosts_and_networks_only(
     feed_server: FaultyFeedServer, fetch_settings: Settings
 ) -> None:
     source = Source(name="internal", url=feed_server.add("/feed.xml", RSS))
-    scoped = fetch_settings.model_copy(update={"allow_private_hosts": False})
     for allowed in ("127.0.0.0/8", "127.0.0.1", "10.0.0.0/8, 127.0.0.1"):
-        result = fetch_one(scoped.model_copy(update={"allowed_hosts": allowed}), source)
+        result = fetch_one(fetch_settings.model_copy(update={"allowed_hosts": allowed}), source)
         assert result.status == "ok", (allowed, result.error)
-    refused = fetch_one(scoped.model_copy(update={"allowed_hosts": "10.0.0.0/8"}), source)
+    refused = fetch_one(fetch_settings.model_copy(update={"allowed_hosts": "10.0.0.0/8"}), source)
     assert refused.error_kind == "blocked_host" and "FINSENT_ALLOWED_HOSTS" in (refused.error or "")
 
 

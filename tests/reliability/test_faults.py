@@ -80,7 +80,7 @@ def started(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
 def cli_env(**extra: str) -> dict[str, str]:
     """Return this process's environment without any finsent setting, plus ``extra``."""
     keep = {k: v for k, v in os.environ.items() if not k.startswith("FINSENT_") and k != "DATABASE_URL"}
-    return keep | {"FINSENT_ALLOW_PRIVATE_HOSTS": "true", "FINSENT_RETRIES": "0"} | extra
+    return keep | {"FINSENT_ALLOWED_HOSTS": "127.0.0.1", "FINSENT_RETRIES": "0"} | extra
 
 
 def count(url: str, sql: str) -> int:

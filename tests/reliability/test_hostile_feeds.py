@@ -261,7 +261,6 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
         **os.environ,
         "DATABASE_URL": url,
         "FINSENT_HOME": str(tmp_path_factory.mktemp("home")),
-        "FINSENT_ALLOW_PRIVATE_HOSTS": "false",
         "FINSENT_ALLOWED_HOSTS": "127.0.0.1",  # the loopback server, and nothing else private
         "FINSENT_CONNECT_TIMEOUT_S": "1",
         "FINSENT_READ_TIMEOUT_S": "2",
