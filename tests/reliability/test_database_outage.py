@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from pipeline import maintenance
 from pipeline.config import Settings
 from pipeline.store import db
-from tests.fixtures.postgres import local_cluster, local_server_stopped
+from tests.fixtures.postgres import end_sessions, local_cluster, local_server_stopped
 from tests.fixtures.scoring import add_articles, varied_articles
 
 ARTICLES = 20_000
@@ -52,6 +52,38 @@ def count(engine: sa.Engine, sql: str) -> int:
         return int(conn.execute(sa.text(sql)).scalar_one())
 
 
+def wait_for_scores(engine: sa.Engine, run: subprocess.Popen[str], wanted: int = 200) -> None:
+    """Wait until ``run`` has committed ``wanted`` scores and is still going: mid-run."""
+    deadline = time.monotonic() + 120
+    while count(engine, "SELECT count(*) FROM scores") < wanted and time.monotonic() < deadline:
+        assert run.poll() is None, run.communicate()
+        time.sleep(0.05)
+    engine.dispose()
+
+
+def assert_one_line_database_error(returncode: int, out: str, err: str) -> None:
+    lines = err.strip().splitlines()
+    assert returncode == 1 and len(lines) == 1, (out, err)
+    assert lines[0].startswith("error: cannot use the database at "), err
+    assert "Traceback" not in out + err
+
+
+def assert_rerun_scores_the_rest(home: Path, model: Path, database_url: str | None = None) -> None:
+    """Rerun ``finsent score`` on ``database_url`` (default: the embedded server under ``home``); then
+    every article has exactly one score, and the rollups match the scores."""
+    rerun = finsent(home, "score", "--model", str(model), database_url=database_url)
+    _out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    engine = sa.create_engine(database_url or embedded_url(home), pool_pre_ping=True)
+    try:
+        assert count(engine, "SELECT count(*) FROM scores") == ARTICLES
+        assert count(engine, "SELECT count(DISTINCT (article_id, model_version)) FROM scores") == ARTICLES
+        assert count(engine, "SELECT count(*) FROM articles") == ARTICLES
+        assert maintenance.check_rollups(engine, days=3650).consistent  # rollups match the scores
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="stops the server by pid")
 def test_score_stopped_by_a_database_shutdown_reruns_to_exactly_one_score_per_article(
     tmp_path: Path, tiny_model_dir: Path
@@ -64,27 +96,12 @@ def test_score_stopped_by_a_database_shutdown_reruns_to_exactly_one_score_per_ar
     try:
         add_articles(engine, varied_articles(ARTICLES))
         run = finsent(home, "score", "--model", str(tiny_model_dir), "--batch-size", "8")
-        deadline = time.monotonic() + 120
-        while count(engine, "SELECT count(*) FROM scores") < 200 and time.monotonic() < deadline:
-            assert run.poll() is None, run.communicate()
-            time.sleep(0.05)
-        engine.dispose()
+        wait_for_scores(engine, run)
         assert db.stop_embedded_server(settings) is not None  # mid-run: scores are being written
         out, err = run.communicate(timeout=120)
-        assert run.returncode == 1, (out, err)
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: cannot use the database at "), err
-        assert "Traceback" not in err
-
+        assert_one_line_database_error(run.returncode, out, err)
         # The next command starts the server again; the rerun scores what is left, nothing twice.
-        rerun = finsent(home, "score", "--model", str(tiny_model_dir))
-        out, err = rerun.communicate(timeout=300)
-        assert rerun.returncode == 0, err
-        engine = sa.create_engine(embedded_url(home), pool_pre_ping=True)
-        assert count(engine, "SELECT count(*) FROM scores") == ARTICLES
-        assert count(engine, "SELECT count(DISTINCT (article_id, model_version)) FROM scores") == ARTICLES
-        assert count(engine, "SELECT count(*) FROM articles") == ARTICLES
-        assert maintenance.check_rollups(engine, days=3650).consistent  # rollups match the scores
+        assert_rerun_scores_the_rest(home, tiny_model_dir)
     finally:
         engine.dispose()
         db.stop_embedded_server(settings)
@@ -101,21 +118,8 @@ def test_score_whose_sessions_the_shared_server_ends_goes_on_or_fails_in_one_lin
     home = tmp_path / "home"
     run = finsent(home, "score", "--model", str(tiny_model_dir), "--batch-size", "8", database_url=db_url)
     try:
-        deadline = time.monotonic() + 120
-        while count(engine, "SELECT count(*) FROM scores") < 200 and time.monotonic() < deadline:
-            assert run.poll() is None, run.communicate()
-            time.sleep(0.05)
-        engine.dispose()
-        admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            ended = conn.execute(
-                sa.text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE datname = :d AND pid <> pg_backend_pid()"
-                ),
-                {"d": sa.make_url(db_url).database},
-            ).scalar_one()
-        admin.dispose()
+        wait_for_scores(engine, run)
+        ended = end_sessions(pg_admin_url, str(sa.make_url(db_url).database))
         assert ended >= 1
         out, err = run.communicate(timeout=120)
     finally:
@@ -127,18 +131,8 @@ def test_score_whose_sessions_the_shared_server_ends_goes_on_or_fails_in_one_lin
     if run.returncode == 0:
         assert out.startswith(f"scored {ARTICLES} articles"), (out, err)
     else:
-        lines = err.strip().splitlines()
-        assert run.returncode == 1 and len(lines) == 1, (out, err)
-        assert lines[0].startswith("error: cannot use the database at "), err
-        assert count(engine, "SELECT count(*) FROM scores") < ARTICLES
-
-    rerun = finsent(home, "score", "--model", str(tiny_model_dir), database_url=db_url)
-    out, err = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, err
-    assert count(engine, "SELECT count(*) FROM scores") == ARTICLES
-    assert count(engine, "SELECT count(DISTINCT (article_id, model_version)) FROM scores") == ARTICLES
-    assert maintenance.check_rollups(db.get_engine(db_url), days=3650).consistent
-    engine.dispose()
+        assert_one_line_database_error(run.returncode, out, err)
+    assert_rerun_scores_the_rest(home, tiny_model_dir, database_url=db_url)
 
 
 @pytest.mark.parametrize("pg_admin_url", ["local"], indirect=True)
@@ -153,27 +147,13 @@ def test_score_on_the_shared_server_stopped_midway_fails_in_one_line_and_the_rer
     home = tmp_path / "home"
     run = finsent(home, "score", "--model", str(tiny_model_dir), "--batch-size", "8", database_url=db_url)
     try:
-        deadline = time.monotonic() + 120
-        while count(engine, "SELECT count(*) FROM scores") < 200 and time.monotonic() < deadline:
-            assert run.poll() is None, run.communicate()
-            time.sleep(0.05)
-        engine.dispose()
+        wait_for_scores(engine, run)
         with local_server_stopped():
             out, err = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
             run.kill()
-    assert run.returncode == 1, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot use the database at "), err
-    assert "Traceback" not in err
-    scored = count(engine, "SELECT count(*) FROM scores")
-    assert 200 <= scored < ARTICLES
-
-    rerun = finsent(home, "score", "--model", str(tiny_model_dir), database_url=db_url)
-    out, err = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, err
-    assert count(engine, "SELECT count(*) FROM scores") == ARTICLES
-    assert count(engine, "SELECT count(DISTINCT (article_id, model_version)) FROM scores") == ARTICLES
-    assert maintenance.check_rollups(db.get_engine(db_url), days=3650).consistent
+    assert_one_line_database_error(run.returncode, out, err)
+    assert 200 <= count(engine, "SELECT count(*) FROM scores") < ARTICLES
     engine.dispose()
+    assert_rerun_scores_the_rest(home, tiny_model_dir, database_url=db_url)

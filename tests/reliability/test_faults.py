@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
@@ -39,7 +39,7 @@ from pipeline.demo.feeds import FeedItem, rss_document
 from pipeline.demo.feedserver import FeedServer
 from pipeline.ingest.workers import PARALLEL_PARSE_MIN_FEEDS
 from pipeline.store import db
-from tests.fixtures.postgres import local_cluster, local_server_stopped
+from tests.fixtures.postgres import end_sessions, local_cluster, local_server_stopped
 from tests.fixtures.smtp_server import SmtpCatcher, SmtpServer, free_port
 from tests.ingest.test_run import ARTICLE_PAGE
 
@@ -265,57 +265,29 @@ def test_postgres_stopped_mid_ingest_fails_in_one_line_and_the_rerun_equals_a_cl
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("outage", ["sessions ended", "server stopped"])
 @pytest.mark.parametrize("pg_admin_url", ["local"], indirect=True)
-def test_backends_terminated_mid_ingest_and_the_rerun_equals_a_clean_run(
-    tmp_path: Path, pg_admin_url: str, db_url: str
+def test_the_shared_server_lost_mid_ingest_and_the_rerun_equals_a_clean_run(
+    tmp_path: Path, pg_admin_url: str, db_url: str, outage: str
 ) -> None:
-    """A server-side connection loss on the shared server (pg_terminate_backend, as an administrator or a
-    pooler does), the server itself left running."""
+    """The server on 127.0.0.1:5432, while the run waits on article pages: its sessions ended
+    (pg_terminate_backend, as an administrator or a pooler does) with the server left running, or the
+    server itself stopped (fast shutdown) and started again. One line, and the rerun converges."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one CPU: ingest parses in its own process, there is no parse pool")
-    env = cli_env(DATABASE_URL=db_url)
-    name = sa.make_url(db_url).database
-    with GatedFeedServer() as server:
-        feeds = FeedSet(server, tmp_path / "sources.yaml")
-        with started(env, "ingest", "--sources", str(feeds.path)) as run:
-            wait_for_articles(db_url, feeds.quick_articles, run)
-            admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-            try:
-                with admin.connect() as conn:
-                    killed = conn.execute(
-                        sa.text(
-                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                            " WHERE datname = :d AND pid <> pg_backend_pid()"
-                        ),
-                        {"d": name},
-                    ).scalar_one()
-            finally:
-                admin.dispose()
-            assert killed >= 1  # the run's connection, idle while its full-text pages are held back
-            server.gate.set()
-            assert f"/{name} (DATABASE_URL)" in assert_one_line_error(run)
-        assert count(db_url, "SELECT count(*) FROM articles") == feeds.quick_articles
-        assert_rerun_converges(env, db_url, pg_admin_url, feeds)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("pg_admin_url", ["local"], indirect=True)
-def test_the_shared_server_stopped_mid_ingest_and_started_again_the_rerun_equals_a_clean_run(
-    tmp_path: Path, pg_admin_url: str, db_url: str
-) -> None:
-    """The server on 127.0.0.1:5432 itself stopped (fast shutdown) while the run waits on article pages,
-    then started again: one line, and the rerun converges."""
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("one CPU: ingest parses in its own process, there is no parse pool")
-    if local_cluster() is None:
+    if outage == "server stopped" and local_cluster() is None:
         pytest.skip("stopping the server on 127.0.0.1:5432 needs root and pg_ctlcluster (as in CI)")
     env = cli_env(DATABASE_URL=db_url)
-    name = sa.make_url(db_url).database
+    name = str(sa.make_url(db_url).database)
     with GatedFeedServer() as server:
         feeds = FeedSet(server, tmp_path / "sources.yaml")
         with started(env, "ingest", "--sources", str(feeds.path)) as run:
             wait_for_articles(db_url, feeds.quick_articles, run)
-            with local_server_stopped():
+            with ExitStack() as outage_lasts:
+                if outage == "server stopped":
+                    outage_lasts.enter_context(local_server_stopped())
+                else:  # the run's connection, idle while its full-text pages are held back
+                    assert end_sessions(pg_admin_url, name) >= 1
                 server.gate.set()
                 assert f"/{name} (DATABASE_URL)" in assert_one_line_error(run)
         assert count(db_url, "SELECT count(*) FROM articles") == feeds.quick_articles
