@@ -6,6 +6,7 @@ processes against a real embedded server and the server on 127.0.0.1:5432."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -155,5 +156,28 @@ def test_score_on_the_shared_server_stopped_midway_fails_in_one_line_and_the_rer
             run.kill()
     assert_one_line_database_error(run.returncode, out, err)
     assert 200 <= count(engine, "SELECT count(*) FROM scores") < ARTICLES
+    engine.dispose()
+    assert_rerun_scores_the_rest(home, tiny_model_dir, database_url=db_url)
+
+
+@pytest.mark.parametrize("pg_admin_url", ["local"], indirect=True)
+def test_score_sigkilled_mid_batch_leaves_nothing_half_written_and_the_rerun_converges(
+    tmp_path: Path, tiny_model_dir: Path, db_url: str
+) -> None:
+    """SIGKILL (the OOM killer, a node lost): no handler runs, the open batch's transaction dies with the
+    connection, and the next run scores exactly what is left."""
+    engine = sa.create_engine(db_url)
+    add_articles(engine, varied_articles(ARTICLES))
+    home = tmp_path / "home"
+    run = finsent(home, "score", "--model", str(tiny_model_dir), "--batch-size", "8", database_url=db_url)
+    try:
+        wait_for_scores(engine, run)
+        os.kill(run.pid, signal.SIGKILL)
+        assert run.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if run.poll() is None:
+            run.kill()
+    scored = count(engine, "SELECT count(*) FROM scores")
+    assert 200 <= scored < ARTICLES and scored % 8 == 0  # whole batches only
     engine.dispose()
     assert_rerun_scores_the_rest(home, tiny_model_dir, database_url=db_url)
