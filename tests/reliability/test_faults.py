@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -391,6 +392,64 @@ def test_smtp_down_for_hours_then_back_delivers_each_queued_email_exactly_once(
     assert [r.id for r in rows] == [r.id for r in queued] and {r.status for r in rows} == {"sent"}
     received = sorted(m["Message-ID"] for m in catcher.messages())
     assert received == sorted(r.message_id for r in rows)  # one message per queued email, none twice
+
+
+@dataclass
+class KillingCatcher(SmtpCatcher):
+    """Takes each message, then SIGKILLs ``victim`` (the sender) before answering: the server has the
+    email, the sender never learns it, and nothing of the sender's runs after."""
+
+    victim: int = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        answer = await super().handle_DATA(server, session, envelope)
+        if self.victim:
+            os.kill(self.victim, signal.SIGKILL)
+        return answer
+
+
+@pytest.mark.parametrize("pg_admin_url", ["embedded"], indirect=True)
+def test_alerts_killed_between_the_server_taking_an_email_and_marking_it_sent_never_send_it_twice(
+    engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    rules = seed_storm(engine, tmp_path / "rules.yaml")
+    catcher = KillingCatcher("127.0.0.1", free_port())
+    settings = smtp_settings(catcher.port)
+    evaluate(T0 - H, engine=engine, rules=rules, settings=settings)  # queued; the CLI run fires it
+    env = cli_env(
+        DATABASE_URL=db_url,
+        FINSENT_SMTP_HOST="127.0.0.1",
+        FINSENT_SMTP_PORT=str(catcher.port),
+        FINSENT_ALERT_TO="desk@example.com",
+        FINSENT_ALERT_FROM="finsent@alerts.test",
+        FINSENT_ALERT_RULES=str(tmp_path / "rules.yaml"),
+    )
+    server = SmtpServer(catcher)
+    server.start()
+    try:
+        run = finsent(env, "alerts", "--now", T0.isoformat(), "--json")
+        catcher.victim = run.pid  # set long before the first DATA: the command takes seconds to start
+        assert run.wait(timeout=120) == -signal.SIGKILL
+        catcher.victim = 0
+        (taken,) = catcher.messages()
+        claimed = [r for r in outbox(engine) if r.status == "sending"]
+        assert [r.message_id for r in claimed] == [taken["Message-ID"]]  # claimed, never marked sent
+
+        # A later pass, once the claim's lease has run out: that email is unconfirmed, not sent again;
+        # the rest go out once each.
+        later = datetime.now(UTC) + notify.CLAIM_LEASE + timedelta(minutes=1)
+        report = deliver_outbox(engine=engine, settings=settings, now=later)
+        assert report.unconfirmed == 1
+        again = deliver_outbox(engine=engine, settings=settings, now=later + notify.RETRY_MAX)
+        assert again.sent == 0 and again.unconfirmed == 1
+    finally:
+        server.stop()
+    rows = outbox(engine)
+    status = {r.message_id: r.status for r in rows}
+    assert status.pop(taken["Message-ID"]) == "unconfirmed"
+    assert set(status.values()) <= {"sent"}
+    received = [m["Message-ID"] for m in catcher.messages()]
+    assert sorted(received) == sorted([taken["Message-ID"], *status])  # each email once, none twice
 
 
 @pytest.mark.parametrize("pg_admin_url", ["embedded"], indirect=True)
