@@ -16,9 +16,10 @@ the per-day peak-RSS series and whether they are flat (the last day within 1.25x
     python bench/soak.py --days 5 --per-day 20000 --json
     python bench/soak.py --database-url postgresql://... --json   # a fresh database on that server
 
-After each day's ingest its articles get the simulated day's end as their fetch time: the story index an
-ingest seeds from the last 72 hours then holds what production holds (``story_window`` per day), not
-every article of the run just because it was fetched minutes ago.
+Each simulated day ages every earlier article's fetch time by a day, as a day of wall-clock time would:
+the story index an ingest seeds from the last 72 hours then holds what a daily deployment holds (the two
+previous days; ``story_window`` per day), not every article of the run just because it was fetched
+minutes ago.
 """
 
 from __future__ import annotations
@@ -329,22 +330,20 @@ def main() -> None:
                         parser.error(f"{len(body):,}-byte feeds pass FINSENT_MAX_BODY_BYTES: add --feeds")
                     server.add(f"/{feed}.xml", body)
                     tails[feed] = items[:OVERLAP]
+                with engine.begin() as conn:  # a day has passed for what earlier days fetched
+                    conn.execute(sa.text("UPDATE articles SET fetched_at = fetched_at - :day"), {"day": DAY})
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    conn.execute(sa.text("VACUUM articles"))  # the update's old row versions: not table size
                 with engine.connect() as conn:  # what this ingest's story index seeds from
                     day.story_window = conn.execute(
                         sa.text("SELECT count(*) FROM articles WHERE fetched_at >= :s OR published_at >= :s"),
                         {"s": datetime.now(UTC) - timedelta(hours=72)},
                     ).scalar_one()
-                fetch_started = datetime.now(UTC)
                 day.stages["ingest"] = run_stage(
                     ["ingest", "--sources", str(sources), "--json"], env, workdir
                 )
                 day.articles = day.stages["ingest"].result["items_new"]
                 day.items_seen = day.stages["ingest"].result["items_seen"]
-                with engine.begin() as conn:
-                    conn.execute(
-                        sa.text("UPDATE articles SET fetched_at = :end WHERE fetched_at >= :started"),
-                        {"end": end, "started": fetch_started},
-                    )
                 score = ["score", "--json"] + (["--model", args.model] if args.model else [])
                 day.stages["score"] = run_stage(score, env, workdir)
                 sent_before = len(mailbox.messages)
