@@ -50,12 +50,14 @@ def score(
     as_json: JsonOption = False,
 ) -> None:
     """Score every article the active model version has not scored yet."""
-    from pipeline.scoring import ScoringError, score_pending
     from pipeline.store import db
 
+    engine = db.get_engine()
+    db.migrate(engine)  # idempotent; scoring right after a fresh install needs no separate step
+    # The model's imports (torch: seconds) only once the database answered.
+    from pipeline.scoring import ScoringError, score_pending
+
     try:
-        engine = db.get_engine()
-        db.migrate(engine)  # idempotent; scoring right after a fresh install needs no separate step
         progress = _batch_progress(as_json)
         done = score_pending(engine, model_dir=model, batch_size=batch_size, limit=limit, on_batch=progress)
         report = done.as_dict()
@@ -78,12 +80,13 @@ def rescore(
     as_json: JsonOption = False,
 ) -> None:
     """Score all history with a new model version; the active version and its scores stay until activation."""
-    from pipeline.scoring import score as scoring
     from pipeline.store import db
 
+    engine = db.get_engine()
+    db.migrate(engine)
+    from pipeline.scoring import score as scoring  # torch, once the database answered
+
     try:
-        engine = db.get_engine()
-        db.migrate(engine)
         progress = _batch_progress(as_json)
         done = scoring.rescore(engine, model_dir=model, batch_size=batch_size, limit=limit, on_batch=progress)
         report = done.as_dict()
