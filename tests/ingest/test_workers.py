@@ -3,6 +3,7 @@ memory budget in real worker processes, and a worker that dies takes no other fe
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 import psutil
 import pytest
 
-from pipeline.config import DEFAULT_WATCHLIST
+from pipeline.config import DEFAULT_WATCHLIST, REPO_DIR
 from pipeline.ingest.fetch import FetchResult, Validators
 from pipeline.ingest.sources import Source
 from pipeline.ingest.workers import PARALLEL_PARSE_MIN_FEEDS, ParsePool, _parse_processes
@@ -78,10 +79,22 @@ def test_a_feed_that_parses_past_its_time_budget_fails_alone() -> None:
     assert outcome == {f"small{i}": (5, None) for i in range(PARALLEL_PARSE_MIN_FEEDS)}
 
 
-def test_a_feed_that_grows_its_worker_past_the_memory_budget_fails_alone() -> None:
+def memory_budget_run() -> None:
+    """Parse the feeds with a big one under a 16 MB budget; print the outcome as JSON."""
     with ParsePool(PARALLEL_PARSE_MIN_FEEDS + 1, DEFAULT_WATCHLIST, memory_mb=16) as pool:
-        # ~120 MB of parsed entries: far past 16 MB plus whatever free heap the worker inherited.
-        outcome = prepared(pool, feeds(big_items=60_000))
+        # ~120 MB of parsed entries: far past 16 MB plus the little free heap a fresh run hands its workers.
+        print(json.dumps(prepared(pool, feeds(big_items=60_000))))
+
+
+def test_a_feed_that_grows_its_worker_past_the_memory_budget_fails_alone() -> None:
+    """In a fresh interpreter, as a run is: workers are forked from it, and this long-lived test process
+    would hand them a heap with enough free space to hold the whole feed without growing (a run enters
+    its pool first thing, before it fetches anything)."""
+    code = "from tests.ingest.test_workers import memory_budget_run; memory_budget_run()"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_DIR, capture_output=True, text=True, timeout=300, check=True
+    )
+    outcome = {name: tuple(result) for name, result in json.loads(done.stdout.splitlines()[-1]).items()}
     entries, error = outcome.pop("big")
     assert entries == 0 and error is not None and "memory" in error
     assert outcome == {f"small{i}": (5, None) for i in range(PARALLEL_PARSE_MIN_FEEDS)}
