@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,26 +30,27 @@ class SettingsError(ValueError):
     """An unusable setting in the environment or ``.env``; the message is one line naming it."""
 
 
-def validation_summary(exc: ValidationError) -> str:
-    """Return a pydantic error as one line: each failing field by name, with its reason."""
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    return f"field {'.'.join(str(p) for p in loc) or 'value'!r}"
+
+
+def validation_summary(
+    exc: ValidationError, name: Callable[[tuple[int | str, ...]], str] = _field_name
+) -> str:
+    """Return a pydantic error as one line: each failing field by ``name(loc)``, with its reason (alone
+    when the reason already starts with that name)."""
     parts = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ())) or "value"
+        where = name(tuple(error.get("loc", ())))
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"field {where!r}: {message}")
+        parts.append(message if message.startswith(where) else f"{where}: {message}")
     return "; ".join(parts)
 
 
-def settings_summary(exc: ValidationError) -> str:
-    """Return a Settings validation error as one line naming each failing variable (``FINSENT_...``)."""
-    parts = []
-    for error in exc.errors():
-        loc = error.get("loc", ())
-        field = str(loc[0]) if loc else "settings"
-        name = f"FINSENT_{field.upper()}" if field in Settings.model_fields else field
-        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(message if message.startswith(name) else f"{name}: {message}")
-    return "; ".join(parts)
+def _variable_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable of a Settings field (``FINSENT_...``), or the alias it was read by."""
+    field = str(loc[0]) if loc else "settings"
+    return f"FINSENT_{field.upper()}" if field in Settings.model_fields else field
 
 
 class Settings(BaseSettings):
@@ -162,4 +164,4 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise SettingsError(f"invalid settings: {settings_summary(exc)}") from None
+        raise SettingsError(f"invalid settings: {validation_summary(exc, _variable_name)}") from None

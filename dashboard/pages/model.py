@@ -142,6 +142,19 @@ def topic_table(metrics: dict[str, Any]) -> pd.DataFrame:
     return table.drop(columns="set").sort_values("recall", na_position="last").reset_index(drop=True)
 
 
+def class_table(table: pd.DataFrame, key: str, caption: str) -> None:
+    """Show a precision/recall table under its caption; nothing when there is no table."""
+    if table.empty:
+        return
+    st.markdown(caption)
+    st.dataframe(
+        table,
+        hide_index=True,
+        key=key,
+        column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall")},
+    )
+
+
 def news_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """Return a row per labeled news set: weighted F1 and per-class recall, the model's and the baseline's."""
     rows = []
@@ -275,30 +288,18 @@ with numbers:
                 if c not in ("news set", "texts")
             },
         )
-    classes = per_class_table(metrics)
-    if not classes.empty:
-        st.markdown(
-            "**Per class** — precision (calls of a class that are right) and recall (texts of a class "
-            "called so), from each set's confusion matrix."
-        )
-        st.dataframe(
-            classes,
-            hide_index=True,
-            key="model_per_class",
-            column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall")},
-        )
-    topics = topic_table(metrics)
-    if not topics.empty:
-        st.markdown(
-            "**Per topic** — the same for the 20 topics, weakest recall first: a topic with low recall "
-            "is often filed under another one (see the topic confusion matrix below)."
-        )
-        st.dataframe(
-            topics,
-            hide_index=True,
-            key="model_per_topic",
-            column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall")},
-        )
+    class_table(
+        per_class_table(metrics),
+        "model_per_class",
+        "**Per class** — precision (calls of a class that are right) and recall (texts of a class called "
+        "so), from each set's confusion matrix.",
+    )
+    class_table(
+        topic_table(metrics),
+        "model_per_topic",
+        "**Per topic** — the same for the 20 topics, weakest recall first: a topic with low recall is "
+        "often filed under another one (see the topic confusion matrix below).",
+    )
     flat = scalar_metrics(metrics)
     if not flat:
         st.info("No evaluation metrics recorded for this version.")

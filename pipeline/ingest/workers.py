@@ -18,12 +18,13 @@ import resource
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -67,6 +68,17 @@ _budget_running = False
 # interpreter happens to be, and an exception raised inside a finalizer (``__del__`` of garbage that a
 # forked worker inherited) is printed and dropped, so a single alarm can be lost.
 ALARM_REPEAT_S = 0.5
+
+
+class WorkerLost(Exception):
+    """A worker hung past its hard limit (``hung``; it was killed) or died; its pool was replaced."""
+
+    def __init__(self, hung: bool) -> None:
+        super().__init__("hung" if hung else "died")
+        self.hung = hung
+
+
+T = TypeVar("T")
 
 
 def _on_alarm(signum: int, frame: object) -> None:
@@ -284,40 +296,53 @@ class ParsePool:
         budget_s = self.timeout_s if budget_s is None else budget_s
         return None if budget_s <= 0 else jobs * budget_s * 2 + 10
 
+    def _result(self, future: Future[T], timeout: float | None, pool: ProcessPoolExecutor) -> T:
+        """Return ``future``'s result; raise WorkerLost when its worker hung past ``timeout`` (then killed)
+        or died, once ``pool`` has been replaced."""
+        try:
+            return future.result(timeout=timeout)
+        except TimeoutError:
+            _kill_workers(pool)
+            hung = True
+        except BrokenProcessPool:
+            hung = False
+        if pool is self._pool:
+            self._restart()
+        raise WorkerLost(hung=hung)
+
     def _outcome(
         self, chunk: list[Job], future: Future[list[PreparedFeed]], pool: ProcessPoolExecutor
     ) -> list[PreparedFeed]:
         """Return the chunk's PreparedFeeds; when a worker of ``pool`` died or hung, parse each of its jobs
         again, alone, in a fresh pool, so that only the feed that kills or hangs a worker fails."""
         try:
-            return future.result(timeout=self._hard_limit(len(chunk)))
-        except TimeoutError:
-            _kill_workers(pool)
-        except BrokenProcessPool:
-            pass
+            return self._result(future, self._hard_limit(len(chunk)), pool)
+        except WorkerLost:
+            return [self._alone(job) for job in chunk]
         except MemoryError:  # raised in the worker outside a parse: passing the bodies or the results
             return [PreparedFeed(error=MEMORY_ERROR) for _ in chunk]
-        if pool is self._pool:
-            self._restart()
-        return [self._alone(job) for job in chunk]
 
-    def _alone(self, job: Job) -> PreparedFeed:
+    def _run_alone(self, timeout: float | None, fn: Callable[..., T], *args: object) -> T:
+        """Return ``fn(*args)`` run in the pool by itself; raise WorkerLost as ``_result`` does."""
         pool = self._pool
         assert pool is not None
         try:
-            return pool.submit(budgeted_job, job, self.timeout_s, self.memory_bytes).result(
-                timeout=self._hard_limit(1)
-            )
-        except TimeoutError:
-            _kill_workers(pool)
-            self._restart()
-            log.warning("%s: %s: parsing hung past its budget; worker killed", job[1], job[2])
-            return PreparedFeed(
-                error=f"parsing took longer than {self.timeout_s:g} s (FINSENT_PARSE_TIMEOUT_S) and was "
-                "stopped; the feed was skipped"
-            )
+            future = pool.submit(fn, *args)
         except BrokenProcessPool:
             self._restart()
+            raise WorkerLost(hung=False) from None
+        return self._result(future, timeout, pool)
+
+    def _alone(self, job: Job) -> PreparedFeed:
+        try:
+            return self._run_alone(self._hard_limit(1), budgeted_job, job, self.timeout_s, self.memory_bytes)
+        except WorkerLost as lost:
+            if lost.hung:
+                log.warning("%s: %s: parsing hung past its budget; worker killed", job[1], job[2])
+                return PreparedFeed(
+                    error=f"parsing took longer than {self.timeout_s:g} s (FINSENT_PARSE_TIMEOUT_S) and was "
+                    "stopped; the feed was skipped"
+                )
             log.warning("%s: %s: the parse worker died on this feed", job[1], job[2])
             return PreparedFeed(
                 error="the parse worker died on this feed (memory or a crash in the parser); skipped"
@@ -337,31 +362,21 @@ class ParsePool:
     def _extracted(self, page: PageJob, future: Future[Extracted], pool: ProcessPoolExecutor) -> Extracted:
         """Return a page's Extracted; when its worker died or hung, extract it again alone in a fresh pool."""
         try:
-            return future.result(timeout=self._hard_limit(1, self.extract_timeout_s))
-        except TimeoutError:
-            _kill_workers(pool)
-        except BrokenProcessPool:
-            pass
+            return self._result(future, self._hard_limit(1, self.extract_timeout_s), pool)
+        except WorkerLost:
+            return self._extract_alone(page)
         except MemoryError:
             return Extracted(error=f"{page[2]}: {EXTRACT_MEMORY_ERROR}")
-        if pool is self._pool:
-            self._restart()
-        return self._extract_alone(page)
 
     def _extract_alone(self, page: PageJob) -> Extracted:
-        pool = self._pool
-        assert pool is not None
         budget = self.extract_timeout_s
         try:
-            return pool.submit(budgeted_extract, page, budget, self.memory_bytes).result(
-                timeout=self._hard_limit(1, budget)
+            return self._run_alone(
+                self._hard_limit(1, budget), budgeted_extract, page, budget, self.memory_bytes
             )
-        except TimeoutError:
-            _kill_workers(pool)
-            self._restart()
-            return Extracted(error=f"{page[2]}: {extract_timeout_error(budget)}; worker killed")
-        except BrokenProcessPool:
-            self._restart()
+        except WorkerLost as lost:
+            if lost.hung:
+                return Extracted(error=f"{page[2]}: {extract_timeout_error(budget)}; worker killed")
             return Extracted(error=f"{page[2]}: the worker died extracting this page; skipped")
         except MemoryError:
             return Extracted(error=f"{page[2]}: {EXTRACT_MEMORY_ERROR}")

@@ -21,6 +21,7 @@ from pipeline.config import REPO_DIR
 from pipeline.demo.feeds import FeedItem, rss_document
 from pipeline.demo.feedserver import FeedServer
 from tests.fixtures.airflow import run_dag
+from tests.fixtures.postgres import end_sessions
 from tests.fixtures.smtp_server import SmtpCatcher
 from tests.ingest.test_run import ARTICLE_PAGE
 from tests.reliability.test_faults import GatedFeedServer
@@ -331,7 +332,6 @@ def _terminate_when_stored(
 
     def fault() -> None:
         engine = sa.create_engine(db_url)
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
         count = sa.text(
             "SELECT count(*) FROM articles a JOIN sources s ON s.id = a.source_id WHERE s.name = :n"
         )
@@ -343,16 +343,8 @@ def _terminate_when_stored(
                         break
                 time.sleep(0.05)
             engine.dispose()
-            with admin.connect() as conn:
-                conn.execute(
-                    sa.text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                        " WHERE datname = :d AND pid <> pg_backend_pid()"
-                    ),
-                    {"d": sa.make_url(db_url).database},
-                )
+            end_sessions(admin_url, str(sa.make_url(db_url).database))
         finally:
-            admin.dispose()
             gate.set()
 
     thread = threading.Thread(target=fault, daemon=True)

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ import sqlalchemy as sa
 from pipeline import maintenance
 from pipeline.config import Settings
 from pipeline.store import db
-from tests.fixtures.postgres import end_sessions, local_cluster, local_server_stopped
+from tests.fixtures.postgres import end_sessions, local_server_stopped, require_local_cluster
 from tests.fixtures.scoring import add_articles, varied_articles
 
 ARTICLES = 20_000
@@ -108,24 +110,33 @@ def test_score_stopped_by_a_database_shutdown_reruns_to_exactly_one_score_per_ar
         db.stop_embedded_server(settings)
 
 
+@contextmanager
+def scoring_midway(home: Path, model: Path, db_url: str) -> Iterator[tuple[sa.Engine, subprocess.Popen[str]]]:
+    """Store ARTICLES articles at ``db_url``, start ``finsent score`` in batches of 8, and yield (engine,
+    run) once 200 scores are committed; a run still going on the way out is killed."""
+    engine = sa.create_engine(db_url, pool_pre_ping=True)  # it outlives the outages the tests cause
+    add_articles(engine, varied_articles(ARTICLES))
+    run = finsent(home, "score", "--model", str(model), "--batch-size", "8", database_url=db_url)
+    try:
+        wait_for_scores(engine, run)
+        yield engine, run
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        engine.dispose()
+
+
 @pytest.mark.parametrize("pg_admin_url", ["local"], indirect=True)
 def test_score_whose_sessions_the_shared_server_ends_goes_on_or_fails_in_one_line_and_converges(
     tmp_path: Path, tiny_model_dir: Path, pg_admin_url: str, db_url: str
 ) -> None:
     """The server on 127.0.0.1:5432 is shared and stays up: an administrator or a pooler ends the run's
     sessions (pg_terminate_backend) while batches are being written."""
-    engine = sa.create_engine(db_url)
-    add_articles(engine, varied_articles(ARTICLES))
     home = tmp_path / "home"
-    run = finsent(home, "score", "--model", str(tiny_model_dir), "--batch-size", "8", database_url=db_url)
-    try:
-        wait_for_scores(engine, run)
-        ended = end_sessions(pg_admin_url, str(sa.make_url(db_url).database))
-        assert ended >= 1
+    with scoring_midway(home, tiny_model_dir, db_url) as (_engine, run):
+        assert end_sessions(pg_admin_url, str(sa.make_url(db_url).database)) >= 1
         out, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            run.kill()
     # Ended while idle between batches, a session is replaced at the next checkout (pre-ping) and the
     # run goes on; ended inside a batch, that batch fails and the run stops in one line. Either way the
     # rerun converges.
@@ -141,22 +152,13 @@ def test_score_on_the_shared_server_stopped_midway_fails_in_one_line_and_the_rer
     tmp_path: Path, tiny_model_dir: Path, pg_admin_url: str, db_url: str
 ) -> None:
     """The server on 127.0.0.1:5432 itself stopped (fast shutdown) mid-run, then started again."""
-    if local_cluster() is None:
-        pytest.skip("stopping the server on 127.0.0.1:5432 needs root and pg_ctlcluster (as in CI)")
-    engine = sa.create_engine(db_url, pool_pre_ping=True)
-    add_articles(engine, varied_articles(ARTICLES))
+    require_local_cluster()
     home = tmp_path / "home"
-    run = finsent(home, "score", "--model", str(tiny_model_dir), "--batch-size", "8", database_url=db_url)
-    try:
-        wait_for_scores(engine, run)
+    with scoring_midway(home, tiny_model_dir, db_url) as (engine, run):
         with local_server_stopped():
             out, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            run.kill()
-    assert_one_line_database_error(run.returncode, out, err)
-    assert 200 <= count(engine, "SELECT count(*) FROM scores") < ARTICLES
-    engine.dispose()
+        assert_one_line_database_error(run.returncode, out, err)
+        assert 200 <= count(engine, "SELECT count(*) FROM scores") < ARTICLES
     assert_rerun_scores_the_rest(home, tiny_model_dir, database_url=db_url)
 
 
@@ -166,18 +168,10 @@ def test_score_sigkilled_mid_batch_leaves_nothing_half_written_and_the_rerun_con
 ) -> None:
     """SIGKILL (the OOM killer, a node lost): no handler runs, the open batch's transaction dies with the
     connection, and the next run scores exactly what is left."""
-    engine = sa.create_engine(db_url)
-    add_articles(engine, varied_articles(ARTICLES))
     home = tmp_path / "home"
-    run = finsent(home, "score", "--model", str(tiny_model_dir), "--batch-size", "8", database_url=db_url)
-    try:
-        wait_for_scores(engine, run)
+    with scoring_midway(home, tiny_model_dir, db_url) as (engine, run):
         os.kill(run.pid, signal.SIGKILL)
         assert run.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if run.poll() is None:
-            run.kill()
-    scored = count(engine, "SELECT count(*) FROM scores")
+        scored = count(engine, "SELECT count(*) FROM scores")
     assert 200 <= scored < ARTICLES and scored % 8 == 0  # whole batches only
-    engine.dispose()
     assert_rerun_scores_the_rest(home, tiny_model_dir, database_url=db_url)

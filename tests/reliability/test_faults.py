@@ -40,7 +40,7 @@ from pipeline.demo.feeds import FeedItem, rss_document
 from pipeline.demo.feedserver import FeedServer
 from pipeline.ingest.workers import PARALLEL_PARSE_MIN_FEEDS
 from pipeline.store import db
-from tests.fixtures.postgres import end_sessions, local_cluster, local_server_stopped
+from tests.fixtures.postgres import end_sessions, local_server_stopped, require_local_cluster
 from tests.fixtures.smtp_server import SmtpCatcher, SmtpServer, free_port
 from tests.ingest.test_run import ARTICLE_PAGE
 
@@ -276,8 +276,8 @@ def test_the_shared_server_lost_mid_ingest_and_the_rerun_equals_a_clean_run(
     server itself stopped (fast shutdown) and started again. One line, and the rerun converges."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one CPU: ingest parses in its own process, there is no parse pool")
-    if outage == "server stopped" and local_cluster() is None:
-        pytest.skip("stopping the server on 127.0.0.1:5432 needs root and pg_ctlcluster (as in CI)")
+    if outage == "server stopped":
+        require_local_cluster()
     env = cli_env(DATABASE_URL=db_url)
     name = str(sa.make_url(db_url).database)
     with GatedFeedServer() as server:
@@ -334,6 +334,20 @@ def outbox(engine: sa.Engine) -> list[Any]:
         return store.outbox_emails(conn)
 
 
+def alerts_env(db_url: str, port: int, rules_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `finsent alerts` run against ``db_url``, mailing the SMTP server on ``port``;
+    the same sender and recipient as ``smtp_settings``."""
+    return cli_env(
+        DATABASE_URL=db_url,
+        FINSENT_SMTP_HOST="127.0.0.1",
+        FINSENT_SMTP_PORT=str(port),
+        FINSENT_ALERT_TO="desk@example.com",
+        FINSENT_ALERT_FROM="finsent@alerts.test",
+        FINSENT_ALERT_RULES=str(rules_path),
+        **extra,
+    )
+
+
 def smtp_settings(port: int, **extra: Any) -> Settings:
     return Settings(
         smtp_host="127.0.0.1",
@@ -369,14 +383,7 @@ def test_smtp_down_for_hours_then_back_delivers_each_queued_email_exactly_once(
     assert capped and max(attempts.values()) == 9  # nine hours down, still queued, never given up
     assert {row.transition for row in queued} == {"firing", "resolved"}  # the storm came and went
 
-    env = cli_env(
-        DATABASE_URL=db_url,
-        FINSENT_SMTP_HOST="127.0.0.1",
-        FINSENT_SMTP_PORT=str(catcher.port),
-        FINSENT_ALERT_TO="desk@example.com",
-        FINSENT_ALERT_FROM="finsent@alerts.test",
-        FINSENT_ALERT_RULES=str(tmp_path / "rules.yaml"),
-    )
+    env = alerts_env(db_url, catcher.port, tmp_path / "rules.yaml")
     server = SmtpServer(catcher)
     server.start()
     try:
@@ -416,14 +423,7 @@ def test_alerts_killed_between_the_server_taking_an_email_and_marking_it_sent_ne
     catcher = KillingCatcher("127.0.0.1", free_port())
     settings = smtp_settings(catcher.port)
     evaluate(T0 - H, engine=engine, rules=rules, settings=settings)  # queued; the CLI run fires it
-    env = cli_env(
-        DATABASE_URL=db_url,
-        FINSENT_SMTP_HOST="127.0.0.1",
-        FINSENT_SMTP_PORT=str(catcher.port),
-        FINSENT_ALERT_TO="desk@example.com",
-        FINSENT_ALERT_FROM="finsent@alerts.test",
-        FINSENT_ALERT_RULES=str(tmp_path / "rules.yaml"),
-    )
+    env = alerts_env(db_url, catcher.port, tmp_path / "rules.yaml")
     server = SmtpServer(catcher)
     server.start()
     try:
@@ -560,15 +560,8 @@ def test_the_smtp_password_never_reaches_the_outbox_its_listing_or_the_logs(
     port = free_port()
     settings = smtp_settings(port, smtp_user="alerts", smtp_password=SMTP_PASSWORD)
     evaluate(T0 - H, engine=engine, rules=rules, settings=settings)  # pending; the CLI run fires it
-    env = cli_env(
-        DATABASE_URL=db_url,
-        FINSENT_SMTP_HOST="127.0.0.1",
-        FINSENT_SMTP_PORT=str(port),
-        FINSENT_SMTP_USER="alerts",
-        FINSENT_SMTP_PASSWORD=SMTP_PASSWORD,
-        FINSENT_ALERT_TO="desk@example.com",
-        FINSENT_ALERT_FROM="finsent@alerts.test",
-        FINSENT_ALERT_RULES=str(tmp_path / "rules.yaml"),
+    env = alerts_env(
+        db_url, port, tmp_path / "rules.yaml", FINSENT_SMTP_USER="alerts", FINSENT_SMTP_PASSWORD=SMTP_PASSWORD
     )
     auth = RefusingAuth()
     catcher = SmtpCatcher("127.0.0.1", port)
