@@ -54,7 +54,7 @@ def score(
 
     engine = db.get_engine()
     db.migrate(engine)  # idempotent; scoring right after a fresh install needs no separate step
-    # The model's imports (torch: seconds) only once the database answered.
+    # The model (torch: seconds) loads only once the database answered.
     from pipeline.scoring import ScoringError, score_pending
 
     try:
@@ -84,18 +84,18 @@ def rescore(
 
     engine = db.get_engine()
     db.migrate(engine)
-    from pipeline.scoring import score as scoring  # torch, once the database answered
+    from pipeline.scoring import ScoringError, activate_version, pending_count, rescore
 
     try:
         progress = _batch_progress(as_json)
-        done = scoring.rescore(engine, model_dir=model, batch_size=batch_size, limit=limit, on_batch=progress)
+        done = rescore(engine, model_dir=model, batch_size=batch_size, limit=limit, on_batch=progress)
         report = done.as_dict()
         version = report["model_version"]
-        report["pending"] = scoring.pending_count(version)
+        report["pending"] = pending_count(version)
         report["activated"] = activate and report["pending"] == 0
         if report["activated"]:
-            scoring.activate_version(version)
-    except scoring.ScoringError as exc:
+            activate_version(version)
+    except ScoringError as exc:
         raise fail(str(exc)) from exc
     if progress is not None:
         typer.echo(err=True)
@@ -131,7 +131,7 @@ def models_list(as_json: JsonOption = False) -> None:
 @models_app.command("activate")
 def models_activate(version: Annotated[str, typer.Argument(help="One of `finsent models list`.")]) -> None:
     """Make VERSION the model version whose scores the dashboard and the alerts read."""
-    from pipeline.scoring.score import ScoringError, activate_version, pending_count
+    from pipeline.scoring import ScoringError, activate_version, pending_count
 
     try:
         activate_version(version)

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline.config import get_settings
 from pipeline.scoring import score as scoring
+from pipeline.scoring.registry import activate_version, pending_count
 from pipeline.store.db import get_engine
 
 TASKS = ("topic", "sentiment")
@@ -76,9 +77,9 @@ def promote_if_no_regression(
         return result
     engine = engine or get_engine()
     report = scoring.rescore(engine, model_dir=Path(candidate_dir))
-    pending = scoring.pending_count(report.model_version, engine)
+    pending = pending_count(report.model_version, engine)
     if pending:
         # New articles landed while rescoring; the next run of this task (or `finsent rescore`) finishes.
         raise PromotionError(f"{report.model_version} still has {pending} unscored articles; not activated")
-    scoring.activate_version(report.model_version, engine)
+    activate_version(report.model_version, engine)
     return {**result, "promoted": True, "rescored": report.scored}

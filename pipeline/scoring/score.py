@@ -22,6 +22,7 @@ from models.tokenizer import encode_for_classification
 from pipeline import store
 from pipeline.config import get_settings
 from pipeline.scoring import rollups
+from pipeline.scoring.registry import ScoringError
 from pipeline.store.db import get_engine
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,6 @@ WINDOW_BATCHES = 8
 # Stored with a registered version: evaluation metrics if the directory has them, else its training record.
 METRICS_FILES = ("metrics.json", "training_summary.json")
 _END_PUNCTUATION = (".", "!", "?", ":", ";", "…")
-
-
-class ScoringError(RuntimeError):
-    """The model to score with cannot be determined, loaded, or does not match the registered version."""
 
 
 @dataclass(frozen=True)
@@ -154,33 +151,6 @@ def register_model(engine: Engine, clf: Classifier, model_dir: Path, *, activate
     if new:
         log.info("registered model version %s from %s", clf.version, model_dir)
     return new
-
-
-def activate_version(version: str, engine: Engine | None = None) -> None:
-    """Make ``version`` the active model version; raise ScoringError if it was never registered."""
-    engine = engine or get_engine()
-    with engine.begin() as conn:
-        if not store.activate_model_version(conn, version):
-            known = [r.version for r in store.model_versions(conn)]
-            raise ScoringError(f"unknown model version {version!r}; registered versions: {known}")
-        pending = store.count_pending_articles(conn, version)
-    log.info("model version %s is now active", version)
-    if pending:
-        log.warning("model version %s is active with %d articles it has not scored yet", version, pending)
-
-
-def pending_count(version: str, engine: Engine | None = None) -> int:
-    """Return how many stored articles model version ``version`` has not scored yet."""
-    engine = engine or get_engine()
-    with engine.connect() as conn:
-        return store.count_pending_articles(conn, version)
-
-
-def list_versions(engine: Engine | None = None) -> list[dict[str, Any]]:
-    """Return every registered model version (version, name, path, metrics, created_at, active, scored)."""
-    engine = engine or get_engine()
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in store.model_versions(conn)]
 
 
 def active_classifier(engine: Engine, model_dir: Path | None = None) -> Classifier:

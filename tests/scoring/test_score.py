@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +18,7 @@ from typer.testing import CliRunner
 from models.inference import load
 from pipeline.cli import app
 from pipeline.config import get_settings
-from pipeline.scoring import score as scoring
+from pipeline.scoring import registry
 from pipeline.scoring.score import (
     BatchReport,
     ScoreReport,
@@ -125,7 +128,7 @@ def test_stored_scores_are_the_model_predictions(engine: Engine, tiny_model_dir:
 def test_first_run_registers_and_activates_the_model(engine: Engine, tiny_model_dir: Path) -> None:
     score_pending(engine, model_dir=tiny_model_dir)  # nothing to score yet; the model is still registered
 
-    versions = scoring.list_versions(engine)
+    versions = registry.list_versions(engine)
     assert [(v["version"], v["active"], v["scored"]) for v in versions] == [("tiny-a", True, 0)]
     assert versions[0]["path"] == str(tiny_model_dir.resolve())
 
@@ -213,7 +216,7 @@ def test_rescore_keeps_the_active_scores_until_activation(
     add_articles(engine, varied_articles(2))
     assert score_pending(engine).model_version == "tiny-a"  # plain scoring still feeds the active version
 
-    scoring.activate_version("tiny-b", engine)
+    registry.activate_version("tiny-b", engine)
 
     assert _active(engine) == "tiny-b"
     assert score_pending(engine).scored == 2  # the two articles only tiny-a had seen
@@ -237,7 +240,7 @@ def test_activating_an_unknown_version_fails_and_keeps_the_active_one(
     score_pending(engine, model_dir=tiny_model_dir)
 
     with pytest.raises(ScoringError, match="no-such-version"):
-        scoring.activate_version("no-such-version", engine)
+        registry.activate_version("no-such-version", engine)
     assert _active(engine) == "tiny-a"
 
 
@@ -290,3 +293,34 @@ def test_score_command_migrates_a_fresh_database_first(
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["model_version"] == "tiny-a"
+
+
+REGISTRY_COMMANDS = [["models", "list"], ["models", "activate", "tiny-a"], ["rebuild-rollups"]]
+
+
+def test_registry_commands_answer_without_importing_the_model(
+    engine: Engine, db_url: str, tiny_model_dir: Path
+) -> None:
+    """Listing or activating a version and recounting rollups need the database only: torch (seconds to
+    import) stays out of the process, as a fresh interpreter shows."""
+    score_pending(engine, model_dir=tiny_model_dir)
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from pipeline.cli import app\n"
+        "result = CliRunner().invoke(app, sys.argv[1:])\n"
+        "print(result.output.strip())\n"
+        "print('torch' in sys.modules)\n"
+    )
+    for command in REGISTRY_COMMANDS:
+        done = subprocess.run(
+            [sys.executable, "-c", script, *command],
+            env={**os.environ, "DATABASE_URL": db_url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        *output, torch_loaded = done.stdout.strip().splitlines()
+        assert "tiny-a" in "\n".join(output), (command, done.stdout, done.stderr)
+        assert torch_loaded == "False", command
