@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +26,38 @@ ALLOW_PRIVATE_HOSTS_REPLACED = (
     "FINSENT_ALLOW_PRIVATE_HOSTS was replaced by FINSENT_ALLOWED_HOSTS: list the hosts or networks "
     "feeds may be fetched from (e.g. 127.0.0.1, feeds.internal, 10.20.0.0/16)"
 )
+
+
+# A host name as an allowlist names it: dot-separated labels of letters, digits, hyphens and underscores
+# (no scheme, port or path).
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
+
+
+def host_entry(entry: str) -> str:
+    """Return an allowlist entry (host name, IP address or CIDR network) normalised to lower case;
+    raise ValueError saying what is wrong with it, so a typo fails at load time, not at fetch time."""
+    text = entry.strip().lower()
+    address, slash, _prefix = text.partition("/")
+    if slash and _is_address(address):
+        try:
+            return str(ipaddress.ip_network(text, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{entry.strip()!r} is not a network: {exc}") from None
+    text = text.removeprefix("[").removesuffix("]")
+    if _is_address(text):
+        return str(ipaddress.ip_address(text))
+    text = text.removesuffix(".")  # the root label: "feeds.lab." is the host of http://feeds.lab/
+    if not _HOST_NAME.match(text):
+        raise ValueError(f"{entry.strip()!r} is not a host name, an IP address or a CIDR network")
+    return text
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class SettingsError(ValueError):
@@ -142,6 +176,14 @@ class Settings(BaseSettings):
         if isinstance(data, dict) and "allow_private_hosts" in data:
             raise ValueError(ALLOW_PRIVATE_HOSTS_REPLACED)
         return data
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: str) -> str:
+        for entry in value.split(","):
+            if entry.strip():
+                host_entry(entry)  # a typo fails when settings load, not when the first feed is fetched
+        return value
 
     @field_validator("removed_allow_private_hosts", mode="before")
     @classmethod

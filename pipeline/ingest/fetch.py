@@ -32,7 +32,7 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from pipeline.config import Settings, get_settings
+from pipeline.config import Settings, get_settings, host_entry
 from pipeline.ingest.decode import BadEncoding, BodyTooLarge, BoundedDecoder
 from pipeline.ingest.robots import (
     MAX_ROBOTS_BYTES,
@@ -42,7 +42,7 @@ from pipeline.ingest.robots import (
     policy_from_response,
     robots_url,
 )
-from pipeline.ingest.sources import Source, host_entry, redact_credentials
+from pipeline.ingest.sources import Source, redact_credentials
 
 FEED_ACCEPT = (
     "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -10,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from pipeline.config import validation_summary
+from pipeline.config import host_entry, validation_summary
 
 # The login part of a URL in any text: scheme://user:password@ (up to the last @ before the path).
 _URL_LOGIN = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/?#\s]*@")
@@ -29,38 +28,6 @@ def without_credentials(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-# A host name as an allowlist names it: dot-separated labels of letters, digits, hyphens and underscores
-# (no scheme, port or path).
-_HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
-
-
-def host_entry(entry: str) -> str:
-    """Return an allowlist entry (host name, IP address or CIDR network) normalised to lower case;
-    raise ValueError saying what is wrong with it, so a typo fails at load time, not at fetch time."""
-    text = entry.strip().lower()
-    address, slash, _prefix = text.partition("/")
-    if slash and _is_address(address):
-        try:
-            return str(ipaddress.ip_network(text, strict=False))
-        except ValueError as exc:
-            raise ValueError(f"{entry!r} is not a network: {exc}") from None
-    text = text.removeprefix("[").removesuffix("]")
-    if _is_address(text):
-        return str(ipaddress.ip_address(text))
-    text = text.removesuffix(".")  # the root label: "feeds.lab." is the host of http://feeds.lab/
-    if not _HOST_NAME.match(text):
-        raise ValueError(f"{entry!r} is not a host name, an IP address or a CIDR network")
-    return text
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 class SourcesError(ValueError):

@@ -116,6 +116,24 @@ def test_any_unusable_setting_is_one_line_naming_the_variable(monkeypatch: pytes
     assert line.startswith("error: invalid settings: FINSENT_RETRIES: ") and "integer" in line
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("127.0.0.1, feeds..internal", "'feeds..internal' is not a host name, an IP address or a CIDR"),
+        ("10.0.0.0/33", "'10.0.0.0/33' is not a network"),
+    ],
+)
+def test_a_bad_allowed_hosts_entry_is_refused_when_settings_load(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    """Before any feed is fetched, and by commands that fetch nothing."""
+    for command in (["ingest"], ["models", "list"]):
+        result = invoke_with(monkeypatch, "FINSENT_ALLOWED_HOSTS", value, command)
+        assert result.exit_code == 1
+        line = one_error_line(result.output)
+        assert line.startswith("error: invalid settings: FINSENT_ALLOWED_HOSTS: ") and message in line
+
+
 @pytest.mark.parametrize("kwargs", [{"allow_private_hosts": True}, {"FINSENT_ALLOW_PRIVATE_HOSTS": "true"}])
 def test_settings_built_in_code_refuse_the_removed_switch_too(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError) as caught:
