@@ -22,6 +22,7 @@ from pipeline.demo.feeds import FeedItem, rss_document
 from pipeline.demo.feedserver import FeedServer
 from tests.fixtures.airflow import run_dag
 from tests.fixtures.postgres import end_sessions
+from tests.fixtures.scoring import varied_articles
 from tests.fixtures.smtp_server import SmtpCatcher
 from tests.ingest.test_run import ARTICLE_PAGE
 from tests.reliability.test_faults import GatedFeedServer
@@ -423,6 +424,108 @@ def test_an_ingest_task_that_loses_its_database_midway_is_retried_and_converges_
     assert stored_keys(db_url) == (clean_rows, clean_keys)
     assert duplicate_rows(db_url) == 0
     assert _count(engine, "SELECT count(*) FROM articles WHERE body IS NOT NULL") == PAGES
+
+
+# --- a retried score task ----------------------------------------------------------------------------------
+
+SCORE_ARTICLES = 4_000
+
+
+def _refuse_connections_until_retry(db_url: str, admin_url: str, after_scores: int) -> threading.Thread:
+    """Start a thread that, once ``after_scores`` scores are stored, makes the database refuse every
+    connection and ends its sessions (a failover in progress), then lets connections in again once
+    Airflow has set the score task up for retry."""
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+
+    database = str(sa.make_url(db_url).database)
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+
+    def allow(yes: bool) -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(yes).lower()}')
+
+    def up_for_retry() -> bool:
+        with create_session() as session:
+            query = sa.select(sa.func.count()).where(
+                TaskInstance.dag_id == "finsent_score",
+                TaskInstance.state == TaskInstanceState.UP_FOR_RETRY,
+            )
+            return bool(session.scalar(query))
+
+    def fault() -> None:
+        engine = sa.create_engine(db_url)
+        try:
+            deadline = time.monotonic() + 120
+            while (
+                time.monotonic() < deadline and _count(engine, "SELECT count(*) FROM scores") < after_scores
+            ):
+                time.sleep(0.02)
+            engine.dispose()
+            allow(False)
+            end_sessions(admin_url, database)
+            while time.monotonic() < deadline and not up_for_retry():
+                time.sleep(0.05)
+        finally:
+            allow(True)
+            admin.dispose()
+
+    thread = threading.Thread(target=fault, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("pg_admin_url", ["embedded"], indirect=True)
+def test_a_score_task_that_loses_its_database_midway_is_retried_and_scores_each_article_once(
+    dagbag: DagBag,
+    db_url: str,
+    pg_admin_url: str,
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The score task has committed some batches when its database refuses connections and ends its
+    sessions: that try fails with a one-line database error. ``dag.test()`` retries it (delay cut to
+    1 s) once connections are let in again; the retry scores only what the failed try left, so every
+    article ends with exactly one score and the rollups equal a recount from the scores."""
+    from pipeline.config import get_settings
+    from pipeline.store import db
+    from tests.fixtures.scoring import add_articles, assert_rollups_match, expected_rollups, stored_rollups
+
+    monkeypatch.setattr(
+        dagbag.dags["finsent_score"].get_task("score_articles"), "retry_delay", timedelta(seconds=1)
+    )
+    monkeypatch.setenv("FINSENT_MODEL_DIR", str(tiny_model_dir))
+    monkeypatch.setenv("FINSENT_BATCH_SIZE", "8")
+    get_settings.cache_clear()
+    db.dispose_engines()
+    setup = sa.create_engine(db_url)
+    db.migrate(setup)
+    add_articles(setup, varied_articles(SCORE_ARTICLES))
+    setup.dispose()
+    fault = _refuse_connections_until_retry(db_url, pg_admin_url, after_scores=200)
+
+    run = run_dag(dagbag.dags["finsent_score"], 300)
+    fault.join(timeout=10)
+
+    assert _states(run) == {"score_articles": ["success"]}
+    assert _score_tries(run) == 2  # the first try failed midway, the retry finished
+    engine = sa.create_engine(db_url)
+    try:
+        assert _count(engine, "SELECT count(*) FROM scores") == SCORE_ARTICLES
+        assert _count(engine, "SELECT count(DISTINCT article_id) FROM scores") == SCORE_ARTICLES
+        assert_rollups_match(stored_rollups(engine, "tiny-a"), expected_rollups(engine, "tiny-a"))
+    finally:
+        engine.dispose()
+
+
+def _score_tries(run) -> int:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        (ti,) = [ti for ti in run.get_task_instances(session=session) if ti.task_id == "score_articles"]
+        return ti.try_number
 
 
 @pytest.mark.timeout(600)
