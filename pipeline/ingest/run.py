@@ -277,11 +277,9 @@ def _with_extraction_warning(rep: SourceReport, errors: list[str]) -> None:
 
 
 def _ingest(sources: list[Source], engine: Engine, settings: Settings) -> IngestReport:
-    # Workers first, connection second: see ParsePool.
     pool = ParsePool(
         len(sources),
         settings.watchlist,
-        engine,
         timeout_s=settings.parse_timeout_s,
         memory_mb=settings.parse_memory_mb,
         extract_timeout_s=settings.extract_timeout_s,

@@ -1,4 +1,4 @@
-"""The worker processes a large run parses its feeds in, forked before the run connects and dying with it.
+"""The worker processes a large run parses its feeds in, started from a clean process and dying with the run.
 
 Each parse runs under a budget: a feed whose parse takes longer than ``parse_timeout_s`` or (in a worker)
 grows the worker's memory by more than ``parse_memory_mb`` fails alone with a one-line error, and a
@@ -23,10 +23,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import TypeVar
-
-from sqlalchemy.engine import Engine
 
 from pipeline.ingest.entities import tagger_for
 from pipeline.ingest.extract import Extracted, PageJob, extract_job
@@ -162,16 +161,41 @@ def _address_space() -> int:
         return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _init_worker(parent: int) -> None:
-    """Worker initializer: the kernel kills this worker when the run that forked it dies, even by SIGKILL,
-    so no orphan lingers (Linux; elsewhere the check below catches a parent gone before start)."""
+def _init_worker(run_pid: int, watchlist: str) -> None:
+    """Worker initializer: the kernel kills this worker when its parent (the fork server) dies, which it
+    does when the run dies, even by SIGKILL, so no orphan lingers (Linux; elsewhere the check below
+    catches a run gone before start). Then the watchlist and language model load, so parsing starts warm."""
     global _IN_WORKER
     _IN_WORKER = True
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
+    # The fork server exits when the last holder of its "alive" pipe does, and hands every child a copy:
+    # a worker holding one would keep the server, and so itself, alive after the run is killed.
+    server = vars(forkserver._forkserver)  # multiprocessing's own state; where absent, nothing to close
+    if server.get("_forkserver_alive_fd") is not None:
+        os.close(server["_forkserver_alive_fd"])
+        server["_forkserver_alive_fd"] = None
+    try:
+        os.kill(run_pid, 0)
+    except ProcessLookupError:
         os._exit(1)
+    if os.getppid() == 1:  # the fork server was already gone when the death signal was set
+        os._exit(1)
+    _warm_up(watchlist)
+
+
+def _warm_up(watchlist: str) -> None:
+    """Load the watchlist's tagger and the parser's language model, which each feed's parse needs."""
+    tagger_for(watchlist)
+    prepare_feed(
+        _WARM_UP_FEED,
+        source_name="warm-up",
+        url="http://localhost/",
+        content_type=None,
+        fetched_at=datetime.now(UTC),
+        watchlist=watchlist,
+    )
 
 
 @contextmanager
@@ -199,21 +223,31 @@ def _ready() -> int:
     return os.getpid()
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Return the start method of parse workers: a fork server with this module preloaded where there
+    is one (Linux, macOS), else the platform's default."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context()
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # only read when the fork server starts (once per process)
+    return context
+
+
 class ParsePool:
     """The worker processes a run parses its feeds (and extracts its article pages) in, or none when the
     run is small.
 
-    Enter it before the run opens its database connection: workers are forked then, so none inherits
-    a connection (a worker that outlived its run would keep that connection's transaction and locks
-    alive), and each dies with the run. The watchlist and language model are loaded before the fork,
-    so the workers start warm.
+    Workers are forked from a fork server, a small process started afresh with this module preloaded,
+    never from the run itself: none inherits the run's database connections (a worker that outlived
+    its run would keep a transaction's locks alive), and none inherits the free heap of a long-lived
+    process (an Airflow or Celery worker), which the memory budget could not see being used. Each
+    worker loads the watchlist and language model once, then parses warm, and dies with the run.
     """
 
     def __init__(
         self,
         feeds: int,
         watchlist: Path | str,
-        engine: Engine | None = None,
         *,
         timeout_s: float = 0.0,
         memory_mb: int = 0,
@@ -221,7 +255,6 @@ class ParsePool:
     ) -> None:
         self.workers = _parse_processes(feeds)
         self.watchlist = str(watchlist)
-        self.engine = engine
         self.timeout_s = timeout_s
         self.extract_timeout_s = extract_timeout_s
         self.memory_bytes = memory_mb * 1024 * 1024
@@ -230,30 +263,20 @@ class ParsePool:
     def __enter__(self) -> ParsePool:
         if not self.workers:
             return self
-        tagger_for(self.watchlist)
-        prepare_feed(
-            _WARM_UP_FEED,
-            source_name="warm-up",
-            url="http://localhost/",
-            content_type=None,
-            fetched_at=datetime.now(UTC),
-            watchlist=self.watchlist,
-        )
-        if self.engine is not None:
-            self.engine.dispose()  # idle pooled connections are closed, not inherited
         self._start()
         return self
 
     def _start(self) -> None:
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
         self._pool = ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=context,
+            mp_context=_worker_context(),
             initializer=_init_worker,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), self.watchlist),
         )
-        self._pool.submit(_ready).result()  # with fork, the first task starts every worker now
+        # Start every worker now (the pool otherwise adds one per submitted task), before any feed is
+        # waited on under a deadline.
+        for future in [self._pool.submit(_ready) for _ in range(self.workers)]:
+            future.result()
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:

@@ -50,6 +50,17 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def parse_workers(pid: int) -> list[int]:
+    """Return the run's parse workers and the processes that start them: its children (the fork
+    server, the resource tracker) and theirs (the workers)."""
+    return [*children(pid), *(w for c in children(pid) for w in children(c))]
+
+
+def started_workers(pid: int) -> int:
+    """Return how many parse workers the run ``pid`` has (grandchildren: forked by its fork server)."""
+    return sum(len(children(c)) for c in children(pid))
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` still runs (a zombie waiting to be reaped has ended)."""
     try:
@@ -91,14 +102,13 @@ def test_a_killed_ingest_leaves_no_worker_and_the_next_run_converges(
         cmd, env = ingest_command(write_sources(server, tmp_path / "slow.yaml", slow=True), db_url)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        workers: list[int] = []
-        while time.monotonic() < deadline and len(workers) < 2 and proc.poll() is None:
-            workers = children(proc.pid)
+        while time.monotonic() < deadline and started_workers(proc.pid) < 2 and proc.poll() is None:
             time.sleep(0.05)
-        assert len(workers) >= 2, "the run never started its parse workers"
+        workers = parse_workers(proc.pid)
+        assert started_workers(proc.pid) >= 2, "the run never started its parse workers"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        # The workers die with it (parent-death signal), at once.
+        # The workers and their fork server die with it (parent-death signal, end of file), at once.
         end = time.monotonic() + 10
         while time.monotonic() < end and any(alive(w) for w in workers):
             time.sleep(0.05)
@@ -178,13 +188,15 @@ def test_an_ingest_killed_while_fetching_leaves_nothing_and_the_rerun_equals_a_c
         try:
             deadline = time.monotonic() + 60
             workers: list[int] = []
+            started = False
             while time.monotonic() < deadline and proc.poll() is None:
-                workers = children(proc.pid)
+                workers = parse_workers(proc.pid)
+                started = started_workers(proc.pid) >= 2
                 fast_done = all(server.stats(f"/f{i}.xml").requests for i in range(SLOW_FEEDS, FEEDS))
-                if len(workers) >= 2 and fast_done and all(dripping(server, i) for i in range(SLOW_FEEDS)):
+                if started and fast_done and all(dripping(server, i) for i in range(SLOW_FEEDS)):
                     break
                 time.sleep(0.02)
-            assert len(workers) >= 2 and all(dripping(server, i) for i in range(SLOW_FEEDS)), "not fetching"
+            assert started and all(dripping(server, i) for i in range(SLOW_FEEDS)), "not fetching"
             with engine.connect() as conn:  # the fetch phase: nothing parsed or stored yet
                 assert conn.execute(sa.text("SELECT count(*) FROM fetch_log")).scalar_one() == 0
                 assert conn.execute(sa.text("SELECT count(*) FROM articles")).scalar_one() == 0

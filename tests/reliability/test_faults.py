@@ -193,7 +193,8 @@ def wait_for_articles(url: str, wanted: int, run: subprocess.Popen[str], timeout
             assert run.poll() is None, run.communicate()
             with engine.connect() as conn:
                 if conn.execute(sa.text("SELECT count(*) FROM articles")).scalar_one() >= wanted:
-                    assert len(psutil.Process(run.pid).children()) >= 2, "no parse workers were forked"
+                    workers = psutil.Process(run.pid).children(recursive=True)
+                    assert len([w for w in workers if w.ppid() != run.pid]) >= 2, "no parse workers started"
                     return
             time.sleep(0.05)
         raise AssertionError(f"fewer than {wanted} articles after {timeout_s} s")
