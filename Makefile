@@ -65,6 +65,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py --json
 	$(BIN)/python bench/parse.py --json
+	$(BIN)/python bench/parse_pool.py --json
 	$(BIN)/python bench/classify.py --json
 	$(BIN)/python bench/pretrain_stream.py --json
 	$(BIN)/python bench/scoring.py --json

@@ -273,10 +273,10 @@ class ParsePool:
             initializer=_init_worker,
             initargs=(os.getpid(), self.watchlist),
         )
-        # Start every worker now (the pool otherwise adds one per submitted task), before any feed is
-        # waited on under a deadline.
-        for future in [self._pool.submit(_ready) for _ in range(self.workers)]:
-            future.result()
+        # Start every worker now (the pool otherwise adds one per submitted task) without waiting: they
+        # warm up while the run fetches its feeds.
+        for _ in range(self.workers):
+            self._pool.submit(_ready)
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
