@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "ratio": round(best["forkserver"] / best["fork"], 2),
     }
     if not args.json:
-        seconds = f"fork server {best['forkserver']:.2f} s, fork {best['fork']:.2f} s"
-        print(f"{workers} workers, {args.feeds} feeds: {seconds}")
+        times = f"fork server {best['forkserver']:.2f} s, fork {best['fork']:.2f} s"
+        print(f"{workers} workers, {args.feeds} feeds: {times}")
     print(json.dumps(result))
     return result
 
