@@ -33,7 +33,10 @@ def _load_rules_or_fail(path: Path | None) -> list:
 
 @app.command("alerts")
 def alerts_command(
-    now: Annotated[str | None, typer.Option("--now", help="Evaluate at this ISO 8601 time.")] = None,
+    now: Annotated[
+        str | None,
+        typer.Option("--now", help="Evaluate at this ISO 8601 time; mail is sent by the real clock."),
+    ] = None,
     rules: RulesOption = None,
     as_json: JsonOption = False,
 ) -> None:

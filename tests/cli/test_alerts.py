@@ -32,24 +32,35 @@ def _last_json(output: str) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
-@pytest.fixture
-def seeded(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    """Three calm days for ACME and GLBX, then a three-hour negative storm for ACME."""
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES, encoding="utf-8")
-    monkeypatch.setenv("FINSENT_ALERT_RULES", str(rules))
-    get_settings.cache_clear()
+def _seed(engine: Engine, start: datetime) -> None:
+    """Three calm days for ACME and GLBX from ``start``, then a three-hour negative storm for ACME."""
     rows = []
-    t = START
-    while t < STORM + 12 * H:
-        storm = STORM <= t < STORM + 3 * H
-        rows.append(("ticker", "ACME", t, 8 if storm else 4, 8 if storm else 1))
+    t = start
+    storm = start + (STORM - START)
+    while t < storm + 12 * H:
+        in_storm = storm <= t < storm + 3 * H
+        rows.append(("ticker", "ACME", t, 8 if in_storm else 4, 8 if in_storm else 1))
         rows.append(("ticker", "GLBX", t, 4, 1))
         t += H
     with engine.begin() as conn:
         store.register_model_version(conn, VERSION, "test", None, None)
         store.activate_model_version(conn, VERSION)
         store.write_story_counts(conn, VERSION, rows)
+
+
+@pytest.fixture
+def rules_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    monkeypatch.setenv("FINSENT_ALERT_RULES", str(rules))
+    get_settings.cache_clear()
+    return rules
+
+
+@pytest.fixture
+def seeded(engine: Engine, rules_file: Path) -> Engine:
+    """Three calm days for ACME and GLBX, then a three-hour negative storm for ACME (October 2026)."""
+    _seed(engine, START)
     return engine
 
 
@@ -86,6 +97,26 @@ def test_alerts_json_reports_firing_and_sends_one_email(
     assert again["new_firing"] == 0 and again["emails_sent"] == 0
     (msg,) = smtp_catcher.messages()
     assert "FIRING critical: ticker ACME" in msg["Subject"]
+
+
+def test_alerts_evaluated_at_a_future_time_send_its_email_only_when_that_time_comes(
+    engine: Engine, rules_file: Path, smtp_catcher: SmtpCatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--now moves the evaluation, not the mail: the email is due at the evaluated time, by the real
+    clock, so a rehearsal of next month's storm sends nothing today."""
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=30)
+    _seed(engine, start)
+    _smtp_env(monkeypatch, smtp_catcher)
+    storm = start + (STORM - START)
+    runner.invoke(app, ["alerts", "--now", (storm + H).isoformat()])
+    fired = _last_json(runner.invoke(app, ["alerts", "--now", (storm + 2 * H).isoformat(), "--json"]).output)
+    assert (fired["new_firing"], fired["emails_sent"], fired["emails_pending"]) == (1, 0, 1)
+    today = _last_json(runner.invoke(app, ["alerts", "--json"]).output)  # the real clock: not due yet
+    assert today["emails_sent"] == 0 and today["emails_pending"] == 1
+    assert smtp_catcher.messages() == []
+    (waiting,) = _last_json(runner.invoke(app, ["outbox", "list", "--json"]).output)
+    assert waiting["status"] == "pending"
+    assert datetime.fromisoformat(waiting["next_attempt_at"]) == storm + 2 * H
 
 
 def test_alerts_without_smtp_keep_the_email_waiting(seeded: Engine) -> None:
