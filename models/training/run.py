@@ -96,12 +96,16 @@ def _distilled_round(
 
 
 def _average_with(
-    bundle: ModelBundle, examples: list[Example], recipe: Recipe, log: Callable[[str], None]
+    bundle: ModelBundle,
+    examples: list[Example],
+    recipe: Recipe,
+    log: Callable[[str], None],
+    heldout: list[Example] | None = None,
 ) -> dict:
     """Return what averaging ``bundle``'s weights with ``finetune.average_with``'s models did (in place).
 
-    The averaged model's held-out scores are recorded (the student's own are fine-tuning's best),
-    unless the student was re-fit on the hold-out.
+    The averaged model's scores on the hold-out (``heldout``, else the seeded split of ``examples``)
+    are recorded (the student's own are fine-tuning's best), unless the student was re-fit on it.
     """
     spec = recipe.finetune
     others = [load_bundle(teacher_model_dir(name, "finetune.average_with")) for name in spec.average_with]
@@ -110,7 +114,9 @@ def _average_with(
     bundle.model.to(device)
     summary: dict = {"with": [o.version for o in others]}
     if spec.refit_epochs is None:
-        _, held = holdout_split(examples, spec.holdout_fraction, recipe.seed)
+        held = (
+            heldout if heldout is not None else holdout_split(examples, spec.holdout_fraction, recipe.seed)[1]
+        )
         summary["heldout"] = heldout_scores(bundle, held, device)
     log(f"averaged the weights with {summary['with']}: {json.dumps(summary)}")
     return summary
@@ -273,7 +279,7 @@ def train_model(
                 json.dumps({"version": bundle.version, "round": round_summary}, indent=2) + "\n",
                 encoding="utf-8",
             )
-    soup = _average_with(bundle, examples, recipe, log) if recipe.finetune.average_with else None
+    soup = _average_with(bundle, examples, recipe, log, heldout) if recipe.finetune.average_with else None
     calibration: dict[str, Any] | None = None
     if not trains_gpt:
         pass  # the saved classifier keeps its temperatures

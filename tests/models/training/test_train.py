@@ -201,7 +201,7 @@ def test_a_news_recipe_trains_on_labeled_and_weak_news_and_selects_on_both_domai
     tiny_data_dir: Path, tiny_trained_dir: Path, tmp_path: Path
 ) -> None:
     data = tiny_recipe_dict()
-    data["finetune"] |= {"epochs": 2}
+    data["finetune"] |= {"epochs": 2, "average_with": [str(tiny_trained_dir)]}  # a soup with its base
     data["news"] = {
         "labeled": True,
         "weak_lines": 100,
@@ -227,6 +227,9 @@ def test_a_news_recipe_trains_on_labeled_and_weak_news_and_selects_on_both_domai
     # Selection read both domains: each held-out evaluation reports the tweets' and the news' F1.
     held = [json.loads(line.removeprefix("held-out: ")) for line in lines if line.startswith("held-out: ")]
     assert held and all({"sentiment_weighted_f1_tweet", "sentiment_weighted_f1_news"} <= set(h) for h in held)
+    # So did the soup's record: the tweets' and news hold-outs, not a split of the rows it trained on.
+    assert {"sentiment_weighted_f1_tweet", "sentiment_weighted_f1_news"} <= set(summary["soup"]["heldout"])
+    assert "sentiment_weighted_f1_weak" not in summary["soup"]["heldout"]
     with pytest.raises(ValueError, match="keeps its hold-outs"):
         data["finetune"] |= {"refit_epochs": 1.0, "refit_temperatures": [1.0, 1.0]}
         train_model(recipe_from_dict(data), tiny_data_dir, tmp_path / "again", base=tiny_trained_dir)
