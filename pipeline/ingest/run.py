@@ -42,6 +42,8 @@ STORY_WINDOW = timedelta(hours=72)
 
 # Article pages fetched per full-text source per run: a feed of 200 teasers must not cost 200 pages.
 MAX_FULLTEXT_PER_SOURCE = 10
+# Full-text sources whose pages are in memory at once (each page up to FINSENT_MAX_BODY_BYTES).
+PAGE_GROUP_SOURCES = 4
 
 
 def _run_async(coro: Any) -> Any:
@@ -362,12 +364,16 @@ def _ingest_run(run: _Run, sources: list[Source], settings: Settings, pool: Pars
             continue
         _store_batch(run, result, rep, feed, None, states[source.name].id, fetched_at, t0, finish)
 
-    if deferred:
-        wanted = [(r.source, new[:MAX_FULLTEXT_PER_SOURCE]) for r, _rep, _feed, new in deferred]
+    # Full-text sources a few at a time: each group's pages are fetched, extracted and stored before the
+    # next group's are fetched, so a run holds at most PAGE_GROUP_SOURCES * MAX_FULLTEXT_PER_SOURCE pages.
+    for start in range(0, len(deferred), PAGE_GROUP_SOURCES):
+        group = deferred[start : start + PAGE_GROUP_SOURCES]
+        wanted = [(r.source, new[:MAX_FULLTEXT_PER_SOURCE]) for r, _rep, _feed, new in group]
         pages, page_bytes = _run_async(_fetch_pages(wanted, settings))
         extraction_errors = _extract_pages(pages, pool)
+        del pages  # the page bodies: only their extracted text is kept
         tagger = tagger_for(str(settings.watchlist))
-        for result, rep, feed, new in deferred:
+        for result, rep, feed, new in group:
             t0 = time.monotonic()
             rep.bytes += page_bytes.get(result.source.name, 0)
             _with_extraction_warning(rep, extraction_errors.get(result.source.name, []))

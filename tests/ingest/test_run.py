@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +17,7 @@ from pipeline.demo.feedserver import FeedServer
 from pipeline.ingest import ingest_sources, run_ingest
 from pipeline.ingest.parse import ParsedEntry
 from pipeline.ingest.prepare import filter_reason
+from pipeline.ingest.run import PAGE_GROUP_SOURCES
 from pipeline.ingest.sources import Source, SourcesError
 from tests.shared_data import shared_data_dir
 
@@ -281,6 +284,51 @@ def test_fulltext_sources_store_the_article_text(engine: Engine, server: FeedSer
     # Tickers come from the full text too.
     assert {"MSFT", "NVDA"} <= set(row.tickers)
     assert report.sources[0].bytes > len(ARTICLE_PAGE)
+
+
+class CountingPageServer(FeedServer):
+    """A feed server that notes, for each article page it is asked for, how many articles the
+    database held at that moment."""
+
+    def __init__(self, db_url: str) -> None:
+        super().__init__()
+        self.engine = sa.create_engine(db_url)
+        self.stored_at_request: dict[str, int] = {}
+
+    def handle(self, handler: BaseHTTPRequestHandler, *, send_body: bool) -> None:
+        path = urlsplit(handler.path).path
+        if path.startswith("/pages/"):
+            with self.engine.connect() as conn:
+                stored = conn.execute(sa.text("SELECT count(*) FROM articles")).scalar_one()
+            self.stored_at_request[path] = stored
+        super().handle(handler, send_body=send_body)
+
+
+def test_fulltext_pages_are_held_a_few_sources_at_a_time(engine: Engine, db_url: str) -> None:
+    """Eight full-text sources of three articles: the pages of the first PAGE_GROUP_SOURCES are fetched,
+    extracted and stored before any page of the others is asked for, so a run never holds more than
+    one group's pages (each up to FINSENT_MAX_BODY_BYTES)."""
+    sources, per_source = 8, 3
+    with CountingPageServer(db_url) as server:
+        specs = []
+        for i in range(sources):
+            items = []
+            for j in range(per_source):
+                page = server.add(f"/pages/{i}-{j}.html", ARTICLE_PAGE.encode(), "text/html; charset=utf-8")
+                title = f"Desk {i} wrap {j}: stocks slip as investors weigh signals"
+                items.append(FeedItem(title, page, "Teaser.", H))
+            feed = server.add(f"/d{i}.rss", rss_document(f"D{i}", server.url, items, NOW))
+            specs.append(Source(name=f"desk{i}", url=feed, fulltext=True))
+        report = run_ingest(specs, engine=engine, settings=_settings())
+        seen = dict(server.stored_at_request)
+        server.engine.dispose()
+    assert report.items_new == sources * per_source
+    by_source: dict[str, set[int]] = {}
+    for path, stored in seen.items():
+        by_source.setdefault(path.removeprefix("/pages/").split("-")[0], set()).add(stored)
+    first = sorted(s for s, counts in by_source.items() if counts == {0})
+    later = sorted(s for s, counts in by_source.items() if min(counts) >= PAGE_GROUP_SOURCES * per_source)
+    assert len(first) == PAGE_GROUP_SOURCES and len(first) + len(later) == sources, by_source
 
 
 def test_ingest_sources_runs_a_named_subset(engine: Engine, server: FeedServer, tmp_path: Path) -> None:
