@@ -366,13 +366,13 @@ def _ingest_run(run: _Run, sources: list[Source], settings: Settings, pool: Pars
 
     # Full-text sources a few at a time: each group's pages are fetched, extracted and stored before the
     # next group's are fetched, so a run holds at most PAGE_GROUP_SOURCES * MAX_FULLTEXT_PER_SOURCE pages.
+    tagger = tagger_for(str(settings.watchlist))
     for start in range(0, len(deferred), PAGE_GROUP_SOURCES):
         group = deferred[start : start + PAGE_GROUP_SOURCES]
         wanted = [(r.source, new[:MAX_FULLTEXT_PER_SOURCE]) for r, _rep, _feed, new in group]
         pages, page_bytes = _run_async(_fetch_pages(wanted, settings))
         extraction_errors = _extract_pages(pages, pool)
         del pages  # the page bodies: only their extracted text is kept
-        tagger = tagger_for(str(settings.watchlist))
         for result, rep, feed, new in group:
             t0 = time.monotonic()
             rep.bytes += page_bytes.get(result.source.name, 0)

@@ -50,15 +50,9 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def parse_workers(pid: int) -> list[int]:
-    """Return the run's parse workers and the processes that start them: its children (the fork
-    server, the resource tracker) and theirs (the workers)."""
-    return [*children(pid), *(w for c in children(pid) for w in children(c))]
-
-
-def started_workers(pid: int) -> int:
-    """Return how many parse workers the run ``pid`` has (grandchildren: forked by its fork server)."""
-    return sum(len(children(c)) for c in children(pid))
+def grandchildren(pid: int) -> list[int]:
+    """Return the run's parse workers: its children (the fork server, the resource tracker) fork them."""
+    return [w for c in children(pid) for w in children(c)]
 
 
 def alive(pid: int) -> bool:
@@ -102,10 +96,10 @@ def test_a_killed_ingest_leaves_no_worker_and_the_next_run_converges(
         cmd, env = ingest_command(write_sources(server, tmp_path / "slow.yaml", slow=True), db_url)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and started_workers(proc.pid) < 2 and proc.poll() is None:
+        while time.monotonic() < deadline and len(grandchildren(proc.pid)) < 2 and proc.poll() is None:
             time.sleep(0.05)
-        workers = parse_workers(proc.pid)
-        assert started_workers(proc.pid) >= 2, "the run never started its parse workers"
+        assert len(grandchildren(proc.pid)) >= 2, "the run never started its parse workers"
+        workers = [*children(proc.pid), *grandchildren(proc.pid)]  # and the fork server, which must go too
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         # The workers and their fork server die with it (parent-death signal, end of file), at once.
@@ -190,8 +184,8 @@ def test_an_ingest_killed_while_fetching_leaves_nothing_and_the_rerun_equals_a_c
             workers: list[int] = []
             started = False
             while time.monotonic() < deadline and proc.poll() is None:
-                workers = parse_workers(proc.pid)
-                started = started_workers(proc.pid) >= 2
+                started = len(grandchildren(proc.pid)) >= 2
+                workers = [*children(proc.pid), *grandchildren(proc.pid)]
                 fast_done = all(server.stats(f"/f{i}.xml").requests for i in range(SLOW_FEEDS, FEEDS))
                 if started and fast_done and all(dripping(server, i) for i in range(SLOW_FEEDS)):
                     break
